@@ -1,0 +1,148 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	m "github.com/lanyard/lanyard/migrations"
+)
+
+var keyCRLNumber = []byte("crl_number")
+
+// NextCRLNumber increments and returns the CRL number (RFC 5280 5.2.3:
+// monotonically increasing). The new value is durable before it returns,
+// so a CRL number is never issued twice, even across crashes.
+func (db *DB) NextCRLNumber(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(m.BucketMeta)
+		cur := int64(0)
+		if raw := b.Get(keyCRLNumber); len(raw) == 8 {
+			cur = int64(binary.BigEndian.Uint64(raw))
+		}
+		n = cur + 1
+		var buf [8]byte
+		binary.BigEndian.PutUint64(buf[:], uint64(n))
+		return b.Put(keyCRLNumber, buf[:])
+	})
+	return n, err
+}
+
+// CRLNumber returns the last CRL number handed out (0 if none).
+func (db *DB) CRLNumber() (int64, error) {
+	var n int64
+	err := db.view(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(m.BucketMeta).Get(keyCRLNumber); len(raw) == 8 {
+			n = int64(binary.BigEndian.Uint64(raw))
+		}
+		return nil
+	})
+	return n, err
+}
+
+// PutMeta stores a small JSON value under key in the meta bucket (for
+// example the last trust-anchor sync status or the admin password hash).
+func (db *DB) PutMeta(ctx context.Context, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("meta %s: %w", key, err)
+	}
+	return db.update(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(m.BucketMeta).Put([]byte("x:"+key), raw)
+	})
+}
+
+// GetMeta decodes the value under key into v; ErrNotFound if absent.
+func (db *DB) GetMeta(key string, v any) error {
+	return db.view(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(m.BucketMeta).Get([]byte("x:" + key))
+		if raw == nil {
+			return fmt.Errorf("meta %s: %w", key, ErrNotFound)
+		}
+		return json.Unmarshal(raw, v)
+	})
+}
+
+// Session is an admin web session.
+type Session struct {
+	ID        string    `json:"id"`
+	CSRF      string    `json:"csrf"`
+	Actor     string    `json:"actor"`
+	ExpiresAt time.Time `json:"expires"`
+}
+
+// PutSession stores a web session keyed by the SHA-256 of its cookie
+// value (the caller hashes; the store never sees the cookie).
+func (db *DB) PutSession(ctx context.Context, key string, s *Session) error {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return db.update(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(m.BucketSessions).Put([]byte(key), raw)
+	})
+}
+
+// GetSession returns a stored session, or ErrNotFound.
+func (db *DB) GetSession(key string) (*Session, error) {
+	var s Session
+	err := db.view(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(m.BucketSessions).Get([]byte(key))
+		if raw == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(raw, &s)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// DeleteSession removes a session (logout); absent is not an error.
+func (db *DB) DeleteSession(ctx context.Context, key string) error {
+	return db.update(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(m.BucketSessions).Delete([]byte(key))
+	})
+}
+
+// CountCerts summarises certificates by status and profile, and counts
+// valid certificates expiring in each of the next hours (len(hours)
+// buckets). It walks every record: the dashboard calls it, not a hot path.
+func (db *DB) CountCerts(now time.Time, hours int) (*Counts, error) {
+	cnt := &Counts{ByStatus: map[string]int{}, ByProfile: map[string]int{}, ExpiringHours: make([]int, hours)}
+	err := db.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(m.BucketCerts).ForEach(func(_, raw []byte) error {
+			var c struct {
+				Profile  string      `json:"profile"`
+				NotAfter time.Time   `json:"naf"`
+				Rev      *Revocation `json:"rev"`
+			}
+			if err := json.Unmarshal(raw, &c); err != nil {
+				return err
+			}
+			st := StatusValid
+			switch {
+			case c.Rev != nil:
+				st = StatusRevoked
+			case !now.Before(c.NotAfter):
+				st = StatusExpired
+			}
+			cnt.ByStatus[st]++
+			cnt.ByProfile[c.Profile]++
+			if st == StatusValid {
+				h := int(c.NotAfter.Sub(now) / time.Hour)
+				if h >= 0 && h < hours {
+					cnt.ExpiringHours[h]++
+				}
+			}
+			return nil
+		})
+	})
+	return cnt, err
+}

@@ -1,0 +1,309 @@
+// Package store owns lanyard's durable state: certificates and their
+// indexes (by CN, profile, expiry, renewal and revocation), enrollment
+// tokens, the audit log, CRL numbers and admin sessions, in one bbolt file.
+//
+// Writes go through a single writer goroutine that groups concurrent
+// requests into one transaction (group commit): every caller returns only
+// after the transaction holding its write is fsynced, so a certificate is
+// durable before the server hands it out, while hundreds of requests share
+// one fsync. The schema belongs to package migrations, applied on Open.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/lanyard/lanyard/migrations"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound       = errors.New("not found")
+	ErrTokenUsed      = errors.New("enrollment token already used")
+	ErrTokenExpired   = errors.New("enrollment token expired")
+	ErrTokenRevoked   = errors.New("enrollment token revoked")
+	ErrRevoked        = errors.New("certificate revoked")
+	ErrClosed         = errors.New("store closed")
+	ErrExists         = errors.New("already exists")
+)
+
+// Options tune Open.
+type Options struct {
+	// Logger receives migration and backup messages; nil means slog.Default.
+	Logger *slog.Logger
+	// NoBackup skips the copy taken before pending migrations run.
+	NoBackup bool
+	// MaxBatch caps how many writes share one transaction. Default 512:
+	// large enough that at c=64 a burst fits in one or two commits, small
+	// enough that one transaction never holds the writer for long.
+	MaxBatch int
+	// Linger is how long the writer waits for more writes when the
+	// previous group held more than one (so a lone writer never waits).
+	// Default 1ms, a fraction of one fsync on this kind of disk.
+	Linger time.Duration
+	// Timeout for acquiring the file lock (another lanyard holds it).
+	Timeout time.Duration
+}
+
+// DB is the bbolt-backed store. All methods are safe for concurrent use.
+type DB struct {
+	bolt    *bolt.DB
+	path    string
+	log     *slog.Logger
+	ops     chan *writeOp
+	done    chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+	opts    Options
+	wg      sync.WaitGroup
+}
+
+type writeOp struct {
+	fn  func(*bolt.Tx) error
+	err chan error
+}
+
+// Open opens (creating if needed) the store at path, takes a backup copy
+// when migrations are pending, and applies them.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.Linger == 0 {
+		opts.Linger = time.Millisecond
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.Timeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	cur, err := migrations.Current(bdb)
+	if err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: read schema: %w", path, err)
+	}
+	if existed && cur < migrations.Latest() && cur > 0 && !opts.NoBackup {
+		backup := fmt.Sprintf("%s.pre-migration-%d.bak", path, cur)
+		if err := copyDB(bdb, backup); err != nil {
+			bdb.Close()
+			return nil, fmt.Errorf("open store %s: backup before migrating: %w", path, err)
+		}
+		opts.Logger.Info("store backed up before migration", "backup", backup, "from", cur, "to", migrations.Latest())
+	}
+	applied, err := migrations.Apply(bdb)
+	if err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if len(applied) > 0 {
+		opts.Logger.Info("store migrated", "path", path, "applied", applied)
+	}
+	db := &DB{bolt: bdb, path: path, log: opts.Logger, ops: make(chan *writeOp, 4096), done: make(chan struct{}), opts: opts}
+	db.wg.Add(1)
+	go db.writer()
+	return db, nil
+}
+
+// Path is the file the store lives in.
+func (db *DB) Path() string { return db.path }
+
+// Close stops the writer after pending writes and closes the file.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	if db.closed {
+		db.closeMu.Unlock()
+		return nil
+	}
+	db.closed = true
+	close(db.ops)
+	db.closeMu.Unlock()
+	db.wg.Wait()
+	return db.bolt.Close()
+}
+
+func copyDB(bdb *bolt.DB, dst string) error {
+	return bdb.View(func(tx *bolt.Tx) error { return writeFileAtomic(dst, tx) })
+}
+
+func writeFileAtomic(dst string, tx *bolt.Tx) error {
+	f, err := os.CreateTemp(filepath.Dir(dst), ".backup-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := tx.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// Backup writes a consistent copy of the store to dst (atomically,
+// mode 0600) while the store stays online.
+func (db *DB) Backup(dst string) error {
+	if err := db.bolt.View(func(tx *bolt.Tx) error { return writeFileAtomic(dst, tx) }); err != nil {
+		return fmt.Errorf("backup to %s: %w", dst, err)
+	}
+	return nil
+}
+
+// BackupTo streams a consistent copy of the store to w.
+func (db *DB) BackupTo(w io.Writer) error {
+	return db.bolt.View(func(tx *bolt.Tx) error {
+		_, err := tx.WriteTo(w)
+		return err
+	})
+}
+
+// update runs fn in a write transaction shared with other concurrent
+// writers and returns once that transaction is durable. fn may run more
+// than once (when another write in its group fails, each is retried
+// alone), so it must be idempotent given the same database state.
+func (db *DB) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	op := &writeOp{fn: fn, err: make(chan error, 1)}
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case db.ops <- op:
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	db.closeMu.RUnlock()
+	// Once queued the write will happen; wait for its outcome even if the
+	// caller's context ends, so a caller never reports failure for a write
+	// that then commits.
+	return <-op.err
+}
+
+// view runs a read-only transaction.
+func (db *DB) view(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }
+
+func (db *DB) writer() {
+	defer db.wg.Done()
+	group := make([]*writeOp, 0, db.opts.MaxBatch)
+	lastSize := 0
+	for {
+		op, ok := <-db.ops
+		if !ok {
+			return
+		}
+		group = append(group[:0], op)
+		if lastSize > 1 {
+			timer := time.NewTimer(db.opts.Linger)
+		linger:
+			for len(group) < db.opts.MaxBatch {
+				select {
+				case op, ok := <-db.ops:
+					if !ok {
+						break linger
+					}
+					group = append(group, op)
+				case <-timer.C:
+					break linger
+				}
+			}
+			timer.Stop()
+		}
+	drain:
+		for len(group) < db.opts.MaxBatch {
+			select {
+			case op, ok := <-db.ops:
+				if !ok {
+					break drain
+				}
+				group = append(group, op)
+			default:
+				break drain
+			}
+		}
+		lastSize = len(group)
+		db.commitGroup(group)
+	}
+}
+
+// commitGroup runs every op of the group in one transaction. If one of
+// them fails, the transaction is rolled back and every op is run alone.
+func (db *DB) commitGroup(group []*writeOp) {
+	var failed error
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, op := range group {
+			if err := safeRun(op.fn, tx); err != nil {
+				failed = err
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		for _, op := range group {
+			op.err <- nil
+		}
+		return
+	}
+	if len(group) == 1 {
+		group[0].err <- err
+		return
+	}
+	_ = failed
+	for _, op := range group {
+		op.err <- db.bolt.Update(func(tx *bolt.Tx) error { return safeRun(op.fn, tx) })
+	}
+}
+
+func safeRun(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store write panicked: %v", r)
+		}
+	}()
+	return fn(tx)
+}
+
+// Stats reports bbolt's file size, for metrics and the dashboard.
+func (db *DB) Stats() (size int64, err error) {
+	err = db.view(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	return size, err
+}
+
