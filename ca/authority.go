@@ -1,0 +1,414 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.step.sm/crypto/keyutil"
+	"go.step.sm/crypto/x509util"
+)
+
+// The admin credential marker. Init and Import issue the admin mTLS client
+// certificate with Subject CN AdminCommonName and OU AdminOrganizationalUnit
+// (and ExtKeyUsage clientAuth); IsAdminCertificate looks for exactly that.
+// Leaf profiles must never put AdminOrganizationalUnit in a certificate.
+const (
+	AdminCommonName         = "lanyard-admin"
+	AdminOrganizationalUnit = "lanyard admin"
+)
+
+// DefaultTLSValidity is the validity of ServerTLSCertificate and
+// ClientTLSCertificate certificates when the ttl passed is zero or negative.
+const DefaultTLSValidity = 30 * 24 * time.Hour
+
+// tlsBackdate is how far TLS helper certificates are backdated to tolerate
+// clock skew.
+const tlsBackdate = time.Minute
+
+// LoadOptions tells Load where the CA is and how to open its intermediate key.
+type LoadOptions struct {
+	// Dir is the CA folder.
+	Dir string
+	// Passphrase decrypts the intermediate key when it is encrypted.
+	Passphrase []byte
+	// KMS, when set, is a go.step.sm/crypto/kms URI (e.g. "softkms:") and the
+	// intermediate key is loaded through that KMS: the key is named by
+	// Dir/intermediate.key.uri, or, for softkms without that file, is the
+	// file Dir/intermediate.key. When KMS is empty but
+	// Dir/intermediate.key.uri exists, the KMS type is taken from that URI.
+	KMS string
+}
+
+// Authority is a loaded CA: its roots, its intermediate certificate(s) and
+// the intermediate signer. It is immutable after Load and safe for
+// concurrent use.
+type Authority struct {
+	roots        []*x509.Certificate
+	chain        []*x509.Certificate // chain[0] is the issuing intermediate
+	intermediate *x509.Certificate
+	signer       crypto.Signer
+	sigAlg       x509.SignatureAlgorithm
+	rootsPEM     []byte
+	chainPEM     []byte
+	fingerprint  string
+	closer       io.Closer
+}
+
+// Load reads the CA in opts.Dir: root.crt (plus roots.pem if present),
+// intermediate.crt and the intermediate key, from a PEM file or through a
+// KMS. It never needs the root key. It checks that the intermediate chains
+// to a root and that the key matches the intermediate certificate.
+func Load(opts LoadOptions) (*Authority, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("ca: load: no CA folder given")
+	}
+	p := PathsIn(opts.Dir)
+
+	rootData, err := readFile(p.RootCert)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := parseCertificates(p.RootCert, rootData)
+	if err != nil {
+		return nil, err
+	}
+	if extraData, err := os.ReadFile(p.Roots); err == nil {
+		extra, err := parseCertificates(p.Roots, extraData)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range extra {
+			if !slices.ContainsFunc(roots, c.Equal) {
+				roots = append(roots, c)
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("ca: read %s: %w", p.Roots, err)
+	}
+
+	intData, err := readFile(p.IntermediateCert)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := parseCertificates(p.IntermediateCert, intData)
+	if err != nil {
+		return nil, err
+	}
+
+	signer, closer, err := loadSigner(opts, p)
+	if err != nil {
+		return nil, err
+	}
+	a, err := newAuthority(roots, chain, signer, closer)
+	if err != nil {
+		if closer != nil {
+			closer.Close()
+		}
+		return nil, fmt.Errorf("ca: load %s: %w", opts.Dir, err)
+	}
+	return a, nil
+}
+
+// loadSigner opens the intermediate key of a CA folder.
+func loadSigner(opts LoadOptions, p *Paths) (crypto.Signer, io.Closer, error) {
+	uriFile := filepath.Join(p.Dir, IntermediateKeyURIFile)
+	var keyURI string
+	if b, err := os.ReadFile(uriFile); err == nil {
+		keyURI = strings.TrimSpace(string(b))
+		if keyURI == "" {
+			return nil, nil, fmt.Errorf("ca: %s is empty", uriFile)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("ca: read %s: %w", uriFile, err)
+	}
+	if opts.KMS != "" || keyURI != "" {
+		return kmsLoadSigner(p.Dir, opts.KMS, keyURI, opts.Passphrase)
+	}
+	data, err := readFile(p.IntermediateKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := parseSigner(p.IntermediateKey, data, opts.Passphrase)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, nil, nil
+}
+
+// newAuthority checks the parts of a CA and precomputes what signing needs.
+func newAuthority(roots, chain []*x509.Certificate, signer crypto.Signer, closer io.Closer) (*Authority, error) {
+	if len(roots) == 0 || len(chain) == 0 {
+		return nil, errors.New("ca: a root and an intermediate certificate are needed")
+	}
+	for _, r := range roots {
+		if !r.IsCA || !r.BasicConstraintsValid {
+			return nil, fmt.Errorf("ca: root %q is not a CA certificate", r.Subject)
+		}
+	}
+	intermediate := chain[0]
+	if !intermediate.IsCA || !intermediate.BasicConstraintsValid {
+		return nil, fmt.Errorf("%w: %q is not a CA certificate", ErrNotChained, intermediate.Subject)
+	}
+	if intermediate.KeyUsage != 0 && intermediate.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("%w: %q lacks keyUsage keyCertSign", ErrNotChained, intermediate.Subject)
+	}
+	// Each chain certificate is signed by the next; the last by a root.
+	for i := 0; i < len(chain)-1; i++ {
+		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
+			return nil, fmt.Errorf("%w: %q is not signed by %q: %v", ErrNotChained, chain[i].Subject, chain[i+1].Subject, err)
+		}
+	}
+	last := chain[len(chain)-1]
+	chained := false
+	for _, r := range roots {
+		if last.CheckSignatureFrom(r) == nil {
+			chained = true
+			break
+		}
+	}
+	if !chained {
+		return nil, fmt.Errorf("%w: %q is not signed by the root %q", ErrNotChained, last.Subject, roots[0].Subject)
+	}
+	if !publicKeysEqual(intermediate.PublicKey, signer.Public()) {
+		return nil, fmt.Errorf("%w: the intermediate key is not the key of %q", ErrKeyMismatch, intermediate.Subject)
+	}
+	sigAlg, err := signatureAlgorithm(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(roots[0].Raw)
+	return &Authority{
+		roots:        roots,
+		chain:        chain,
+		intermediate: intermediate,
+		signer:       signer,
+		sigAlg:       sigAlg,
+		rootsPEM:     encodeCertificates(roots...),
+		chainPEM:     encodeCertificates(chain...),
+		fingerprint:  hex.EncodeToString(sum[:]),
+		closer:       closer,
+	}, nil
+}
+
+// Close releases the KMS the intermediate key was loaded through, if any.
+func (a *Authority) Close() error {
+	if a.closer == nil {
+		return nil
+	}
+	if err := a.closer.Close(); err != nil {
+		return fmt.Errorf("ca: close KMS: %w", err)
+	}
+	return nil
+}
+
+// Roots returns the trusted roots: root.crt first, then any extra roots of
+// roots.pem (during a root rotation, old and new). The slice is a copy; the
+// certificates must not be modified.
+func (a *Authority) Roots() []*x509.Certificate { return slices.Clone(a.roots) }
+
+// Intermediate returns the issuing intermediate certificate.
+func (a *Authority) Intermediate() *x509.Certificate { return a.intermediate }
+
+// Chain returns the intermediate certificates, issuing intermediate first,
+// without the root. The slice is a copy.
+func (a *Authority) Chain() []*x509.Certificate { return slices.Clone(a.chain) }
+
+// RootsPEM returns the roots as a PEM bundle (what /roots.pem serves and
+// what the IAM Roles Anywhere trust anchor holds).
+func (a *Authority) RootsPEM() []byte { return slices.Clone(a.rootsPEM) }
+
+// ChainPEM returns the intermediates as a PEM bundle (Certbot's chain.pem).
+func (a *Authority) ChainPEM() []byte { return slices.Clone(a.chainPEM) }
+
+// Fingerprint returns the hex SHA-256 of the first root's DER, lower-case
+// without colons (what `lanyard enroll --fingerprint` takes).
+func (a *Authority) Fingerprint() string { return a.fingerprint }
+
+// Signer returns the intermediate key.
+func (a *Authority) Signer() crypto.Signer { return a.signer }
+
+// SignatureAlgorithm returns the algorithm certificates and CRLs are signed
+// with: ECDSA-SHA256 (P-256), ECDSA-SHA384 (P-384) or SHA256-RSA (RSA).
+func (a *Authority) SignatureAlgorithm() x509.SignatureAlgorithm { return a.sigAlg }
+
+// Sign issues a certificate from tmpl for pub, signed by the intermediate,
+// and returns its DER and its parsed form. tmpl is not modified; it must
+// have a NotAfter. Sign fills in, on its copy:
+//   - SerialNumber, when nil: 128 random bits;
+//   - NotBefore, when zero: now; raised to the intermediate's NotBefore if earlier;
+//   - NotAfter: capped at the intermediate's NotAfter;
+//   - SubjectKeyId, when empty: leftmost 160 bits of the SHA-256 of the
+//     subject public key (RFC 7093 section 2 method 1), as Go sets none on leaves;
+//   - AuthorityKeyId: the intermediate's SubjectKeyId;
+//   - SignatureAlgorithm: the intermediate's (see SignatureAlgorithm).
+//
+// Everything else (names, key usages, extensions) is the caller's.
+func (a *Authority) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (der []byte, cert *x509.Certificate, err error) {
+	if tmpl == nil {
+		return nil, nil, errors.New("ca: sign: no certificate template")
+	}
+	if pub == nil {
+		return nil, nil, errors.New("ca: sign: no public key")
+	}
+	if tmpl.NotAfter.IsZero() {
+		return nil, nil, errors.New("ca: sign: the template has no NotAfter")
+	}
+	t := *tmpl
+	if t.SerialNumber == nil {
+		if t.SerialNumber, err = randomSerial(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if t.NotBefore.IsZero() {
+		t.NotBefore = time.Now()
+	}
+	if t.NotBefore.Before(a.intermediate.NotBefore) {
+		t.NotBefore = a.intermediate.NotBefore
+	}
+	if t.NotAfter.After(a.intermediate.NotAfter) {
+		t.NotAfter = a.intermediate.NotAfter
+	}
+	if !t.NotAfter.After(t.NotBefore) {
+		return nil, nil, fmt.Errorf("ca: sign: empty validity %s – %s (the intermediate is valid until %s)",
+			t.NotBefore.UTC().Format(time.RFC3339), t.NotAfter.UTC().Format(time.RFC3339),
+			a.intermediate.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if len(t.SubjectKeyId) == 0 {
+		if t.SubjectKeyId, err = subjectKeyID(pub); err != nil {
+			return nil, nil, fmt.Errorf("ca: sign: %w", err)
+		}
+	}
+	t.AuthorityKeyId = a.intermediate.SubjectKeyId
+	t.SignatureAlgorithm = a.sigAlg
+	der, err = x509.CreateCertificate(rand.Reader, &t, a.intermediate, pub, a.signer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: sign certificate for %q: %w", t.Subject.CommonName, err)
+	}
+	cert, err = x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: parse signed certificate for %q: %w", t.Subject.CommonName, err)
+	}
+	return der, cert, nil
+}
+
+// SignCRL signs a CRL template with the intermediate and returns its DER.
+// tmpl is not modified; it must carry a Number and a NextUpdate. The issuer
+// name and the authority key identifier come from the intermediate;
+// ThisUpdate defaults to now and the signature algorithm is the
+// intermediate's.
+func (a *Authority) SignCRL(tmpl *x509.RevocationList) ([]byte, error) {
+	if tmpl == nil {
+		return nil, errors.New("ca: sign CRL: no template")
+	}
+	t := *tmpl
+	if t.ThisUpdate.IsZero() {
+		t.ThisUpdate = time.Now()
+	}
+	if t.NextUpdate.IsZero() {
+		return nil, errors.New("ca: sign CRL: the template has no NextUpdate")
+	}
+	t.SignatureAlgorithm = a.sigAlg
+	der, err := x509.CreateRevocationList(rand.Reader, &t, a.intermediate, a.signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: %w", err)
+	}
+	return der, nil
+}
+
+// ServerTLSCertificate issues, through Sign, a TLS server certificate for
+// names (DNS names and IP addresses; the first is also the CN) with a fresh
+// P-256 key, valid from now (backdated a minute) for ttl (DefaultTLSValidity
+// when ttl <= 0). The tls.Certificate holds the leaf then the intermediates,
+// and Leaf is set.
+func (a *Authority) ServerTLSCertificate(names []string, ttl time.Duration, now time.Time) (*tls.Certificate, error) {
+	if len(names) == 0 {
+		return nil, errors.New("ca: server certificate: no names")
+	}
+	dns, ips, emails, uris := x509util.SplitSANs(names)
+	if len(emails) > 0 {
+		return nil, fmt.Errorf("ca: server certificate: %q is not a DNS name or IP address", emails[0])
+	}
+	if len(uris) > 0 {
+		return nil, fmt.Errorf("ca: server certificate: %q is not a DNS name or IP address", uris[0])
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: names[0]},
+		DNSNames:    dns,
+		IPAddresses: ips,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	return a.tlsCertificate(tmpl, ttl, now)
+}
+
+// ClientTLSCertificate issues, through Sign, a TLS client certificate
+// (ExtKeyUsage clientAuth) with Subject CN cn and a fresh P-256 key, valid
+// from now (backdated a minute) for ttl (DefaultTLSValidity when ttl <= 0).
+// When cn is AdminCommonName the certificate also carries the admin marker
+// (OU AdminOrganizationalUnit), so this is how the admin credential is
+// issued and renewed.
+func (a *Authority) ClientTLSCertificate(cn string, ttl time.Duration, now time.Time) (*tls.Certificate, error) {
+	if cn == "" {
+		return nil, errors.New("ca: client certificate: empty common name")
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if cn == AdminCommonName {
+		tmpl.Subject.OrganizationalUnit = []string{AdminOrganizationalUnit}
+	}
+	return a.tlsCertificate(tmpl, ttl, now)
+}
+
+// tlsCertificate signs tmpl for a fresh P-256 key.
+func (a *Authority) tlsCertificate(tmpl *x509.Certificate, ttl time.Duration, now time.Time) (*tls.Certificate, error) {
+	if ttl <= 0 {
+		ttl = DefaultTLSValidity
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	key, err := keyutil.GenerateSigner("EC", "P-256", 0)
+	if err != nil {
+		return nil, fmt.Errorf("ca: generate TLS key: %w", err)
+	}
+	tmpl.NotBefore = now.Add(-tlsBackdate)
+	tmpl.NotAfter = now.Add(ttl)
+	der, leaf, err := a.Sign(tmpl, key.Public())
+	if err != nil {
+		return nil, err
+	}
+	chain := make([][]byte, 0, 1+len(a.chain))
+	chain = append(chain, der)
+	for _, c := range a.chain {
+		chain = append(chain, c.Raw)
+	}
+	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// IsAdminCertificate reports whether cert carries the admin credential
+// marker: Subject CN AdminCommonName, an OU AdminOrganizationalUnit and
+// ExtKeyUsage clientAuth. It does not verify the chain: use it only on a
+// client certificate the TLS layer has already verified against the CA.
+func IsAdminCertificate(cert *x509.Certificate) bool {
+	return cert != nil &&
+		cert.Subject.CommonName == AdminCommonName &&
+		slices.Contains(cert.Subject.OrganizationalUnit, AdminOrganizationalUnit) &&
+		slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+}

@@ -1,0 +1,18 @@
+package ca
+
+import "errors"
+
+var (
+	// ErrExists is returned by Init and Import when the CA folder (or the
+	// root key path) already holds CA files; they are never overwritten.
+	ErrExists = errors.New("ca: a CA already exists there")
+	// ErrBadPassphrase is returned when a private key is encrypted and the
+	// passphrase is missing or wrong.
+	ErrBadPassphrase = errors.New("ca: wrong or missing passphrase for the private key")
+	// ErrKeyMismatch is returned when a private key does not belong to the
+	// certificate it is paired with.
+	ErrKeyMismatch = errors.New("ca: private key does not match the certificate")
+	// ErrNotChained is returned when an intermediate certificate is not signed
+	// by the root it is paired with, or is not a usable CA certificate.
+	ErrNotChained = errors.New("ca: intermediate certificate does not chain to the root")
+)

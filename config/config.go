@@ -1,0 +1,266 @@
+// Package config owns lanyard.yaml: the schema of the server's
+// configuration, its defaults, and its validation. Every key can also be
+// set as LANYARD_<KEY> (nested keys joined with "_", e.g.
+// LANYARD_CRL_VALIDITY); flags override the environment, which overrides
+// the file, which overrides the defaults.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/lanyard/lanyard/issuance"
+)
+
+// FileName is the configuration file's conventional name.
+const FileName = "lanyard.yaml"
+
+// DevDir is where `lanyard serve --dev` keeps its CA, store and config.
+const DevDir = ".lanyard"
+
+// Config is lanyard.yaml.
+type Config struct {
+	// Listen is the TLS address of the API, web page and downloads.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// URL is how hosts reach this CA (printed in enroll commands); default
+	// https://<listen>.
+	URL string `mapstructure:"url" yaml:"url"`
+	// DataDir holds the store and, unless CADir says otherwise, the CA.
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+	// CADir holds root.crt, intermediate.crt/key and the admin credential.
+	CADir string `mapstructure:"ca_dir" yaml:"ca_dir"`
+	// Store is the bbolt file.
+	Store string `mapstructure:"store" yaml:"store"`
+	// PassphraseFile holds the passphrase of the encrypted intermediate key.
+	PassphraseFile string `mapstructure:"passphrase_file" yaml:"passphrase_file"`
+	// KMS is a go.step.sm/crypto/kms URI for the intermediate key.
+	KMS string `mapstructure:"kms" yaml:"kms"`
+	// ServerNames are the DNS names and IPs of the server's own TLS certificate.
+	ServerNames []string `mapstructure:"server_names" yaml:"server_names"`
+	// DefaultProfile is used when a token names none.
+	DefaultProfile string `mapstructure:"default_profile" yaml:"default_profile"`
+	// Profiles decide what may be issued.
+	Profiles map[string]issuance.ProfileConfig `mapstructure:"profiles" yaml:"profiles"`
+	CRL      CRL                               `mapstructure:"crl" yaml:"crl"`
+	Anchors  Anchors                           `mapstructure:"anchors" yaml:"anchors"`
+	Limits   Limits                            `mapstructure:"limits" yaml:"limits"`
+	Web      Web                               `mapstructure:"web" yaml:"web"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `mapstructure:"log_level" yaml:"log_level"`
+	// Dev is set by `serve --dev`.
+	Dev bool `mapstructure:"dev" yaml:"dev"`
+}
+
+// CRL configures revocation lists.
+type CRL struct {
+	// Validity is nextUpdate - thisUpdate; a new CRL is made before half
+	// of it has passed.
+	Validity time.Duration `mapstructure:"validity" yaml:"validity"`
+	// DistributionURL, when set, is put in issued certificates as the CRL
+	// distribution point (<url>/crl).
+	DistributionURL string `mapstructure:"distribution_url" yaml:"distribution_url"`
+}
+
+// Anchors configures the IAM Roles Anywhere trust-anchor sync.
+type Anchors struct {
+	Enabled bool   `mapstructure:"enabled" yaml:"enabled"`
+	Region  string `mapstructure:"region" yaml:"region"`
+	// Endpoint overrides the Roles Anywhere endpoint (an emulator).
+	Endpoint       string `mapstructure:"endpoint" yaml:"endpoint"`
+	TrustAnchorARN string `mapstructure:"trust_anchor_arn" yaml:"trust_anchor_arn"`
+	ProfileARN     string `mapstructure:"profile_arn" yaml:"profile_arn"`
+	RoleARN        string `mapstructure:"role_arn" yaml:"role_arn"`
+	// Name of the anchor to create when TrustAnchorARN is empty and Create is set.
+	Name   string `mapstructure:"name" yaml:"name"`
+	Create bool   `mapstructure:"create" yaml:"create"`
+	// Interval between drift checks.
+	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
+	// Emulator runs the local Roles Anywhere emulator in-process (dev).
+	Emulator bool `mapstructure:"emulator" yaml:"emulator"`
+}
+
+// Limits protect the server from misbehaving clients.
+type Limits struct {
+	// MaxBody is the largest request body accepted, in bytes.
+	MaxBody int64 `mapstructure:"max_body" yaml:"max_body"`
+	// RatePerClient is the sustained enroll/renew requests per second one
+	// client (IP for enroll, certificate for renew) may make; Burst above it.
+	RatePerClient float64 `mapstructure:"rate_per_client" yaml:"rate_per_client"`
+	Burst         int     `mapstructure:"burst" yaml:"burst"`
+	// MaxHandshakes caps concurrent TLS handshakes.
+	MaxHandshakes int           `mapstructure:"max_handshakes" yaml:"max_handshakes"`
+	ReadTimeout   time.Duration `mapstructure:"read_timeout" yaml:"read_timeout"`
+	WriteTimeout  time.Duration `mapstructure:"write_timeout" yaml:"write_timeout"`
+	IdleTimeout   time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+}
+
+// Web configures the admin page.
+type Web struct {
+	// SessionTTL is how long an admin session lasts.
+	SessionTTL time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
+}
+
+// SetDefaults registers every default on v.
+func SetDefaults(v *viper.Viper) {
+	v.SetDefault("listen", ":8443")
+	v.SetDefault("data_dir", "/var/lib/lanyard")
+	v.SetDefault("server_names", []string{"localhost", "127.0.0.1"})
+	v.SetDefault("crl.validity", 24*time.Hour)
+	v.SetDefault("anchors.interval", 10*time.Minute)
+	v.SetDefault("anchors.region", "us-east-1")
+	v.SetDefault("anchors.name", "lanyard")
+	v.SetDefault("limits.max_body", 64<<10)
+	v.SetDefault("limits.rate_per_client", 5.0)
+	v.SetDefault("limits.burst", 20)
+	v.SetDefault("limits.max_handshakes", 256)
+	v.SetDefault("limits.read_timeout", 10*time.Second)
+	v.SetDefault("limits.write_timeout", 30*time.Second)
+	v.SetDefault("limits.idle_timeout", 120*time.Second)
+	v.SetDefault("web.session_ttl", 8*time.Hour)
+	v.SetDefault("log_level", "info")
+}
+
+// NewViper returns a viper with lanyard's defaults and environment binding.
+func NewViper() *viper.Viper {
+	v := viper.New()
+	SetDefaults(v)
+	v.SetEnvPrefix("LANYARD")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for _, k := range []string{"listen", "url", "data_dir", "ca_dir", "store", "passphrase_file", "kms", "default_profile",
+		"crl.validity", "crl.distribution_url", "anchors.enabled", "anchors.region", "anchors.endpoint",
+		"anchors.trust_anchor_arn", "anchors.profile_arn", "anchors.role_arn", "anchors.create", "anchors.interval",
+		"anchors.emulator", "limits.max_body", "limits.rate_per_client", "limits.burst", "log_level"} {
+		_ = v.BindEnv(k)
+	}
+	return v
+}
+
+// ErrInvalid marks a configuration that cannot be used.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Load reads path (if non-empty) into v and decodes and validates it.
+// Unknown keys are refused: a typo must not silently become a default.
+func Load(v *viper.Viper, path string) (*Config, error) {
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config %s: %w: %v", path, ErrInvalid, err)
+		}
+	}
+	return Decode(v, path)
+}
+
+// Decode turns v's settings into a validated Config.
+func Decode(v *viper.Viper, path string) (*Config, error) {
+	var c Config
+	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	where := path
+	if where == "" {
+		where = "settings"
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w: %v", where, ErrInvalid, err)
+	}
+	if err := c.finish(); err != nil {
+		return nil, fmt.Errorf("config %s: %w: %v", where, ErrInvalid, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) finish() error {
+	if c.DataDir == "" {
+		return errors.New("data_dir is empty")
+	}
+	if c.CADir == "" {
+		c.CADir = filepath.Join(c.DataDir, "ca")
+	}
+	if c.Store == "" {
+		c.Store = filepath.Join(c.DataDir, "lanyard.db")
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %v", c.Listen, err)
+	}
+	if c.URL == "" {
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "localhost"
+		}
+		c.URL = "https://" + net.JoinHostPort(host, port)
+	}
+	if !strings.HasPrefix(c.URL, "https://") {
+		return fmt.Errorf("url %q must start with https://", c.URL)
+	}
+	if c.CRL.Validity < time.Hour {
+		return fmt.Errorf("crl.validity %s is below one hour", c.CRL.Validity)
+	}
+	if c.Limits.MaxBody < 1024 {
+		return fmt.Errorf("limits.max_body %d is below 1024 bytes", c.Limits.MaxBody)
+	}
+	if _, err := c.CompileProfiles(); err != nil {
+		return err
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// CompileProfiles compiles the configured profiles.
+func (c *Config) CompileProfiles() (*issuance.Profiles, error) {
+	return issuance.CompileProfiles(c.Profiles, c.DefaultProfile)
+}
+
+// Passphrase reads PassphraseFile (nil if unset), trimming one trailing newline.
+func (c *Config) Passphrase() ([]byte, error) {
+	if c.PassphraseFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.PassphraseFile)
+	if err != nil {
+		return nil, fmt.Errorf("passphrase_file: %w", err)
+	}
+	return []byte(strings.TrimRight(string(b), "\r\n")), nil
+}
+
+// DevYAML is the configuration `lanyard serve --dev` writes on first run:
+// one profile, covalent, for *.covalent.example.net, 24h certificates.
+const DevYAML = `# lanyard development configuration, written by "lanyard serve --dev".
+listen: 127.0.0.1:8443
+data_dir: .lanyard
+dev: true
+server_names: [localhost, 127.0.0.1]
+default_profile: covalent
+profiles:
+  covalent:
+    cn: ["*.covalent.example.net"]
+    dns: ["*.covalent.example.net"]
+    default_ttl: 24h
+    max_ttl: 24h
+    key_types: [P-256, P-384, RSA]
+crl:
+  validity: 24h
+anchors:
+  enabled: true
+  emulator: true
+  create: true
+  region: us-east-1
+  interval: 1m
+`

@@ -1,0 +1,282 @@
+// Package issuance decides what lanyard signs. It owns profiles (which
+// CNs, SANs, key types and lifetimes a token may get), enrollment tokens
+// (single use, stored hashed), CSR checks, certificate templates,
+// pre-issuance lint, and recording every certificate in the store before
+// it is returned.
+//
+// A certificate's CN and SANs come from the token and the profile; a CSR
+// can narrow them, never widen them.
+package issuance
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/lanyard/lanyard/store"
+)
+
+// Sentinel errors callers branch on (the server maps them to Connect codes).
+var (
+	ErrTokenMalformed = errors.New("enrollment token is malformed")
+	ErrTokenInvalid   = errors.New("enrollment token is unknown, used, expired or revoked")
+	ErrBadCSR         = errors.New("invalid certificate request")
+	ErrKeyType        = errors.New("key type not allowed")
+	ErrNameNotAllowed = errors.New("name not allowed")
+	ErrUnknownProfile = errors.New("unknown profile")
+	ErrLint           = errors.New("certificate failed lint")
+)
+
+// DefaultTokenTTL is how long an unused enrollment token stays valid: long
+// enough to paste it on a host, short enough that a leaked one is useless
+// by the next day.
+const DefaultTokenTTL = time.Hour
+
+// MaxTokenTTL bounds token lifetimes (a week covers shipping a machine).
+const MaxTokenTTL = 7 * 24 * time.Hour
+
+// Backdate is subtracted from NotBefore so a host whose clock is a little
+// behind can use its certificate at once.
+const Backdate = time.Minute
+
+// Signer is the CA key that signs certificates (package ca's Authority).
+// Sign must be safe for concurrent use.
+type Signer interface {
+	Sign(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, *x509.Certificate, error)
+	Intermediate() *x509.Certificate
+}
+
+// Service issues certificates. It is safe for concurrent use; profiles
+// can be swapped at run time with SetProfiles.
+type Service struct {
+	signer   Signer
+	db       *store.DB
+	now      func() time.Time
+	log      *slog.Logger
+	profiles atomic.Pointer[Profiles]
+}
+
+// Config builds a Service.
+type Config struct {
+	Signer   Signer
+	Store    *store.DB
+	Profiles *Profiles
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// New returns a Service after linting every profile's template.
+func New(cfg Config) (*Service, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{signer: cfg.Signer, db: cfg.Store, now: cfg.Now, log: cfg.Logger}
+	if err := s.SetProfiles(cfg.Profiles); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetProfiles lints each profile's template (signed with a throwaway key
+// under the real issuer's name) and, if all pass, makes them current.
+func (s *Service) SetProfiles(ps *Profiles) error {
+	for _, name := range ps.Names() {
+		p, _ := ps.Get(name)
+		if err := lintProfile(p, s.signer.Intermediate(), s.now()); err != nil {
+			return fmt.Errorf("profile %q: %w", name, err)
+		}
+	}
+	s.profiles.Store(ps)
+	return nil
+}
+
+// Profiles returns the current profiles.
+func (s *Service) Profiles() *Profiles { return s.profiles.Load() }
+
+// Now returns the service clock's time.
+func (s *Service) Now() time.Time { return s.now() }
+
+// TokenRequest asks for an enrollment token.
+type TokenRequest struct {
+	CN       string
+	Profile  string
+	DNSNames []string
+	TTL      time.Duration
+	// By names the admin, for the audit log.
+	By string
+}
+
+// CreateToken mints a single-use token bound to CN, profile and SANs. The
+// secret is returned once; the store keeps its hash.
+func (s *Service) CreateToken(ctx context.Context, req TokenRequest) (string, *store.Token, error) {
+	p, err := s.Profiles().Get(req.Profile)
+	if err != nil {
+		return "", nil, err
+	}
+	if !p.AllowsCN(req.CN) {
+		return "", nil, fmt.Errorf("%w: profile %q does not allow CN %q", ErrNameNotAllowed, p.Name, req.CN)
+	}
+	if err := p.CheckDNSNames(req.DNSNames); err != nil {
+		return "", nil, err
+	}
+	ttl := req.TTL
+	if ttl <= 0 {
+		ttl = DefaultTokenTTL
+	}
+	if ttl > MaxTokenTTL {
+		return "", nil, fmt.Errorf("%w: token ttl %s is over the maximum %s", ErrBadCSR, ttl, MaxTokenTTL)
+	}
+	secret, err := NewTokenSecret()
+	if err != nil {
+		return "", nil, err
+	}
+	id, hash, err := ParseToken(secret)
+	if err != nil {
+		return "", nil, err
+	}
+	now := s.now()
+	tok := &store.Token{ID: id, Hash: hash, CN: req.CN, Profile: p.Name, DNSNames: slices.Clone(req.DNSNames),
+		CreatedAt: now, ExpiresAt: now.Add(ttl), CreatedBy: req.By}
+	ev := &store.AuditEvent{At: now, Actor: req.By, Action: "token.create", Subject: id,
+		Detail: fmt.Sprintf("cn=%s profile=%s ttl=%s", req.CN, p.Name, ttl)}
+	if err := s.db.PutToken(ctx, tok, ev); err != nil {
+		return "", nil, fmt.Errorf("store token: %w", err)
+	}
+	return secret, tok, nil
+}
+
+// Issued is a certificate that is in the store.
+type Issued struct {
+	Cert   *x509.Certificate
+	DER    []byte
+	Record *store.Cert
+}
+
+// ParseCSR parses and checks a DER PKCS#10 request: well formed, signed
+// by its own key. Type and size checks against a profile come later.
+func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
+	if len(der) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadCSR)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCSR, err)
+	}
+	if _, err := KeyType(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: signature does not verify: %v", ErrBadCSR, err)
+	}
+	return csr, nil
+}
+
+// checkCSRNames refuses a CSR asking for more than the token grants: a
+// different CN, a DNS name the token lacks, or any IP, email or URI SAN.
+func checkCSRNames(csr *x509.CertificateRequest, cn string, dns []string) error {
+	if csr.Subject.CommonName != "" && csr.Subject.CommonName != cn {
+		return fmt.Errorf("%w: CSR asks for CN %q, the token is for %q", ErrNameNotAllowed, csr.Subject.CommonName, cn)
+	}
+	for _, n := range csr.DNSNames {
+		if !slices.Contains(dns, n) {
+			return fmt.Errorf("%w: CSR asks for SAN %q, which the token does not grant", ErrNameNotAllowed, n)
+		}
+	}
+	if len(csr.IPAddresses)+len(csr.EmailAddresses)+len(csr.URIs) > 0 {
+		return fmt.Errorf("%w: CSR asks for IP, email or URI SANs; lanyard issues DNS SANs only", ErrNameNotAllowed)
+	}
+	return nil
+}
+
+// Enroll redeems token for a certificate for the CSR's key. The token is
+// checked before any signing work and consumed atomically with the
+// store write, so concurrent redemptions yield exactly one certificate.
+func (s *Service) Enroll(ctx context.Context, token string, csrDER []byte) (*Issued, error) {
+	id, hash, err := ParseToken(token)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	tok, err := s.db.GetToken(id)
+	if err != nil || !tokenUsable(tok, hash, now) {
+		return nil, ErrTokenInvalid
+	}
+	p, err := s.Profiles().Get(tok.Profile)
+	if err != nil {
+		return nil, err
+	}
+	if !p.AllowsCN(tok.CN) {
+		return nil, fmt.Errorf("%w: profile %q no longer allows CN %q", ErrNameNotAllowed, p.Name, tok.CN)
+	}
+	csr, err := ParseCSR(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCSRNames(csr, tok.CN, tok.DNSNames); err != nil {
+		return nil, err
+	}
+	issued, err := s.Sign(p, tok.CN, tok.DNSNames, csr.PublicKey, 0)
+	if err != nil {
+		return nil, err
+	}
+	issued.Record.TokenID = id
+	ev := &store.AuditEvent{At: now, Actor: "token:" + id, Action: "issue", Subject: issued.Record.Serial,
+		Detail: fmt.Sprintf("cn=%s profile=%s key=%s not_after=%s", tok.CN, p.Name, issued.Record.KeyType, issued.Cert.NotAfter.UTC().Format(time.RFC3339))}
+	if err := s.db.RedeemToken(ctx, id, hash, now, issued.Record, ev); err != nil {
+		if errors.Is(err, store.ErrTokenUsed) || errors.Is(err, store.ErrTokenExpired) ||
+			errors.Is(err, store.ErrTokenRevoked) || errors.Is(err, store.ErrNotFound) {
+			return nil, ErrTokenInvalid
+		}
+		return nil, fmt.Errorf("record certificate %s: %w", issued.Record.Serial, err)
+	}
+	return issued, nil
+}
+
+func tokenUsable(t *store.Token, hash []byte, now time.Time) bool {
+	if t == nil || !constantTimeEqual(t.Hash, hash) {
+		return false
+	}
+	return t.UsedAt.IsZero() && !t.Revoked && now.Before(t.ExpiresAt)
+}
+
+// Sign builds the certificate for cn/dns under profile p and signs it for
+// pub, without recording it: the caller stores it (RedeemToken,
+// InsertRenewal) before returning it to anyone. ttl 0 means the profile
+// default.
+func (s *Service) Sign(p *Profile, cn string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
+	kt, err := p.AllowsKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	sb, err := serials.next(now)
+	if err != nil {
+		return nil, fmt.Errorf("serial: %w", err)
+	}
+	tmpl := p.template(cn, dns, sb, now.Add(-Backdate), now.Add(p.TTL(ttl)))
+	if p.Config.Strict {
+		if err := lintWithThrowawayIssuer(tmpl, pub, s.signer.Intermediate()); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrLint, err)
+		}
+	}
+	der, cert, err := s.signer.Sign(tmpl, pub)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	rec := &store.Cert{
+		Serial: SerialHex(cert.SerialNumber), CN: cn, DNSNames: slices.Clone(dns), Profile: p.Name, KeyType: kt,
+		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now, DER: der,
+	}
+	return &Issued{Cert: cert, DER: der, Record: rec}, nil
+}
+
