@@ -279,4 +279,3 @@ func (s *Service) Sign(p *Profile, cn string, dns []string, pub crypto.PublicKey
 	}
 	return &Issued{Cert: cert, DER: der, Record: rec}, nil
 }
-

@@ -139,7 +139,11 @@ func TestEnrollBadInput(t *testing.T) {
 	}{
 		{"malformed token", func(*fixture) string { return "not-a-token" }, nil, ErrTokenMalformed},
 		{"unknown token", func(*fixture) string { s, _ := NewTokenSecret(); return s }, nil, ErrTokenInvalid},
-		{"expired token", func(f *fixture) string { s := f.token(t, "a.covalent.example.net"); f.now = f.now.Add(2 * time.Hour); return s }, nil, ErrTokenInvalid},
+		{"expired token", func(f *fixture) string {
+			s := f.token(t, "a.covalent.example.net")
+			f.now = f.now.Add(2 * time.Hour)
+			return s
+		}, nil, ErrTokenInvalid},
 		{"empty CSR", nil, func(*testing.T) []byte { return nil }, ErrBadCSR},
 		{"garbage CSR", nil, func(*testing.T) []byte { return []byte("\x30\x03garbage") }, ErrBadCSR},
 		{"bad CSR signature", nil, func(t *testing.T) []byte {

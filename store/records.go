@@ -14,11 +14,11 @@ const (
 // Cert is the store's record of one issued certificate. It is written
 // before the certificate leaves the server.
 type Cert struct {
-	Serial   string    `json:"serial"` // 32 lower-case hex digits
-	CN       string    `json:"cn"`
-	DNSNames []string  `json:"dns,omitempty"`
-	Profile  string    `json:"profile"`
-	KeyType  string    `json:"key_type"`
+	Serial    string    `json:"serial"` // 32 lower-case hex digits
+	CN        string    `json:"cn"`
+	DNSNames  []string  `json:"dns,omitempty"`
+	Profile   string    `json:"profile"`
+	KeyType   string    `json:"key_type"`
 	NotBefore time.Time `json:"nbf"`
 	NotAfter  time.Time `json:"naf"`
 	IssuedAt  time.Time `json:"iat"`

@@ -27,13 +27,13 @@ import (
 
 // Sentinel errors callers branch on.
 var (
-	ErrNotFound       = errors.New("not found")
-	ErrTokenUsed      = errors.New("enrollment token already used")
-	ErrTokenExpired   = errors.New("enrollment token expired")
-	ErrTokenRevoked   = errors.New("enrollment token revoked")
-	ErrRevoked        = errors.New("certificate revoked")
-	ErrClosed         = errors.New("store closed")
-	ErrExists         = errors.New("already exists")
+	ErrNotFound     = errors.New("not found")
+	ErrTokenUsed    = errors.New("enrollment token already used")
+	ErrTokenExpired = errors.New("enrollment token expired")
+	ErrTokenRevoked = errors.New("enrollment token revoked")
+	ErrRevoked      = errors.New("certificate revoked")
+	ErrClosed       = errors.New("store closed")
+	ErrExists       = errors.New("already exists")
 )
 
 // Options tune Open.
@@ -306,4 +306,3 @@ func (db *DB) Stats() (size int64, err error) {
 	})
 	return size, err
 }
-
