@@ -1,0 +1,824 @@
+package rolesanywheretest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AWS limits the emulator enforces.
+const (
+	MaxCertificatesPerAnchor = 2
+	MaxCRLsPerAnchor         = 2
+	MaxCRLBytes              = 300000
+	MinDurationSeconds       = 900
+	MaxDurationSeconds       = 43200
+	DefaultDurationSeconds   = 3600
+	maxRoleArns              = 250
+	maxManagedPolicyArns     = 50
+	maxPageSize              = 50
+)
+
+var (
+	nameRE    = regexp.MustCompile(`^[ a-zA-Z0-9-_]{1,255}$`)
+	roleArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	uuidRE    = regexp.MustCompile(`^[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}$`)
+)
+
+type notificationSetting struct {
+	Channel      string `json:"channel"`
+	ConfiguredBy string `json:"configuredBy,omitempty"`
+	Enabled      bool   `json:"enabled"`
+	Event        string `json:"event"`
+	Threshold    int    `json:"threshold"`
+}
+
+type tag struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+type sourceData struct {
+	X509CertificateData *string `json:"x509CertificateData,omitempty"`
+	AcmPcaArn           *string `json:"acmPcaArn,omitempty"`
+}
+
+type source struct {
+	SourceType string     `json:"sourceType"`
+	SourceData sourceData `json:"sourceData"`
+}
+
+type trustAnchor struct {
+	id, arn, name string
+	src           source
+	certs         []*x509.Certificate
+	enabled       bool
+	crlDp         bool
+	notifications []notificationSetting
+	tags          []tag
+	created       time.Time
+	updated       time.Time
+}
+
+type attributeMapping struct {
+	CertificateField string        `json:"certificateField"`
+	MappingRules     []mappingRule `json:"mappingRules"`
+}
+
+type mappingRule struct {
+	Specifier string `json:"specifier"`
+}
+
+type profile struct {
+	id, arn, name             string
+	enabled                   bool
+	roleArns                  []string
+	managedPolicyArns         []string
+	sessionPolicy             string
+	durationSeconds           int
+	acceptRoleSessionName     bool
+	requireInstanceProperties bool
+	tags                      []tag
+	createdBy                 string
+	created, updated          time.Time
+}
+
+type crl struct {
+	id, arn, name  string
+	data           []byte
+	list           *x509.RevocationList
+	trustAnchorArn string
+	enabled        bool
+	tags           []tag
+	created        time.Time
+	updated        time.Time
+}
+
+// JSON views, as the SDK deserializes them.
+
+type trustAnchorJSON struct {
+	CreatedAt              string                `json:"createdAt"`
+	CrlDpRevocationEnabled bool                  `json:"crlDpRevocationEnabled"`
+	Enabled                bool                  `json:"enabled"`
+	Name                   string                `json:"name"`
+	NotificationSettings   []notificationSetting `json:"notificationSettings"`
+	Source                 source                `json:"source"`
+	TrustAnchorArn         string                `json:"trustAnchorArn"`
+	TrustAnchorID          string                `json:"trustAnchorId"`
+	UpdatedAt              string                `json:"updatedAt"`
+}
+
+type profileJSON struct {
+	AcceptRoleSessionName     bool               `json:"acceptRoleSessionName"`
+	AttributeMappings         []attributeMapping `json:"attributeMappings"`
+	CreatedAt                 string             `json:"createdAt"`
+	CreatedBy                 string             `json:"createdBy"`
+	DurationSeconds           int                `json:"durationSeconds"`
+	Enabled                   bool               `json:"enabled"`
+	ManagedPolicyArns         []string           `json:"managedPolicyArns"`
+	Name                      string             `json:"name"`
+	ProfileArn                string             `json:"profileArn"`
+	ProfileID                 string             `json:"profileId"`
+	RequireInstanceProperties bool               `json:"requireInstanceProperties"`
+	RoleArns                  []string           `json:"roleArns"`
+	SessionPolicy             string             `json:"sessionPolicy,omitempty"`
+	UpdatedAt                 string             `json:"updatedAt"`
+}
+
+type crlJSON struct {
+	CreatedAt      string `json:"createdAt"`
+	CrlArn         string `json:"crlArn"`
+	CrlData        []byte `json:"crlData"`
+	CrlID          string `json:"crlId"`
+	Enabled        bool   `json:"enabled"`
+	Name           string `json:"name"`
+	TrustAnchorArn string `json:"trustAnchorArn"`
+	UpdatedAt      string `json:"updatedAt"`
+}
+
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func (a *trustAnchor) view() trustAnchorJSON {
+	return trustAnchorJSON{
+		CreatedAt: ts(a.created), CrlDpRevocationEnabled: a.crlDp, Enabled: a.enabled, Name: a.name,
+		NotificationSettings: append([]notificationSetting{}, a.notifications...), Source: a.src,
+		TrustAnchorArn: a.arn, TrustAnchorID: a.id, UpdatedAt: ts(a.updated),
+	}
+}
+
+var defaultMappings = []attributeMapping{
+	{CertificateField: "x509Issuer", MappingRules: []mappingRule{{"*"}}},
+	{CertificateField: "x509SAN", MappingRules: []mappingRule{{"DNS"}, {"URI"}, {"Name/*"}}},
+	{CertificateField: "x509Subject", MappingRules: []mappingRule{{"*"}}},
+}
+
+func (p *profile) view() profileJSON {
+	return profileJSON{
+		AcceptRoleSessionName: p.acceptRoleSessionName, AttributeMappings: defaultMappings,
+		CreatedAt: ts(p.created), CreatedBy: p.createdBy, DurationSeconds: p.durationSeconds, Enabled: p.enabled,
+		ManagedPolicyArns: append([]string{}, p.managedPolicyArns...), Name: p.name, ProfileArn: p.arn, ProfileID: p.id,
+		RequireInstanceProperties: p.requireInstanceProperties, RoleArns: append([]string{}, p.roleArns...),
+		SessionPolicy: p.sessionPolicy, UpdatedAt: ts(p.updated),
+	}
+}
+
+func (c *crl) view() crlJSON {
+	return crlJSON{
+		CreatedAt: ts(c.created), CrlArn: c.arn, CrlData: c.data, CrlID: c.id, Enabled: c.enabled,
+		Name: c.name, TrustAnchorArn: c.trustAnchorArn, UpdatedAt: ts(c.updated),
+	}
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func (e *Emulator) arn(kind, id string) string {
+	return "arn:aws:rolesanywhere:" + e.region + ":" + e.account + ":" + kind + "/" + id
+}
+
+// route dispatches a verified control-plane request. It returns the status
+// and the JSON body of the answer.
+func (e *Emulator) route(r *http.Request, body []byte) (int, any, error) {
+	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	m := r.Method
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case m == "POST" && len(segs) == 1 && segs[0] == "trustanchors":
+		return e.createTrustAnchor(body)
+	case m == "GET" && len(segs) == 1 && segs[0] == "trustanchors":
+		return e.listTrustAnchors(r)
+	case len(segs) >= 2 && segs[0] == "trustanchor":
+		a, err := e.anchorByID(segs[1])
+		if err != nil {
+			return 0, nil, err
+		}
+		switch {
+		case len(segs) == 2 && m == "GET":
+			return 200, map[string]any{"trustAnchor": a.view()}, nil
+		case len(segs) == 2 && m == "PATCH":
+			return e.updateTrustAnchor(a, body)
+		case len(segs) == 2 && m == "DELETE":
+			e.deleteTrustAnchor(a)
+			return 200, map[string]any{"trustAnchor": a.view()}, nil
+		case len(segs) == 3 && m == "POST" && (segs[2] == "enable" || segs[2] == "disable"):
+			a.enabled = segs[2] == "enable"
+			a.updated = e.now()
+			return 200, map[string]any{"trustAnchor": a.view()}, nil
+		}
+	case m == "POST" && len(segs) == 1 && segs[0] == "profiles":
+		return e.createProfile(body)
+	case m == "GET" && len(segs) == 1 && segs[0] == "profiles":
+		return e.listProfiles(r)
+	case len(segs) >= 2 && segs[0] == "profile":
+		p, err := e.profileByID(segs[1])
+		if err != nil {
+			return 0, nil, err
+		}
+		switch {
+		case len(segs) == 2 && m == "GET":
+			return 200, map[string]any{"profile": p.view()}, nil
+		case len(segs) == 2 && m == "PATCH":
+			return e.updateProfile(p, body)
+		case len(segs) == 2 && m == "DELETE":
+			e.deleteProfile(p)
+			return 200, map[string]any{"profile": p.view()}, nil
+		case len(segs) == 3 && m == "POST" && (segs[2] == "enable" || segs[2] == "disable"):
+			p.enabled = segs[2] == "enable"
+			p.updated = e.now()
+			return 200, map[string]any{"profile": p.view()}, nil
+		}
+	case m == "POST" && len(segs) == 1 && segs[0] == "crls":
+		return e.importCRL(body)
+	case m == "GET" && len(segs) == 1 && segs[0] == "crls":
+		return e.listCRLs(r)
+	case len(segs) >= 2 && segs[0] == "crl":
+		c, err := e.crlByID(segs[1])
+		if err != nil {
+			return 0, nil, err
+		}
+		switch {
+		case len(segs) == 2 && m == "GET":
+			return 200, map[string]any{"crl": c.view()}, nil
+		case len(segs) == 2 && m == "PATCH":
+			return e.updateCRL(c, body)
+		case len(segs) == 2 && m == "DELETE":
+			e.deleteCRL(c)
+			return 200, map[string]any{"crl": c.view()}, nil
+		case len(segs) == 3 && m == "POST" && (segs[2] == "enable" || segs[2] == "disable"):
+			c.enabled = segs[2] == "enable"
+			c.updated = e.now()
+			return 200, map[string]any{"crl": c.view()}, nil
+		}
+	}
+	return 0, nil, newErr(http.StatusNotFound, ErrUnknownOperation, fmt.Sprintf("the emulator does not implement %s %s", m, r.URL.Path))
+}
+
+func decodeJSON(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return validation("request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+func checkName(n string) error {
+	if !nameRE.MatchString(n) {
+		return validation("1 validation error detected: Value '%s' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[ a-zA-Z0-9-_]*$ and length 1-255", n)
+	}
+	return nil
+}
+
+// parseBundle validates a CERTIFICATE_BUNDLE source: PEM certificates only,
+// 1 to MaxCertificatesPerAnchor of them, each a CA (CA:true, keyCertSign)
+// signed with SHA-256 or stronger.
+func parseBundle(src source) ([]*x509.Certificate, error) {
+	switch src.SourceType {
+	case "CERTIFICATE_BUNDLE":
+	case "AWS_ACM_PCA", "SELF_SIGNED_REPOSITORY":
+		return nil, validation("source type %s is not supported by the emulator", src.SourceType)
+	default:
+		return nil, validation("invalid source type %q", src.SourceType)
+	}
+	if src.SourceData.X509CertificateData == nil || src.SourceData.AcmPcaArn != nil {
+		return nil, validation("a CERTIFICATE_BUNDLE source needs x509CertificateData")
+	}
+	rest := []byte(*src.SourceData.X509CertificateData)
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, validation("x509CertificateData holds a %s block; only CERTIFICATE is allowed", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, validation("x509CertificateData holds an invalid certificate: %v", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, validation("x509CertificateData must be PEM-encoded certificates")
+	}
+	if len(certs) == 0 {
+		return nil, validation("x509CertificateData holds no certificate")
+	}
+	if len(certs) > MaxCertificatesPerAnchor {
+		return nil, validation("a trust anchor can hold at most %d certificates, got %d", MaxCertificatesPerAnchor, len(certs))
+	}
+	for _, c := range certs {
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return nil, validation("certificate %q is not a CA certificate (basic constraints CA:true is required)", c.Subject)
+		}
+		if c.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return nil, validation("certificate %q lacks the Certificate Sign key usage", c.Subject)
+		}
+		if !strongSignature(c.SignatureAlgorithm) {
+			return nil, validation("certificate %q is signed with %s; SHA-256 or stronger is required", c.Subject, c.SignatureAlgorithm)
+		}
+	}
+	return certs, nil
+}
+
+func strongSignature(a x509.SignatureAlgorithm) bool {
+	switch a {
+	case x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
+		x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS,
+		x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512:
+		return true
+	}
+	return false
+}
+
+var defaultNotifications = []notificationSetting{
+	{Channel: "ALL", ConfiguredBy: "rolesanywhere.amazonaws.com", Enabled: true, Event: "CA_CERTIFICATE_EXPIRY", Threshold: 45},
+	{Channel: "ALL", ConfiguredBy: "rolesanywhere.amazonaws.com", Enabled: true, Event: "END_ENTITY_CERTIFICATE_EXPIRY", Threshold: 45},
+}
+
+func mergeNotifications(in []notificationSetting) ([]notificationSetting, error) {
+	out := append([]notificationSetting{}, defaultNotifications...)
+	if len(in) > 50 {
+		return nil, validation("at most 50 notification settings")
+	}
+	for _, n := range in {
+		if n.Event != "CA_CERTIFICATE_EXPIRY" && n.Event != "END_ENTITY_CERTIFICATE_EXPIRY" {
+			return nil, validation("invalid notification event %q", n.Event)
+		}
+		if n.Channel == "" {
+			n.Channel = "ALL"
+		}
+		if n.Threshold != 0 && (n.Threshold < 1 || n.Threshold > 360) {
+			return nil, validation("notification threshold must be 1-360 days")
+		}
+		for i := range out {
+			if out[i].Event == n.Event && out[i].Channel == n.Channel {
+				if n.Threshold == 0 {
+					n.Threshold = out[i].Threshold
+				}
+				n.ConfiguredBy = ""
+				out[i] = n
+			}
+		}
+	}
+	return out, nil
+}
+
+func (e *Emulator) createTrustAnchor(body []byte) (int, any, error) {
+	var in struct {
+		Name                   string                `json:"name"`
+		Source                 *source               `json:"source"`
+		Enabled                *bool                 `json:"enabled"`
+		CrlDpRevocationEnabled *bool                 `json:"crlDpRevocationEnabled"`
+		NotificationSettings   []notificationSetting `json:"notificationSettings"`
+		Tags                   []tag                 `json:"tags"`
+	}
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if err := checkName(in.Name); err != nil {
+		return 0, nil, err
+	}
+	if in.Source == nil {
+		return 0, nil, validation("source is required")
+	}
+	certs, err := parseBundle(*in.Source)
+	if err != nil {
+		return 0, nil, err
+	}
+	ns, err := mergeNotifications(in.NotificationSettings)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(e.anchors) >= 50 {
+		return 0, nil, validation("trust anchor quota (50) exceeded")
+	}
+	now := e.now()
+	id := newUUID()
+	a := &trustAnchor{
+		id: id, arn: e.arn("trust-anchor", id), name: in.Name, src: *in.Source, certs: certs,
+		enabled: in.Enabled != nil && *in.Enabled, crlDp: in.CrlDpRevocationEnabled != nil && *in.CrlDpRevocationEnabled,
+		notifications: ns, tags: in.Tags, created: now, updated: now,
+	}
+	e.anchors = append(e.anchors, a)
+	return http.StatusCreated, map[string]any{"trustAnchor": a.view()}, nil
+}
+
+func (e *Emulator) updateTrustAnchor(a *trustAnchor, body []byte) (int, any, error) {
+	var in struct {
+		Name                   *string `json:"name"`
+		Source                 *source `json:"source"`
+		CrlDpRevocationEnabled *bool   `json:"crlDpRevocationEnabled"`
+	}
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if in.Name != nil {
+		if err := checkName(*in.Name); err != nil {
+			return 0, nil, err
+		}
+	}
+	var certs []*x509.Certificate
+	if in.Source != nil {
+		var err error
+		if certs, err = parseBundle(*in.Source); err != nil {
+			return 0, nil, err
+		}
+	}
+	if in.Name != nil {
+		a.name = *in.Name
+	}
+	if in.Source != nil {
+		a.src, a.certs = *in.Source, certs
+	}
+	if in.CrlDpRevocationEnabled != nil {
+		a.crlDp = *in.CrlDpRevocationEnabled
+	}
+	a.updated = e.now()
+	return 200, map[string]any{"trustAnchor": a.view()}, nil
+}
+
+func (e *Emulator) deleteTrustAnchor(a *trustAnchor) {
+	for i, x := range e.anchors {
+		if x == a {
+			e.anchors = append(e.anchors[:i], e.anchors[i+1:]...)
+			break
+		}
+	}
+	kept := e.crls[:0]
+	for _, c := range e.crls {
+		if c.trustAnchorArn != a.arn {
+			kept = append(kept, c)
+		}
+	}
+	e.crls = kept
+}
+
+func (e *Emulator) anchorByID(id string) (*trustAnchor, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, validation("invalid trust anchor id %q", id)
+	}
+	for _, a := range e.anchors {
+		if a.id == id {
+			return a, nil
+		}
+	}
+	return nil, notFound("Trust anchor %s not found", id)
+}
+
+func (e *Emulator) anchorByArn(arn string) *trustAnchor {
+	for _, a := range e.anchors {
+		if a.arn == arn {
+			return a
+		}
+	}
+	return nil
+}
+
+// page applies nextToken/pageSize to n items and returns [from, to) and the
+// next token ("" on the last page).
+func page(r *http.Request, n int) (int, int, string, error) {
+	q := r.URL.Query()
+	size := maxPageSize
+	if s := q.Get("pageSize"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > maxPageSize {
+			return 0, 0, "", validation("pageSize must be 1-%d", maxPageSize)
+		}
+		size = v
+	}
+	from := 0
+	if t := q.Get("nextToken"); t != "" {
+		b, err := base64.RawURLEncoding.DecodeString(t)
+		v, err2 := strconv.Atoi(string(b))
+		if err != nil || err2 != nil || v < 0 || v > n {
+			return 0, 0, "", validation("invalid nextToken")
+		}
+		from = v
+	}
+	to := min(from+size, n)
+	next := ""
+	if to < n {
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(to)))
+	}
+	return from, to, next, nil
+}
+
+func listOut(key string, items any, next string) map[string]any {
+	out := map[string]any{key: items}
+	if next != "" {
+		out["nextToken"] = next
+	}
+	return out
+}
+
+func (e *Emulator) listTrustAnchors(r *http.Request) (int, any, error) {
+	from, to, next, err := page(r, len(e.anchors))
+	if err != nil {
+		return 0, nil, err
+	}
+	items := []trustAnchorJSON{}
+	for _, a := range e.anchors[from:to] {
+		items = append(items, a.view())
+	}
+	return 200, listOut("trustAnchors", items, next), nil
+}
+
+type profileInput struct {
+	Name                      *string  `json:"name"`
+	RoleArns                  []string `json:"roleArns"`
+	ManagedPolicyArns         []string `json:"managedPolicyArns"`
+	SessionPolicy             *string  `json:"sessionPolicy"`
+	DurationSeconds           *int     `json:"durationSeconds"`
+	Enabled                   *bool    `json:"enabled"`
+	AcceptRoleSessionName     *bool    `json:"acceptRoleSessionName"`
+	RequireInstanceProperties *bool    `json:"requireInstanceProperties"`
+	Tags                      []tag    `json:"tags"`
+}
+
+func (in *profileInput) validate(create bool) error {
+	if in.Name != nil || create {
+		n := ""
+		if in.Name != nil {
+			n = *in.Name
+		}
+		if err := checkName(n); err != nil {
+			return err
+		}
+	}
+	if create && len(in.RoleArns) == 0 {
+		return validation("roleArns is required")
+	}
+	if len(in.RoleArns) > maxRoleArns {
+		return validation("at most %d roleArns", maxRoleArns)
+	}
+	for _, r := range in.RoleArns {
+		if !roleArnRE.MatchString(r) {
+			return validation("invalid role ARN %q", r)
+		}
+	}
+	if len(in.ManagedPolicyArns) > maxManagedPolicyArns {
+		return validation("at most %d managedPolicyArns", maxManagedPolicyArns)
+	}
+	if in.DurationSeconds != nil && (*in.DurationSeconds < MinDurationSeconds || *in.DurationSeconds > MaxDurationSeconds) {
+		return validation("durationSeconds must be %d-%d", MinDurationSeconds, MaxDurationSeconds)
+	}
+	if in.SessionPolicy != nil && *in.SessionPolicy != "" && !json.Valid([]byte(*in.SessionPolicy)) {
+		return validation("sessionPolicy must be a JSON policy document")
+	}
+	return nil
+}
+
+func (e *Emulator) createProfile(body []byte) (int, any, error) {
+	var in profileInput
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if err := in.validate(true); err != nil {
+		return 0, nil, err
+	}
+	if len(e.profiles) >= 250 {
+		return 0, nil, validation("profile quota (250) exceeded")
+	}
+	now := e.now()
+	id := newUUID()
+	p := &profile{
+		id: id, arn: e.arn("profile", id), name: *in.Name, roleArns: in.RoleArns, managedPolicyArns: in.ManagedPolicyArns,
+		durationSeconds: DefaultDurationSeconds, tags: in.Tags, created: now, updated: now,
+		createdBy: "arn:aws:iam::" + e.account + ":user/" + e.creds.AccessKeyID,
+	}
+	p.apply(&in)
+	e.profiles = append(e.profiles, p)
+	return http.StatusCreated, map[string]any{"profile": p.view()}, nil
+}
+
+func (p *profile) apply(in *profileInput) {
+	if in.Name != nil {
+		p.name = *in.Name
+	}
+	if in.RoleArns != nil {
+		p.roleArns = append([]string{}, in.RoleArns...)
+	}
+	if in.ManagedPolicyArns != nil {
+		p.managedPolicyArns = append([]string{}, in.ManagedPolicyArns...)
+	}
+	if in.SessionPolicy != nil {
+		p.sessionPolicy = *in.SessionPolicy
+	}
+	if in.DurationSeconds != nil {
+		p.durationSeconds = *in.DurationSeconds
+	}
+	if in.Enabled != nil {
+		p.enabled = *in.Enabled
+	}
+	if in.AcceptRoleSessionName != nil {
+		p.acceptRoleSessionName = *in.AcceptRoleSessionName
+	}
+	if in.RequireInstanceProperties != nil {
+		p.requireInstanceProperties = *in.RequireInstanceProperties
+	}
+}
+
+func (e *Emulator) updateProfile(p *profile, body []byte) (int, any, error) {
+	var in profileInput
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	in.Enabled, in.RequireInstanceProperties, in.Tags = nil, nil, nil // not updatable
+	if err := in.validate(false); err != nil {
+		return 0, nil, err
+	}
+	p.apply(&in)
+	p.updated = e.now()
+	return 200, map[string]any{"profile": p.view()}, nil
+}
+
+func (e *Emulator) deleteProfile(p *profile) {
+	for i, x := range e.profiles {
+		if x == p {
+			e.profiles = append(e.profiles[:i], e.profiles[i+1:]...)
+			return
+		}
+	}
+}
+
+func (e *Emulator) profileByID(id string) (*profile, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, validation("invalid profile id %q", id)
+	}
+	for _, p := range e.profiles {
+		if p.id == id {
+			return p, nil
+		}
+	}
+	return nil, notFound("Profile %s not found", id)
+}
+
+func (e *Emulator) profileByArn(arn string) *profile {
+	for _, p := range e.profiles {
+		if p.arn == arn {
+			return p
+		}
+	}
+	return nil
+}
+
+func (e *Emulator) listProfiles(r *http.Request) (int, any, error) {
+	from, to, next, err := page(r, len(e.profiles))
+	if err != nil {
+		return 0, nil, err
+	}
+	items := []profileJSON{}
+	for _, p := range e.profiles[from:to] {
+		items = append(items, p.view())
+	}
+	return 200, listOut("profiles", items, next), nil
+}
+
+// parseCRL validates CRL data: 1 to MaxCRLBytes bytes, one PEM "X509 CRL"
+// block (DER is refused: AWS documents PEM only), a parseable CRL.
+func parseCRL(data []byte) (*x509.RevocationList, error) {
+	if len(data) == 0 || len(data) > MaxCRLBytes {
+		return nil, validation("1 validation error detected: Value at 'crlData' failed to satisfy constraint: Member must have length between 1 and %d (got %d bytes)", MaxCRLBytes, len(data))
+	}
+	b, rest := pem.Decode(data)
+	if b == nil {
+		return nil, validation("crlData must be a PEM-encoded CRL")
+	}
+	if b.Type != "X509 CRL" {
+		return nil, validation("crlData holds a %s block; an X509 CRL block is required", b.Type)
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, validation("crlData must hold exactly one CRL")
+	}
+	l, err := x509.ParseRevocationList(b.Bytes)
+	if err != nil {
+		return nil, validation("crlData is not a valid CRL: %v", err)
+	}
+	return l, nil
+}
+
+func (e *Emulator) importCRL(body []byte) (int, any, error) {
+	var in struct {
+		Name           string `json:"name"`
+		CrlData        []byte `json:"crlData"`
+		TrustAnchorArn string `json:"trustAnchorArn"`
+		Enabled        *bool  `json:"enabled"`
+		Tags           []tag  `json:"tags"`
+	}
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if err := checkName(in.Name); err != nil {
+		return 0, nil, err
+	}
+	if in.TrustAnchorArn == "" {
+		return 0, nil, validation("trustAnchorArn is required")
+	}
+	l, err := parseCRL(in.CrlData)
+	if err != nil {
+		return 0, nil, err
+	}
+	a := e.anchorByArn(in.TrustAnchorArn)
+	if a == nil {
+		return 0, nil, notFound("Trust anchor %s not found", in.TrustAnchorArn)
+	}
+	n := 0
+	for _, c := range e.crls {
+		if c.trustAnchorArn == a.arn {
+			n++
+		}
+	}
+	if n >= MaxCRLsPerAnchor {
+		return 0, nil, validation("a trust anchor can have at most %d CRLs", MaxCRLsPerAnchor)
+	}
+	now := e.now()
+	id := newUUID()
+	c := &crl{
+		id: id, arn: e.arn("crl", id), name: in.Name, data: in.CrlData, list: l, trustAnchorArn: a.arn,
+		enabled: in.Enabled != nil && *in.Enabled, tags: in.Tags, created: now, updated: now,
+	}
+	e.crls = append(e.crls, c)
+	return http.StatusCreated, map[string]any{"crl": c.view()}, nil
+}
+
+func (e *Emulator) updateCRL(c *crl, body []byte) (int, any, error) {
+	var in struct {
+		Name    *string `json:"name"`
+		CrlData []byte  `json:"crlData"`
+	}
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if in.Name != nil {
+		if err := checkName(*in.Name); err != nil {
+			return 0, nil, err
+		}
+	}
+	var l *x509.RevocationList
+	if in.CrlData != nil {
+		var err error
+		if l, err = parseCRL(in.CrlData); err != nil {
+			return 0, nil, err
+		}
+	}
+	if in.Name != nil {
+		c.name = *in.Name
+	}
+	if l != nil {
+		c.data, c.list = in.CrlData, l
+	}
+	c.updated = e.now()
+	return 200, map[string]any{"crl": c.view()}, nil
+}
+
+func (e *Emulator) deleteCRL(c *crl) {
+	for i, x := range e.crls {
+		if x == c {
+			e.crls = append(e.crls[:i], e.crls[i+1:]...)
+			return
+		}
+	}
+}
+
+func (e *Emulator) crlByID(id string) (*crl, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, validation("invalid CRL id %q", id)
+	}
+	for _, c := range e.crls {
+		if c.id == id {
+			return c, nil
+		}
+	}
+	return nil, notFound("CRL %s not found", id)
+}
+
+func (e *Emulator) listCRLs(r *http.Request) (int, any, error) {
+	from, to, next, err := page(r, len(e.crls))
+	if err != nil {
+		return 0, nil, err
+	}
+	items := []crlJSON{}
+	for _, c := range e.crls[from:to] {
+		items = append(items, c.view())
+	}
+	return 200, listOut("crls", items, next), nil
+}
