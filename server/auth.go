@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/lanyard/lanyard/ca"
+)
+
+type ctxKey int
+
+const (
+	keyClientCert ctxKey = iota
+	keyRemoteIP
+	keyClientCertErr
+)
+
+// describeCertError turns a verification failure into a sentence a host
+// operator can act on.
+func describeCertError(leaf *x509.Certificate, err error, now time.Time) error {
+	var inv x509.CertificateInvalidError
+	if errors.As(err, &inv) && inv.Reason == x509.Expired {
+		if now.After(leaf.NotAfter) {
+			return fmt.Errorf("%w: client certificate %s expired at %s; it cannot renew, enroll again with a new token",
+				errBadClientCert, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return fmt.Errorf("%w: client certificate is not valid yet (check the host clock)", errBadClientCert)
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return fmt.Errorf("%w: client certificate was not issued by this CA", errBadClientCert)
+	}
+	return fmt.Errorf("%w: %v", errBadClientCert, err)
+}
+
+// clientCertError returns why the presented client certificate was refused
+// (nil when none was presented or it verified).
+func clientCertError(ctx context.Context) error {
+	e, _ := ctx.Value(keyClientCertErr).(error)
+	return e
+}
+
+// withClientCert verifies the TLS client certificate, if one was sent,
+// against the CA's roots and intermediates at the server's clock, and
+// puts the verified certificate (or why it failed) and the client's IP in
+// the request context for the handlers.
+//
+// The TLS layer only requests client certificates and never fails a
+// handshake over one: a host whose certificate expired then gets a
+// Connect error that says so ("expired at …; enroll again") instead of a
+// bare TLS alert.
+func (s *Server) withClientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			leaf := r.TLS.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range s.opts.CA.Chain() {
+				inter.AddCert(c)
+			}
+			for _, c := range r.TLS.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: s.pool, Intermediates: inter, CurrentTime: s.opts.Now(),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			if err != nil {
+				ctx = context.WithValue(ctx, keyClientCertErr, describeCertError(leaf, err, s.opts.Now()))
+			} else {
+				ctx = context.WithValue(ctx, keyClientCert, leaf)
+			}
+		}
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		ctx = context.WithValue(ctx, keyRemoteIP, host)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// ClientCert returns the verified TLS client certificate of the request.
+func ClientCert(ctx context.Context) *x509.Certificate {
+	c, _ := ctx.Value(keyClientCert).(*x509.Certificate)
+	return c
+}
+
+func remoteIP(ctx context.Context) string {
+	s, _ := ctx.Value(keyRemoteIP).(string)
+	return s
+}
+
+// adminOnly refuses every AdminService call whose TLS client certificate
+// is not the admin credential (ca.IsAdminCertificate, verified against
+// the CA's roots by the TLS layer).
+func adminOnly() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			c := ClientCert(ctx)
+			if c == nil {
+				if err := clientCertError(ctx); err != nil {
+					return nil, connect.NewError(connect.CodeUnauthenticated, err)
+				}
+				return nil, connect.NewError(connect.CodeUnauthenticated, errNotAdmin)
+			}
+			if !ca.IsAdminCertificate(c) {
+				return nil, connect.NewError(connect.CodePermissionDenied, errNotAdmin)
+			}
+			return next(ctx, req)
+		}
+	}
+}

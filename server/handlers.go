@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/renewal"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+type certificateService struct {
+	lanyardv1connect.UnimplementedCertificateServiceHandler
+	s *Server
+}
+
+func (h *certificateService) bundle(iss *issuance.Issued) *v1.Bundle {
+	return &v1.Bundle{
+		CertificatePem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.DER})),
+		ChainPem:       string(h.s.opts.CA.ChainPEM()),
+		Serial:         iss.Record.Serial,
+		NotBefore:      timestamppb.New(iss.Cert.NotBefore),
+		NotAfter:       timestamppb.New(iss.Cert.NotAfter),
+	}
+}
+
+func windowPB(w renewal.Window) *v1.RenewalInfo {
+	return &v1.RenewalInfo{WindowStart: timestamppb.New(w.Start), WindowEnd: timestamppb.New(w.End), Reason: w.Reason}
+}
+
+func (h *certificateService) Enroll(ctx context.Context, req *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
+	const proc = "Enroll"
+	if !h.s.limiter.allow("ip:" + remoteIP(ctx)) {
+		return nil, toConnect(h.s.log, proc, errRateLimited)
+	}
+	iss, err := h.s.opts.Issuance.Enroll(ctx, req.Msg.GetToken(), req.Msg.GetCsr())
+	if err != nil {
+		return nil, toConnect(h.s.log, proc, err)
+	}
+	h.s.metrics.issued.WithLabelValues("enroll", iss.Record.Profile).Inc()
+	return connect.NewResponse(&v1.EnrollResponse{
+		Bundle:      h.bundle(iss),
+		RenewalInfo: windowPB(renewal.ScheduledWindow(iss.Cert.NotBefore, iss.Cert.NotAfter)),
+	}), nil
+}
+
+func (h *certificateService) Renew(ctx context.Context, req *connect.Request[v1.RenewRequest]) (*connect.Response[v1.RenewResponse], error) {
+	const proc = "Renew"
+	cur := ClientCert(ctx)
+	if cur == nil {
+		if err := clientCertError(ctx); err != nil {
+			return nil, toConnect(h.s.log, proc, err)
+		}
+		return nil, toConnect(h.s.log, proc, errNoClientCert)
+	}
+	if !h.s.limiter.allow("cert:" + issuance.SerialHex(cur.SerialNumber)) {
+		return nil, toConnect(h.s.log, proc, errRateLimited)
+	}
+	r, err := h.s.opts.Renewal.Renew(ctx, cur, req.Msg.GetCsr())
+	if err != nil {
+		return nil, toConnect(h.s.log, proc, err)
+	}
+	h.s.metrics.issued.WithLabelValues("renew", r.Record.Profile).Inc()
+	return connect.NewResponse(&v1.RenewResponse{
+		Bundle: h.bundle(r.Issued), RenewalInfo: windowPB(r.Window), PreviousSerial: r.Previous,
+	}), nil
+}
+
+func (h *certificateService) GetRoots(context.Context, *connect.Request[v1.GetRootsRequest]) (*connect.Response[v1.GetRootsResponse], error) {
+	return connect.NewResponse(&v1.GetRootsResponse{
+		RootsPem: string(h.s.opts.CA.RootsPEM()), ChainPem: string(h.s.opts.CA.ChainPEM()),
+	}), nil
+}
+
+func (h *certificateService) GetRenewalInfo(_ context.Context, req *connect.Request[v1.GetRenewalInfoRequest]) (*connect.Response[v1.GetRenewalInfoResponse], error) {
+	w, err := h.s.opts.Renewal.Info(req.Msg.GetSerial())
+	if err != nil {
+		return nil, toConnect(h.s.log, "GetRenewalInfo", err)
+	}
+	return connect.NewResponse(&v1.GetRenewalInfoResponse{RenewalInfo: windowPB(w)}), nil
+}
+
+func (h *certificateService) RevokeSelf(ctx context.Context, req *connect.Request[v1.RevokeSelfRequest]) (*connect.Response[v1.RevokeSelfResponse], error) {
+	const proc = "RevokeSelf"
+	cur := ClientCert(ctx)
+	if cur == nil {
+		if err := clientCertError(ctx); err != nil {
+			return nil, toConnect(h.s.log, proc, err)
+		}
+		return nil, toConnect(h.s.log, proc, errNoClientCert)
+	}
+	reason := int(req.Msg.GetReason())
+	if reason == 0 {
+		reason = 1 // keyCompromise: the holder asks because its key is no longer safe
+	}
+	serial := issuance.SerialHex(cur.SerialNumber)
+	res, err := h.s.opts.Revocation.Revoke(ctx, revocation.Request{Serial: serial, Reason: reason, Comment: "revoked by its holder", By: "cert:" + serial})
+	if err != nil {
+		return nil, toConnect(h.s.log, proc, err)
+	}
+	out := &v1.RevokeSelfResponse{}
+	for _, c := range res.Certificates {
+		if c.Serial == serial {
+			out.Certificate = certPB(c, h.s.opts.Now(), false)
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
+type adminService struct {
+	lanyardv1connect.UnimplementedAdminServiceHandler
+	s *Server
+}
+
+func adminName(ctx context.Context) string {
+	if c := ClientCert(ctx); c != nil {
+		return "admin:cert:" + c.Subject.CommonName
+	}
+	return "admin"
+}
+
+func (h *adminService) CreateEnrollmentToken(ctx context.Context, req *connect.Request[v1.CreateEnrollmentTokenRequest]) (*connect.Response[v1.CreateEnrollmentTokenResponse], error) {
+	m := req.Msg
+	if m.GetTtlSeconds() < 0 {
+		return nil, toConnect(h.s.log, "CreateEnrollmentToken", fmt.Errorf("%w: ttl_seconds must not be negative", errBadArgument))
+	}
+	secret, tok, err := h.s.opts.Issuance.CreateToken(ctx, issuance.TokenRequest{
+		CN: m.GetCn(), Profile: m.GetProfile(), DNSNames: m.GetDnsNames(),
+		TTL: time.Duration(m.GetTtlSeconds()) * time.Second, By: adminName(ctx),
+	})
+	if err != nil {
+		return nil, toConnect(h.s.log, "CreateEnrollmentToken", err)
+	}
+	return connect.NewResponse(&v1.CreateEnrollmentTokenResponse{Token: secret, TokenId: tok.ID, ExpiresAt: timestamppb.New(tok.ExpiresAt)}), nil
+}
+
+func (h *adminService) ListEnrollmentTokens(context.Context, *connect.Request[v1.ListEnrollmentTokensRequest]) (*connect.Response[v1.ListEnrollmentTokensResponse], error) {
+	toks, err := h.s.opts.Store.ListUnusedTokens(h.s.opts.Now())
+	if err != nil {
+		return nil, toConnect(h.s.log, "ListEnrollmentTokens", err)
+	}
+	out := &v1.ListEnrollmentTokensResponse{}
+	for _, t := range toks {
+		out.Tokens = append(out.Tokens, &v1.EnrollmentToken{TokenId: t.ID, Cn: t.CN, Profile: t.Profile, DnsNames: t.DNSNames,
+			CreatedAt: timestamppb.New(t.CreatedAt), ExpiresAt: timestamppb.New(t.ExpiresAt)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *adminService) RevokeEnrollmentToken(ctx context.Context, req *connect.Request[v1.RevokeEnrollmentTokenRequest]) (*connect.Response[v1.RevokeEnrollmentTokenResponse], error) {
+	id := req.Msg.GetTokenId()
+	ev := &store.AuditEvent{At: h.s.opts.Now(), Actor: adminName(ctx), Action: "token.revoke", Subject: id}
+	if err := h.s.opts.Store.RevokeToken(ctx, id, ev); err != nil {
+		return nil, toConnect(h.s.log, "RevokeEnrollmentToken", err)
+	}
+	return connect.NewResponse(&v1.RevokeEnrollmentTokenResponse{}), nil
+}
+
+func (h *adminService) ListCertificates(_ context.Context, req *connect.Request[v1.ListCertificatesRequest]) (*connect.Response[v1.ListCertificatesResponse], error) {
+	m := req.Msg
+	now := h.s.opts.Now()
+	certs, next, err := h.s.opts.Store.ListCerts(store.CertQuery{CNPrefix: m.GetCnPrefix(), Profile: m.GetProfile(), Status: m.GetStatus(),
+		After: m.GetPageToken(), Limit: int(m.GetPageSize()), Now: now})
+	if err != nil {
+		return nil, toConnect(h.s.log, "ListCertificates", err)
+	}
+	if s := m.GetSerial(); s != "" {
+		certs, next = nil, ""
+		if c, err := h.s.opts.Store.GetCert(s); err == nil {
+			certs = append(certs, c)
+		}
+	}
+	out := &v1.ListCertificatesResponse{NextPageToken: next}
+	for _, c := range certs {
+		out.Certificates = append(out.Certificates, certPB(c, now, false))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *adminService) GetCertificate(_ context.Context, req *connect.Request[v1.GetCertificateRequest]) (*connect.Response[v1.GetCertificateResponse], error) {
+	c, err := h.s.opts.Store.GetCert(req.Msg.GetSerial())
+	if err != nil {
+		return nil, toConnect(h.s.log, "GetCertificate", err)
+	}
+	return connect.NewResponse(&v1.GetCertificateResponse{Certificate: certPB(c, h.s.opts.Now(), true)}), nil
+}
+
+func (h *adminService) RevokeCertificate(ctx context.Context, req *connect.Request[v1.RevokeCertificateRequest]) (*connect.Response[v1.RevokeCertificateResponse], error) {
+	m := req.Msg
+	res, err := h.s.opts.Revocation.Revoke(ctx, revocation.Request{Serial: m.GetSerial(), CN: m.GetCn(), Reason: int(m.GetReason()),
+		Comment: m.GetComment(), By: adminName(ctx)})
+	if err != nil {
+		return nil, toConnect(h.s.log, "RevokeCertificate", err)
+	}
+	out := &v1.RevokeCertificateResponse{CrlNumber: res.CRLNumber}
+	for _, c := range res.Certificates {
+		out.Certificates = append(out.Certificates, certPB(c, h.s.opts.Now(), false))
+	}
+	return connect.NewResponse(out), nil
+}
+
+// certPB converts a store record for the wire (PEM only when asked).
+func certPB(c *store.Cert, now time.Time, withPEM bool) *v1.Certificate {
+	out := &v1.Certificate{Serial: c.Serial, Cn: c.CN, DnsNames: c.DNSNames, Profile: c.Profile, Status: c.Status(now),
+		NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter), TokenId: c.TokenID,
+		PreviousSerial: c.PreviousSerial, NextSerial: c.NextSerial, KeyType: c.KeyType}
+	if c.Revocation != nil {
+		out.RevokedAt = timestamppb.New(c.Revocation.At)
+		out.RevocationReason = int32(c.Revocation.Reason)
+		out.RevocationComment = c.Revocation.Comment
+	}
+	if withPEM {
+		out.CertificatePem = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER}))
+	}
+	return out
+}

@@ -1,0 +1,60 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lanyard/lanyard/store"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	issued   *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, db *store.DB) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lanyard_rpc_requests_total", Help: "Connect/gRPC requests by procedure and code.",
+		}, []string{"procedure", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "lanyard_rpc_duration_seconds", Help: "Connect/gRPC request latency.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"procedure"}),
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lanyard_certificates_issued_total", Help: "Certificates issued, by kind (enroll, renew) and profile.",
+		}, []string{"kind", "profile"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.issued)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lanyard_store_size_bytes", Help: "Size of the bbolt store file.",
+	}, func() float64 {
+		n, err := db.Stats()
+		if err != nil {
+			return 0
+		}
+		return float64(n)
+	}))
+	return m
+}
+
+func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			start := time.Now()
+			resp, err := next(ctx, req)
+			proc := req.Spec().Procedure
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+			}
+			m.requests.WithLabelValues(proc, code).Inc()
+			m.duration.WithLabelValues(proc).Observe(time.Since(start).Seconds())
+			return resp, err
+		}
+	}
+}

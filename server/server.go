@@ -1,0 +1,292 @@
+// Package server owns lanyard's one TLS listener: it mounts the Connect
+// handlers (thin: decode, call one service method, encode), the admin web
+// page, /roots.pem, /crl, /crl.pem, /healthz and /metrics, keeps the
+// server's own TLS certificate fresh, and enforces the resource limits
+// (body size, timeouts, handshake cap, per-client rate).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
+	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/renewal"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+// Defaults for Options.
+const (
+	// DefaultMaxBody is the largest request accepted: a CSR is under 2 KiB
+	// and an RSA-8192 one under 3 KiB; 64 KiB leaves room and stops abuse.
+	DefaultMaxBody = 64 << 10
+	// serverCertTTL is the life of the server's own TLS certificate; it
+	// renews itself at two thirds of it.
+	serverCertTTL = 7 * 24 * time.Hour
+)
+
+// Options configure a Server.
+type Options struct {
+	CA         *ca.Authority
+	Store      *store.DB
+	Issuance   *issuance.Service
+	Renewal    *renewal.Service
+	Revocation *revocation.Service
+	// Web is the admin page, mounted at /admin/ (optional).
+	Web http.Handler
+	// Extra handlers mounted as given (e.g. an in-process emulator).
+	Extra map[string]http.Handler
+	// ServerNames for the server's own certificate.
+	ServerNames []string
+	MaxBody     int64
+	// RatePerClient and Burst limit enroll and renew per client (0: off).
+	RatePerClient float64
+	Burst         int
+	// MaxHandshakes caps concurrent TLS handshakes (0: 256).
+	MaxHandshakes                          int
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	Now                                    func() time.Time
+	Logger                                 *slog.Logger
+	// Registry for /metrics (default: a new one with Go and process collectors).
+	Registry *prometheus.Registry
+}
+
+// Server is the CA's network face.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	cert    atomic.Pointer[tls.Certificate]
+	pool    *x509.CertPool
+	metrics *metrics
+	limiter *clientLimiter
+	handler http.Handler
+}
+
+// New builds a Server and issues its first TLS certificate.
+func New(opts Options) (*Server, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = DefaultMaxBody
+	}
+	if opts.MaxHandshakes <= 0 {
+		opts.MaxHandshakes = 256
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 120 * time.Second
+	}
+	if len(opts.ServerNames) == 0 {
+		opts.ServerNames = []string{"localhost", "127.0.0.1"}
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s := &Server{opts: opts, log: opts.Logger, pool: x509.NewCertPool()}
+	for _, r := range opts.CA.Roots() {
+		s.pool.AddCert(r)
+	}
+	s.metrics = newMetrics(opts.Registry, opts.Store)
+	if opts.RatePerClient > 0 {
+		s.limiter = newClientLimiter(opts.RatePerClient, opts.Burst, opts.Now)
+	}
+	if err := s.renewServerCert(context.Background()); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler is the full HTTP handler (for tests that bring their own listener).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// TLSConfig is the listener's TLS configuration: TLS 1.2+, the server's own
+// certificate, client certificates requested (enroll needs none; renew and
+// admin calls do) and verified per request by withClientCert.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		},
+		ClientAuth: tls.RequestClientCert,
+		ClientCAs:  s.pool,
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}
+
+// RootPool returns the pool of the CA's roots (clients and tests use it).
+func (s *Server) RootPool() *x509.CertPool { return s.pool }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	interceptors := connect.WithInterceptors(s.metrics.interceptor())
+	readMax := connect.WithReadMaxBytes(int(s.opts.MaxBody))
+	path, h := lanyardv1connect.NewCertificateServiceHandler(&certificateService{s: s}, interceptors, readMax)
+	mux.Handle(path, h)
+	path, h = lanyardv1connect.NewAdminServiceHandler(&adminService{s: s}, interceptors, readMax,
+		connect.WithInterceptors(adminOnly()))
+	mux.Handle(path, h)
+	mux.HandleFunc("GET /roots.pem", s.handleRoots)
+	mux.HandleFunc("GET /crl", s.handleCRL)
+	mux.HandleFunc("GET /crl.pem", s.handleCRL)
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
+	if s.opts.Web != nil {
+		mux.Handle("/admin/", s.opts.Web)
+		mux.Handle("GET /{$}", http.RedirectHandler("/admin/", http.StatusFound))
+	}
+	for p, h := range s.opts.Extra {
+		mux.Handle(p, h)
+	}
+	return s.limitBody(s.withClientCert(mux))
+}
+
+// limitBody caps every request body at MaxBody.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > s.opts.MaxBody {
+			http.Error(w, fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, s.opts.MaxBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) handleRoots(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.opts.CA.RootsPEM())
+}
+
+func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
+	crl := s.opts.Revocation.Current()
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	w.Header().Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
+	if r.URL.Path == "/crl.pem" {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(crl.PEM)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	_, _ = w.Write(crl.DER)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	if _, err := s.opts.Store.CRLNumber(); err != nil {
+		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// renewServerCert issues the server's own TLS certificate and records it.
+func (s *Server) renewServerCert(ctx context.Context) error {
+	now := s.opts.Now()
+	cert, err := s.opts.CA.ServerTLSCertificate(s.opts.ServerNames, serverCertTTL, now)
+	if err != nil {
+		return fmt.Errorf("server certificate: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("server certificate: %w", err)
+		}
+		cert.Leaf = leaf
+	}
+	rec := &store.Cert{Serial: issuance.SerialHex(leaf.SerialNumber), CN: leaf.Subject.CommonName, DNSNames: leaf.DNSNames,
+		Profile: "_server", KeyType: "P-256", NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, IssuedAt: now, DER: leaf.Raw}
+	ev := &store.AuditEvent{At: now, Actor: "server", Action: "issue.server", Subject: rec.Serial}
+	if err := s.opts.Store.InsertCert(ctx, rec, ev); err != nil {
+		return fmt.Errorf("record server certificate: %w", err)
+	}
+	s.cert.Store(cert)
+	return nil
+}
+
+// serverCertDue reports whether two thirds of the server certificate's
+// life have passed.
+func (s *Server) serverCertDue(now time.Time) bool {
+	leaf := s.cert.Load().Leaf
+	return !now.Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
+}
+
+// Tick does the server's periodic work at now: renew its own certificate
+// when due. Run calls it; tests call it with a set clock.
+func (s *Server) Tick(ctx context.Context, now time.Time) {
+	if s.serverCertDue(now) {
+		if err := s.renewServerCert(ctx); err != nil {
+			s.log.Error("renew server certificate", "err", err)
+		} else {
+			s.log.Info("server certificate renewed", "not_after", s.cert.Load().Leaf.NotAfter)
+		}
+	}
+}
+
+// Serve accepts connections on ln until ctx ends, then shuts down
+// gracefully (in-flight requests get up to 10 s).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       s.opts.ReadTimeout,
+		WriteTimeout:      s.opts.WriteTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	tlsLn := tlsListener(newHandshakeLimiter(ln, s.opts.MaxHandshakes), s.TLSConfig())
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.Tick(ctx, s.opts.Now())
+			}
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tlsLn) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
