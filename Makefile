@@ -48,8 +48,12 @@ test-race: deps
 fuzz:
 	@echo "see FUZZING in README.md: go test -fuzz=<Target> -fuzztime=2m ./<pkg>"
 
+# One report: issuance c=1/16/64 (+strict lint), renewals over fresh mTLS,
+# CRL 100k, 1M-record search, agent idle RSS -> bench/RESULTS.md.
+# Quote it with ../shared/tools/stepca-bench/run.sh run in the same session:
+#   make bench STEPCA=/tmp/stepca-summary.txt
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./...
+	$(GO) run ./bench/report -lanyard $(LANYARD) -runs $(or $(RUNS),5) $(if $(STEPCA),-stepca $(STEPCA))
 
 generate:
 	$(GO) tool -modfile=tools/proto/go.mod buf generate

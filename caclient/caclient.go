@@ -158,3 +158,14 @@ func New(caURL string, rootsPEM []byte, cert *tls.Certificate) (*Clients, error)
 		HTTP:         hc, URL: u,
 	}, nil
 }
+
+// NewWithHTTP returns Connect clients for caURL over an HTTP client the
+// caller configured (load generators, tests).
+func NewWithHTTP(caURL string, hc *http.Client) (*Clients, error) {
+	u := strings.TrimRight(caURL, "/")
+	return &Clients{
+		Certificates: lanyardv1connect.NewCertificateServiceClient(hc, u),
+		Admin:        lanyardv1connect.NewAdminServiceClient(hc, u),
+		HTTP:         hc, URL: u,
+	}, nil
+}

@@ -6,11 +6,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -167,14 +169,34 @@ func (s *Server) routes() http.Handler {
 	return s.limitBody(s.withClientCert(mux))
 }
 
-// limitBody caps every request body at MaxBody.
+// limitBody reads every request body (at most MaxBody bytes) before any
+// handler sees it. A body over the limit gets 413; a body that does not
+// arrive in time (a slow client, cut off by the read timeout) or breaks
+// off gets 408/400 — the client's fault, never a 5xx. Bodies here are
+// small (CSRs, forms), so reading them whole costs one copy.
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.opts.MaxBody {
 			http.Error(w, fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, s.opts.MaxBody), http.StatusRequestEntityTooLarge)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBody)
+		if r.Body != nil && r.Body != http.NoBody {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
+			if err != nil {
+				var tooBig *http.MaxBytesError
+				var ne net.Error
+				switch {
+				case errors.As(err, &tooBig):
+					http.Error(w, fmt.Sprintf("request body is over the limit of %d bytes", s.opts.MaxBody), http.StatusRequestEntityTooLarge)
+				case errors.As(err, &ne) && ne.Timeout():
+					http.Error(w, "request body did not arrive in time", http.StatusRequestTimeout)
+				default:
+					http.Error(w, "request body could not be read", http.StatusBadRequest)
+				}
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -259,7 +259,9 @@ func (db *DB) SerialsByCN(cn string) ([]string, error) {
 }
 
 // RevokedUnexpired returns every revoked certificate whose NotAfter is
-// after now: what a CRL must list.
+// after now: what a CRL must list. The records come back without their
+// DER (and without the fields a CRL does not need), which keeps reading
+// 100,000 of them cheap.
 func (db *DB) RevokedUnexpired(now time.Time) ([]*Cert, error) {
 	var out []*Cert
 	err := db.view(func(tx *bolt.Tx) error {
@@ -269,13 +271,18 @@ func (db *DB) RevokedUnexpired(now time.Time) ([]*Cert, error) {
 			if raw == nil {
 				return nil
 			}
-			var c Cert
+			var c struct {
+				Serial   string      `json:"serial"`
+				CN       string      `json:"cn"`
+				Profile  string      `json:"profile"`
+				NotAfter time.Time   `json:"naf"`
+				Rev      *Revocation `json:"rev"`
+			}
 			if err := json.Unmarshal(raw, &c); err != nil {
 				return err
 			}
-			if c.NotAfter.After(now) && c.Revocation != nil {
-				c.DER = nil
-				out = append(out, &c)
+			if c.NotAfter.After(now) && c.Rev != nil {
+				out = append(out, &Cert{Serial: c.Serial, CN: c.CN, Profile: c.Profile, NotAfter: c.NotAfter, Revocation: c.Rev})
 			}
 			return nil
 		})

@@ -121,7 +121,11 @@ func Start(t testing.TB, opts Options) *CA {
 	if err != nil {
 		t.Fatalf("testca: store: %v", err)
 	}
-	ps, err := issuance.CompileProfiles(opts.Profiles, "")
+	def := ""
+	if _, ok := opts.Profiles["covalent"]; ok {
+		def = "covalent"
+	}
+	ps, err := issuance.CompileProfiles(opts.Profiles, def)
 	if err != nil {
 		t.Fatalf("testca: profiles: %v", err)
 	}

@@ -1,0 +1,481 @@
+// Command report is lanyard's benchmark: `make bench` runs it. It starts a
+// real `lanyard serve` (durable bbolt in a temp folder, TLS on loopback),
+// drives it with a load generator on the same machine — tokens, keys and
+// CSRs prepared before the timed window — and collects the figures the
+// issues ask for into one markdown table, printed and written to
+// bench/RESULTS.md with the date and the machine:
+//
+//   - issuance (Enroll) at c=1/16/64: certificates/s and p50/p95/p99
+//   - issuance at c=64 with a strict (per-certificate zlint) profile
+//   - renewals at c=64, each over a fresh mTLS connection
+//   - CRL build+sign with 100,000 entries, first page of a CN-prefix
+//     search over 1,000,000 records, agent idle RSS (from go test)
+//
+// Each load figure is the median of -runs runs.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/caclient"
+)
+
+func main() {
+	var (
+		bin      = flag.String("lanyard", "bin/lanyard", "lanyard binary")
+		runs     = flag.Int("runs", 5, "runs per load cell (median reported)")
+		n        = flag.Int("n", 3000, "timed requests per run at c=16 and c=64 (c=1 does n/6)")
+		out      = flag.String("out", "bench/RESULTS.md", "markdown report to write ('' = none)")
+		goBench  = flag.Bool("gobench", true, "also run the go test benchmarks (CRL 100k, search 1M, agent RSS)")
+		stepca   = flag.String("stepca", "", "step-ca run.sh summary file to quote (optional)")
+		keepTemp = flag.Bool("keep", false, "keep the temp folder")
+	)
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+	rep := &report{runs: *runs}
+	dir, err := os.MkdirTemp("", "lanyard-bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if !*keepTemp {
+		defer os.RemoveAll(dir)
+	}
+	srv, err := startServer(*bin, dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.stop()
+	ctx := context.Background()
+	cells := []struct {
+		name, profile string
+		c, n          int
+		renew         bool
+	}{
+		{"enroll", "covalent", 1, *n / 6, false},
+		{"enroll", "covalent", 16, *n, false},
+		{"enroll", "covalent", 64, *n, false},
+		{"enroll (strict zlint)", "strict", 64, *n, false},
+		{"renew (fresh mTLS)", "covalent", 64, *n, true},
+	}
+	for _, cell := range cells {
+		var results []result
+		for r := 0; r < *runs; r++ {
+			res, err := srv.load(ctx, cell.profile, cell.c, cell.n, cell.renew)
+			if err != nil {
+				log.Fatalf("%s c=%d: %v", cell.name, cell.c, err)
+			}
+			log.Printf("%s c=%d run %d: %.0f/s p50=%.1fms p99=%.1fms errors=%d", cell.name, cell.c, r+1, res.rate, ms(res.p50), ms(res.p99), res.errors)
+			results = append(results, res)
+		}
+		rep.add(fmt.Sprintf("%s, c=%d", cell.name, cell.c), median(results))
+	}
+	srv.stop()
+	if *goBench {
+		rep.goFigures()
+	}
+	if *stepca != "" {
+		if b, err := os.ReadFile(*stepca); err == nil {
+			rep.stepca = strings.TrimSpace(string(b))
+		}
+	}
+	md := rep.markdown()
+	fmt.Print(md)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+type server struct {
+	cmd     *exec.Cmd
+	url     string
+	admin   *caclient.Clients
+	roots   []byte
+	chain   []byte
+	ca      string
+	mu      sync.Mutex
+	stopped bool
+}
+
+const benchConfig = `listen: 127.0.0.1:%d
+data_dir: %s
+server_names: [localhost, 127.0.0.1]
+default_profile: covalent
+profiles:
+  covalent:
+    cn: ["*.covalent.example.net"]
+    default_ttl: 24h
+  strict:
+    cn: ["*.strict.example.net"]
+    default_ttl: 24h
+    strict: true
+limits:
+  rate_per_client: 0
+  max_handshakes: 512
+log_level: warn
+`
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startServer(bin, dir string) (*server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "lanyard.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, benchConfig, port, dir), 0o600); err != nil {
+		return nil, err
+	}
+	initOut, err := exec.Command(bin, "init", "--config", cfg).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("lanyard init: %v\n%s", err, initOut)
+	}
+	cmd := exec.Command(bin, "serve", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, url: fmt.Sprintf("https://127.0.0.1:%d", port), ca: filepath.Join(dir, "ca")}
+	s.roots, _ = os.ReadFile(filepath.Join(s.ca, "root.crt"))
+	s.chain, _ = os.ReadFile(filepath.Join(s.ca, "intermediate.crt"))
+	admin, err := tls.LoadX509KeyPair(filepath.Join(s.ca, "admin.crt"), filepath.Join(s.ca, "admin.key"))
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	if s.admin, err = caclient.New(s.url, s.roots, &admin); err != nil {
+		s.stop()
+		return nil, err
+	}
+	for i := 0; ; i++ {
+		resp, err := s.admin.HTTP.Get(s.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 200 {
+			s.stop()
+			return nil, fmt.Errorf("server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return s, nil
+}
+
+func (s *server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+	}
+}
+
+type result struct {
+	rate          float64
+	p50, p95, p99 time.Duration
+	errors        int
+}
+
+type prepared struct {
+	token string
+	csr   []byte
+	cert  *tls.Certificate // for renewals
+}
+
+// prepare makes n tokens (admin calls, 32 at a time) and CSRs, and for
+// renewals enrolls them too; none of it is timed.
+func (s *server) prepare(ctx context.Context, profile string, n int, renew bool) ([]prepared, error) {
+	domain := "covalent.example.net"
+	if profile == "strict" {
+		domain = "strict.example.net"
+	}
+	items := make([]prepared, n)
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := s.prepareOne(ctx, &items[i], fmt.Sprintf("b%d.%s", i, domain), profile, renew); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+func newCSR() (crypto.Signer, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	return key, der, err
+}
+
+func (s *server) prepareOne(ctx context.Context, it *prepared, cn, profile string, renew bool) error {
+	resp, err := s.admin.Admin.CreateEnrollmentToken(ctx, connect.NewRequest(&v1.CreateEnrollmentTokenRequest{Cn: cn, Profile: profile}))
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	key, der, err := newCSR()
+	if err != nil {
+		return err
+	}
+	it.token, it.csr = resp.Msg.GetToken(), der
+	if !renew {
+		return nil
+	}
+	er, err := s.admin.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: it.token, Csr: der}))
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	blk, _ := pem.Decode([]byte(er.Msg.GetBundle().GetCertificatePem()))
+	chainBlk, _ := pem.Decode([]byte(er.Msg.GetBundle().GetChainPem()))
+	it.cert = &tls.Certificate{Certificate: [][]byte{blk.Bytes, chainBlk.Bytes}, PrivateKey: key}
+	_, it.csr, err = newCSR() // renewal needs a new key
+	return err
+}
+
+// load runs one timed window of n requests at concurrency c.
+func (s *server) load(ctx context.Context, profile string, c, n int, renew bool) (result, error) {
+	items, err := s.prepare(ctx, profile, n, renew)
+	if err != nil {
+		return result{}, err
+	}
+	pool, err := caclient.Pool(s.roots)
+	if err != nil {
+		return result{}, err
+	}
+	shared := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: c, MaxConnsPerHost: c, ForceAttemptHTTP2: false,
+	}}
+	enrollClient := v1ClientFor(shared, s.url)
+	lat := make([]time.Duration, n)
+	var errs atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				it := items[i]
+				t0 := time.Now()
+				var err error
+				if renew {
+					// A fresh client per renewal: new TCP + TLS handshake with
+					// the current certificate, as a real agent does.
+					cert := it.cert
+					hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{
+						RootCAs: pool, MinVersion: tls.VersionTLS12,
+						GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+					}}}
+					_, err = v1ClientFor(hc, s.url).Renew(ctx, connect.NewRequest(&v1.RenewRequest{Csr: it.csr}))
+				} else {
+					_, err = enrollClient.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: it.token, Csr: it.csr}))
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					if errs.Add(1) == 1 {
+						log.Printf("first error: %v", err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	return result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: int(errs.Load())}, nil
+}
+
+type certificateClient interface {
+	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
+	Renew(context.Context, *connect.Request[v1.RenewRequest]) (*connect.Response[v1.RenewResponse], error)
+}
+
+func v1ClientFor(hc *http.Client, url string) certificateClient {
+	cl, _ := caclient.NewWithHTTP(url, hc)
+	return cl.Certificates
+}
+
+// median picks the run with the median rate, and the median of each
+// latency percentile independently.
+func median(rs []result) result {
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	errs := 0
+	for _, r := range rs {
+		errs += r.errors
+	}
+	return result{
+		rate:   pick(func(r result) float64 { return r.rate }),
+		p50:    time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p95:    time.Duration(pick(func(r result) float64 { return float64(r.p95) })),
+		p99:    time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		errors: errs,
+	}
+}
+
+type row struct {
+	name   string
+	res    *result
+	figure string
+	target string
+}
+
+type report struct {
+	runs   int
+	rows   []row
+	stepca string
+}
+
+var targets = map[string]string{
+	"enroll, c=64":             "≥ 5,000/s, p99 ≤ 30 ms",
+	"renew (fresh mTLS), c=64": "≥ 4,000/s",
+}
+
+func (r *report) add(name string, res result) {
+	r.rows = append(r.rows, row{name: name, res: &res, target: targets[name]})
+}
+
+// goFigures runs the go test benchmarks and tests that measure the other
+// figures and parses their output.
+func (r *report) goFigures() {
+	run := func(args ...string) string {
+		cmd := exec.Command("go", args...)
+		var buf bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &buf, io.MultiWriter(&buf, os.Stderr)
+		if err := cmd.Run(); err != nil {
+			log.Printf("go %s: %v", strings.Join(args, " "), err)
+		}
+		return buf.String()
+	}
+	nsop := regexp.MustCompile(`(Benchmark\S+)\s+\d+\s+([\d.]+) ns/op`)
+	medianOf := func(out, name string) (float64, int) {
+		var v []float64
+		for _, m := range nsop.FindAllStringSubmatch(out, -1) {
+			if strings.HasPrefix(m[1], name) {
+				f, _ := strconv.ParseFloat(m[2], 64)
+				v = append(v, f)
+			}
+		}
+		if len(v) == 0 {
+			return 0, 0
+		}
+		sort.Float64s(v)
+		return v[len(v)/2], len(v)
+	}
+	out := run("test", "-run", "^$", "-bench", "BenchmarkBuildCRL100k", "-benchtime", "3x", "-count", strconv.Itoa(r.runs), "./revocation/")
+	if v, k := medianOf(out, "BenchmarkBuildCRL100k"); k > 0 {
+		r.rows = append(r.rows, row{name: "CRL build + sign, 100,000 entries", figure: fmt.Sprintf("%.0f ms (median of %d)", v/1e6, k), target: "≤ 200 ms"})
+	}
+	out = run("test", "-run", "^$", "-bench", "BenchmarkSearchFirstPage1M", "-benchtime", "200x", "-count", "3", "-timeout", "30m", "./web/")
+	if v, k := medianOf(out, "BenchmarkSearchFirstPage1M"); k > 0 {
+		r.rows = append(r.rows, row{name: "admin search, first page of CN prefix, 1,000,000 records", figure: fmt.Sprintf("%.2f ms (median of %d)", v/1e6, k), target: "≤ 50 ms"})
+	}
+	out = run("test", "-count=1", "-run", "TestAgentIdleFootprint", "-v", "./renewal/agent/")
+	if m := regexp.MustCompile(`(?i)idle RSS[^0-9]*([\d.]+) ?MB`).FindStringSubmatch(out); m != nil {
+		r.rows = append(r.rows, row{name: "agent idle RSS", figure: m[1] + " MB", target: "≤ 15 MB"})
+	}
+	if m := regexp.MustCompile(`(?i)wake-?ups?[^0-9]*([\d.]+)`).FindStringSubmatch(out); m != nil {
+		r.rows = append(r.rows, row{name: "agent wake-ups while idle (see test)", figure: m[1]})
+	}
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "# lanyard benchmark results\n\n")
+	fmt.Fprintf(&b, "Measured %s on %s: %d cores, %s, %s/%s. Produced by `make bench` (bench/report).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "A real `lanyard serve` (durable bbolt, TLS on loopback) and the load generator share the machine. "+
+		"Tokens, keys and CSRs are prepared before each timed window. Load rows are the median of %d runs; "+
+		"the machine is shared and noisy (±15%% between runs is usual).\n\n", r.runs)
+	fmt.Fprintf(&b, "| measurement | result | p50 | p95 | p99 | errors | target |\n|---|---|---|---|---|---|---|\n")
+	for _, row := range r.rows {
+		if row.res != nil {
+			fmt.Fprintf(&b, "| %s | %.0f/s | %.1f ms | %.1f ms | %.1f ms | %d | %s |\n", row.name, row.res.rate, ms(row.res.p50), ms(row.res.p95), ms(row.res.p99), row.res.errors, row.target)
+		} else {
+			fmt.Fprintf(&b, "| %s | %s | | | | | %s |\n", row.name, row.figure, row.target)
+		}
+	}
+	if r.stepca != "" {
+		fmt.Fprintf(&b, "\nstep-ca v0.30.2 on the same machine in the same session (../shared/tools/stepca-bench/run.sh):\n\n```\n%s\n```\n", r.stepca)
+	}
+	return b.String()
+}

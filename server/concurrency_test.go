@@ -1,0 +1,145 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+// tlsCert turns an issued bundle and its key into a client certificate.
+func tlsCert(t testing.TB, b *v1.Bundle, key any) *tls.Certificate {
+	t.Helper()
+	leaf, _ := pem.Decode([]byte(b.GetCertificatePem()))
+	chain, _ := pem.Decode([]byte(b.GetChainPem()))
+	if leaf == nil || chain == nil {
+		t.Fatal("bundle without PEM")
+	}
+	return &tls.Certificate{Certificate: [][]byte{leaf.Bytes, chain.Bytes}, PrivateKey: key}
+}
+
+func TestThousandConcurrentRedemptionsOfOneToken(t *testing.T) {
+	c := testca.Start(t, testca.Options{})
+	tok := c.Token(t, "thousand.covalent.example.net")
+	der := csr(t, newKey(t), nil)
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Anonymous.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: tok, Csr: der}))
+			if err == nil {
+				ok.Add(1)
+			} else if connect.CodeOf(err) == connect.CodeUnauthenticated {
+				refused.Add(1)
+			} else {
+				t.Errorf("unexpected: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	certs, _, _ := c.Store.ListCerts(store.CertQuery{CNPrefix: "thousand.", Now: time.Now(), Limit: 1000})
+	if ok.Load() != 1 || refused.Load() != 999 || len(certs) != 1 {
+		t.Fatalf("ok=%d refused=%d stored=%d; want exactly one certificate", ok.Load(), refused.Load(), len(certs))
+	}
+}
+
+// TestConcurrentRenewalsOfOneCertificate documents the chosen outcome:
+// every renewal succeeds with a distinct serial, each recorded and linked
+// to the same predecessor (an agent that crashed after the CA answered
+// must be able to renew again). The per-client rate limit is what bounds
+// how many a host can get; here it is off.
+func TestConcurrentRenewalsOfOneCertificate(t *testing.T) {
+	c := testca.Start(t, testca.Options{})
+	b, key := enroll(t, c, "renewed.covalent.example.net")
+	cl := c.Client(t, tlsCert(t, b, key))
+	var wg sync.WaitGroup
+	serials := make(chan string, 100)
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := cl.Certificates.Renew(context.Background(), connect.NewRequest(&v1.RenewRequest{Csr: csr(t, newKey(t), nil)}))
+			if err != nil {
+				t.Errorf("renew: %v", err)
+				return
+			}
+			serials <- resp.Msg.GetBundle().GetSerial()
+		}()
+	}
+	wg.Wait()
+	close(serials)
+	seen := map[string]bool{}
+	for s := range serials {
+		if seen[s] {
+			t.Fatalf("serial %s issued twice", s)
+		}
+		seen[s] = true
+		rec, err := c.Store.GetCert(s)
+		if err != nil || rec.PreviousSerial != b.GetSerial() {
+			t.Fatalf("renewal %s: previous %q (%v), want %s", s, rec.PreviousSerial, err, b.GetSerial())
+		}
+	}
+	if len(seen) != 100 {
+		t.Fatalf("%d renewals recorded, want 100", len(seen))
+	}
+}
+
+// TestRevokeRacingRenew: whichever commits first, the successor is never
+// left valid: either the renewal is refused or the revocation cascades to it.
+func TestRevokeRacingRenew(t *testing.T) {
+	c := testca.Start(t, testca.Options{})
+	for round := 0; round < 20; round++ {
+		b, key := enroll(t, c, "race.covalent.example.net")
+		cl := c.Client(t, tlsCert(t, b, key))
+		var wg sync.WaitGroup
+		var renewed string
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			resp, err := cl.Certificates.Renew(context.Background(), connect.NewRequest(&v1.RenewRequest{Csr: csr(t, newKey(t), nil)}))
+			if err == nil {
+				renewed = resp.Msg.GetBundle().GetSerial()
+			} else if code := connect.CodeOf(err); code != connect.CodePermissionDenied {
+				t.Errorf("renew refused with %v, want PermissionDenied", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := c.Revocation.Revoke(context.Background(), revocation.Request{Serial: b.GetSerial(), Reason: 1, By: "test"}); err != nil {
+				t.Errorf("revoke: %v", err)
+			}
+		}()
+		wg.Wait()
+		if renewed != "" {
+			rec, err := c.Store.GetCert(renewed)
+			if err != nil || rec.Revocation == nil {
+				t.Fatalf("round %d: renewal %s raced a revocation and is still valid", round, renewed)
+			}
+			crl, err := x509.ParseRevocationList(c.Revocation.Current().DER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed := false
+			for _, e := range crl.RevokedCertificateEntries {
+				listed = listed || issuance.SerialHex(e.SerialNumber) == renewed
+			}
+			if !listed {
+				t.Fatalf("round %d: cascaded revocation of %s is not on the current CRL", round, renewed)
+			}
+		}
+	}
+}
