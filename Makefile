@@ -42,6 +42,10 @@ test: deps
 	$(GO) test $(GOFLAGS) -count=1 -timeout 15m ./...
 	$(GO) test $(GOFLAGS) -count=1 -race -timeout 10m ./store/ ./issuance/ ./revocation/ ./renewal/hostdir/
 
+# The long crash-safety run: 20 SIGKILL cycles (make test runs 3).
+test-crash:
+	LANYARD_CRASH_CYCLES=20 $(GO) test -count=1 -v -run TestCrashSafety -timeout 20m ./crashtest/
+
 test-race: deps
 	$(GO) test -count=1 -race -timeout 20m ./...
 

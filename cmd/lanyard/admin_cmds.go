@@ -1,0 +1,178 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/migrations"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+func newTokenCmd() *cobra.Command {
+	var cn, profile string
+	var dns []string
+	var ttl time.Duration
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "token --cn NAME [--profile P] [--ttl 1h]",
+		Short: "Create a single-use enrollment token for one host",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cn == "" {
+				return errors.New("--cn is required")
+			}
+			cl, cfg, err := adminClients(cmd)
+			if err != nil {
+				return err
+			}
+			resp, err := cl.Admin.CreateEnrollmentToken(cmd.Context(), connect.NewRequest(&v1.CreateEnrollmentTokenRequest{
+				Cn: cn, Profile: profile, DnsNames: dns, TtlSeconds: int64(ttl / time.Second)}))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if quiet {
+				fmt.Fprintln(out, resp.Msg.GetToken())
+				return nil
+			}
+			fmt.Fprintf(out, "token for %s (id %s), single use, expires %s:\n%s\n", cn, resp.Msg.GetTokenId(),
+				resp.Msg.GetExpiresAt().AsTime().Local().Format(time.RFC3339), resp.Msg.GetToken())
+			fmt.Fprintf(out, "\non the host:\n  lanyard enroll --ca %s --token %s --out /etc/lanyard/pki --fingerprint <root sha256>\n", cfg.URL, resp.Msg.GetToken())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cn, "cn", "", "common name the certificate will carry")
+	f.StringVar(&profile, "profile", "", "profile (default: the configured default profile)")
+	f.StringSliceVar(&dns, "dns", nil, "DNS SANs the token grants (must pass the profile's policy)")
+	f.DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
+	f.BoolVarP(&quiet, "quiet", "q", false, "print only the token")
+	return cmd
+}
+
+func newCertsCmd() *cobra.Command {
+	var q v1.ListCertificatesRequest
+	var size int
+	cmd := &cobra.Command{
+		Use:   "certs [--cn PREFIX] [--status valid|expired|revoked] [--profile P]",
+		Short: "List issued certificates",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, _, err := adminClients(cmd)
+			if err != nil {
+				return err
+			}
+			q.PageSize = int32(size)
+			resp, err := cl.Admin.ListCertificates(cmd.Context(), connect.NewRequest(&q))
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SERIAL\tCN\tPROFILE\tSTATUS\tNOT AFTER")
+			for _, c := range resp.Msg.GetCertificates() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.GetSerial(), c.GetCn(), c.GetProfile(), c.GetStatus(), c.GetNotAfter().AsTime().Format(time.RFC3339))
+			}
+			if resp.Msg.GetNextPageToken() != "" {
+				fmt.Fprintf(tw, "(more: --after %s)\n", resp.Msg.GetNextPageToken())
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.CnPrefix, "cn", "", "CN prefix")
+	f.StringVar(&q.Status, "status", "", "valid, expired or revoked")
+	f.StringVar(&q.Profile, "profile", "", "profile")
+	f.StringVar(&q.Serial, "serial", "", "one serial")
+	f.StringVar(&q.PageToken, "after", "", "page token from a previous listing")
+	f.IntVar(&size, "limit", 50, "page size")
+	return cmd
+}
+
+func newRevokeCmd() *cobra.Command {
+	var serial, cn, reason, comment string
+	cmd := &cobra.Command{
+		Use:   "revoke (--serial S | --cn NAME) [--reason keyCompromise] [--comment TEXT]",
+		Short: "Revoke a certificate (and its renewals), publish a new CRL",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			code, err := revocation.ParseReason(reason)
+			if err != nil {
+				return err
+			}
+			cl, _, err := adminClients(cmd)
+			if err != nil {
+				return err
+			}
+			resp, err := cl.Admin.RevokeCertificate(cmd.Context(), connect.NewRequest(&v1.RevokeCertificateRequest{
+				Serial: serial, Cn: cn, Reason: int32(code), Comment: comment}))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, c := range resp.Msg.GetCertificates() {
+				fmt.Fprintf(out, "revoked %s (%s) reason %s at %s\n", c.GetSerial(), c.GetCn(), revocation.ReasonName(int(c.GetRevocationReason())),
+					c.GetRevokedAt().AsTime().Format(time.RFC3339))
+			}
+			if len(resp.Msg.GetCertificates()) == 0 {
+				fmt.Fprintln(out, "nothing to revoke")
+			}
+			fmt.Fprintf(out, "listed on CRL number %d\n", resp.Msg.GetCrlNumber())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&serial, "serial", "", "serial (hex)")
+	f.StringVar(&cn, "cn", "", "revoke every valid certificate with this CN")
+	f.StringVar(&reason, "reason", "unspecified", "RFC 5280 reason: "+strings.Join([]string{"unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn"}, ", "))
+	f.StringVar(&comment, "comment", "", "free text kept in the audit log")
+	return cmd
+}
+
+func newMigrateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply pending store migrations (serve does this at start, after a backup copy)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := loadConfig(cmd, nil)
+			if err != nil {
+				return err
+			}
+			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel)})
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			fmt.Fprintf(cmd.OutOrStdout(), "store %s at schema version %d\n", cfg.Store, migrations.Latest())
+			return nil
+		},
+	}
+}
+
+func newBackupCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "backup FILE",
+		Short: "Write a consistent copy of the store while it is in use",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, _, err := loadConfig(cmd, nil)
+			if err != nil {
+				return err
+			}
+			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: 2 * time.Second})
+			if err != nil {
+				return fmt.Errorf("%w (is lanyard serve running? stop it, or back up through it)", err)
+			}
+			defer db.Close()
+			if err := db.Backup(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s\n", args[0])
+			return nil
+		},
+	}
+}

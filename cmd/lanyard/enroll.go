@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/renewal/agent"
+	"github.com/lanyard/lanyard/renewal/awsconfig"
+	"github.com/lanyard/lanyard/renewal/hostdir"
+)
+
+// awsSettings are the hand-off settings recorded in DIR/enrollment.json
+// (agent.AWSSettings, shared with renew, the agent and doctor).
+type awsSettings = agent.AWSSettings
+
+// newKey makes a private key of the named type.
+func newKey(keyType string) (crypto.Signer, error) {
+	switch strings.ToUpper(keyType) {
+	case "P-256", "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "P-384":
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "RSA", "RSA-2048":
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case "RSA-3072":
+		return rsa.GenerateKey(rand.Reader, 3072)
+	}
+	return nil, fmt.Errorf("key type %q: want P-256, P-384, RSA-2048 or RSA-3072", keyType)
+}
+
+// newCSR returns a DER CSR for key, and the key as PKCS#8 PEM.
+func newCSR(key crypto.Signer) (csrDER, keyPEM []byte, err error) {
+	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return csrDER, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func newEnrollCmd() *cobra.Command {
+	var caURL, fingerprint, token, tokenFile, out, keyType, rootsPath string
+	var aws awsSettings
+	cmd := &cobra.Command{
+		Use:   "enroll --ca URL --fingerprint SHA256 --token T --out DIR [--aws-profile NAME ...]",
+		Short: "Enroll this host: new key, certificate, Certbot-style files, and an AWS config profile",
+		Long: `enroll makes a new private key on this host, redeems the single-use token for
+a certificate, and writes DIR/{cert,chain,fullchain,privkey}.pem (Certbot's names;
+the key 0600) as links into an immutable version folder. With --aws-profile it
+writes a one-line credential_process profile to the AWS config file
+($AWS_CONFIG_FILE or ~/.aws/config), leaving every other profile untouched.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return err
+				}
+				token = strings.TrimSpace(string(b))
+			}
+			if caURL == "" || token == "" || out == "" {
+				return errors.New("--ca, --token (or --token-file) and --out are required")
+			}
+			if fingerprint == "" && rootsPath == "" {
+				return errors.New("--fingerprint (the CA root's SHA-256, printed by lanyard serve) or --roots is required to trust the CA")
+			}
+			if aws.Profile != "" && (aws.TrustAnchorARN == "" || aws.ProfileARN == "" || aws.RoleARN == "") {
+				return errors.New("--aws-profile needs --trust-anchor-arn, --profile-arn and --role-arn")
+			}
+			if aws.Signer != "aws_signing_helper" && aws.Signer != "lanyard" {
+				return fmt.Errorf("--signer %q: want aws_signing_helper or lanyard", aws.Signer)
+			}
+			return enroll(cmd, caURL, fingerprint, rootsPath, token, out, keyType, &aws)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&caURL, "ca", "", "CA URL, e.g. https://ca.example.net:8443")
+	f.StringVar(&fingerprint, "fingerprint", "", "SHA-256 fingerprint of the CA root (hex)")
+	f.StringVar(&rootsPath, "roots", "", "CA root certificate file, instead of --fingerprint")
+	f.StringVar(&token, "token", "", "enrollment token")
+	f.StringVar(&tokenFile, "token-file", "", "read the token from this file")
+	f.StringVar(&out, "out", "", "host folder to write")
+	f.StringVar(&keyType, "key-type", "P-256", "key type: P-256, P-384, RSA-2048, RSA-3072")
+	f.StringVar(&aws.Profile, "aws-profile", "", "write this AWS config profile")
+	f.StringVar(&aws.ConfigFile, "aws-config-file", "", "AWS config file (default $AWS_CONFIG_FILE or ~/.aws/config)")
+	f.StringVar(&aws.Signer, "signer", "aws_signing_helper", "what the profile runs: aws_signing_helper (through lanyard exec-helper) or lanyard (built-in credential-process)")
+	f.StringVar(&aws.TrustAnchorARN, "trust-anchor-arn", "", "Roles Anywhere trust anchor ARN")
+	f.StringVar(&aws.ProfileARN, "profile-arn", "", "Roles Anywhere profile ARN")
+	f.StringVar(&aws.RoleARN, "role-arn", "", "IAM role ARN")
+	f.StringVar(&aws.Region, "region", "", "AWS region")
+	f.StringVar(&aws.Endpoint, "endpoint", "", "Roles Anywhere endpoint (default: AWS's)")
+	return cmd
+}
+
+func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyType string, aws *awsSettings) error {
+	ctx := cmd.Context()
+	roots, err := trustRoots(ctx, caURL, fingerprint, rootsPath)
+	if err != nil {
+		return err
+	}
+	cl, err := caclient.New(caURL, roots, nil)
+	if err != nil {
+		return err
+	}
+	key, err := newKey(keyType)
+	if err != nil {
+		return err
+	}
+	csr, keyPEM, err := newCSR(key)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: token, Csr: csr}))
+	if err != nil {
+		return fmt.Errorf("enroll at %s: %w", caURL, err)
+	}
+	b := resp.Msg.GetBundle()
+	d, err := hostdir.Open(out)
+	if err != nil {
+		return err
+	}
+	ver, err := d.Write(hostdir.Material{CertPEM: []byte(b.GetCertificatePem()), ChainPEM: []byte(b.GetChainPem()), KeyPEM: keyPEM})
+	if err != nil {
+		return err
+	}
+	e := &agent.Enrollment{CA: caURL, KeyType: keyType}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "enrolled: serial %s, valid until %s\n", b.GetSerial(), b.GetNotAfter().AsTime().Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(w, "  %s/{cert,chain,fullchain,privkey}.pem -> current -> versions/%s\n", out, ver)
+	if aws.Profile != "" {
+		if err := writeAWSProfile(out, aws); err != nil {
+			return err
+		}
+		e.AWS = aws
+		fmt.Fprintf(w, "  AWS profile %q in %s (credential_process via %s)\n", aws.Profile, aws.ConfigFile, aws.Signer)
+	}
+	if err := agent.WriteEnrollment(out, e, roots); err != nil {
+		return err
+	}
+	info := resp.Msg.GetRenewalInfo()
+	fmt.Fprintf(w, "  renew between %s and %s: run `lanyard agent` (or lanyard renew --dir %s)\n",
+		info.GetWindowStart().AsTime().Format("2006-01-02 15:04 MST"), info.GetWindowEnd().AsTime().Format("15:04 MST"), out)
+	return nil
+}
+
+func trustRoots(ctx context.Context, caURL, fingerprint, rootsPath string) ([]byte, error) {
+	if rootsPath != "" {
+		roots, err := os.ReadFile(rootsPath)
+		if err != nil {
+			return nil, err
+		}
+		if fingerprint != "" {
+			certs, err := caclient.ParseCertificates(roots)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", rootsPath, err)
+			}
+			if caclient.Fingerprint(certs[0]) != strings.ToLower(strings.ReplaceAll(fingerprint, ":", "")) {
+				return nil, fmt.Errorf("%s: %w", rootsPath, caclient.ErrFingerprint)
+			}
+		}
+		return roots, nil
+	}
+	return caclient.Bootstrap(ctx, caURL, fingerprint)
+}
+
+// writeAWSProfile writes the one-line credential_process profile. The line
+// resolves DIR/current once per call (exec-helper or the built-in signer),
+// so a renewal between the helper's certificate and key reads cannot pair
+// a new certificate with an old key.
+func writeAWSProfile(dir string, aws *awsSettings) error {
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		self = "lanyard"
+	}
+	if aws.ConfigFile == "" {
+		aws.ConfigFile = awsconfig.Path()
+	}
+	var args []string
+	if aws.Signer == "lanyard" {
+		args = awsconfig.BuiltinArgs(self, absDir, aws.HelperArgs)
+	} else {
+		args = awsconfig.ExecHelperArgs(self, absDir, aws.HelperArgs)
+	}
+	p := awsconfig.Profile{Name: aws.Profile, CredentialProcess: awsconfig.CommandLine(args), Region: aws.Region}
+	if err := awsconfig.WriteProfile(aws.ConfigFile, p); err != nil {
+		return fmt.Errorf("AWS config %s: %w", aws.ConfigFile, err)
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/config"
+)
+
+// version is set with -ldflags "-X main.version=…".
+var version = "dev"
+
+var extraCommands []func() *cobra.Command
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "lanyard",
+		Short:         "A private CA for short-lived IAM Roles Anywhere client certificates",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.PersistentFlags().String("config", "", "configuration file (default ./lanyard.yaml, else ./.lanyard/lanyard.yaml)")
+	root.AddCommand(newInitCmd(), newServeCmd(), newTokenCmd(), newEnrollCmd(), newCertsCmd(), newRevokeCmd(),
+		newMigrateCmd(), newBackupCmd(), newEmulatorCmd(), newAdminCmd(), newAgentCmd(), newRenewCmd(), newExecHelperCmd())
+	for _, f := range extraCommands {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+// findConfig returns the configuration file to use: --config, then
+// ./lanyard.yaml, then the dev folder's .lanyard/lanyard.yaml; "" if none.
+func findConfig(cmd *cobra.Command) string {
+	if p, _ := cmd.Flags().GetString("config"); p != "" {
+		return p
+	}
+	if p := os.Getenv("LANYARD_CONFIG"); p != "" {
+		return p
+	}
+	for _, p := range []string{config.FileName, filepath.Join(config.DevDir, config.FileName)} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// loadConfig reads and validates the configuration.
+func loadConfig(cmd *cobra.Command, v *viper.Viper) (*config.Config, string, error) {
+	if v == nil {
+		v = config.NewViper()
+	}
+	path := findConfig(cmd)
+	cfg, err := config.Load(v, path)
+	if err != nil {
+		return nil, path, err
+	}
+	return cfg, path, nil
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// adminClients connects to the configured CA with the admin credential.
+func adminClients(cmd *cobra.Command) (*caclient.Clients, *config.Config, error) {
+	cfg, path, err := loadConfig(cmd, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if path == "" {
+		return nil, nil, errors.New("no configuration found: run in the folder where `lanyard serve --dev` ran, or pass --config")
+	}
+	p := ca.PathsIn(cfg.CADir)
+	cert, err := tls.LoadX509KeyPair(p.AdminCert, p.AdminKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin credential (%s): %w", p.AdminCert, err)
+	}
+	roots, err := os.ReadFile(p.RootCert)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA root: %w", err)
+	}
+	cl, err := caclient.New(cfg.URL, roots, &cert)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, cfg, nil
+}

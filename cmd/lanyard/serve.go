@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/renewal"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/server"
+	"github.com/lanyard/lanyard/store"
+)
+
+func newServeCmd() *cobra.Command {
+	var dev, printConfig bool
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the CA: API, admin page, roots, CRL, metrics on one TLS port",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dev {
+				if err := prepareDev(cmd); err != nil {
+					return err
+				}
+			}
+			v := config.NewViper()
+			if listen != "" {
+				v.Set("listen", listen)
+			}
+			cfg, path, err := loadConfig(cmd, v)
+			if err != nil {
+				return err
+			}
+			if printConfig {
+				enc := yaml.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent(2)
+				return enc.Encode(cfg)
+			}
+			return serve(cmd.Context(), cmd.OutOrStdout(), cfg, path)
+		},
+	}
+	cmd.Flags().BoolVar(&dev, "dev", false, "development mode: CA, store and config in ./.lanyard (created on first run), listen on 127.0.0.1")
+	cmd.Flags().BoolVar(&printConfig, "print-config", false, "print the effective configuration and exit")
+	cmd.Flags().StringVar(&listen, "listen", "", "TLS listen address (overrides the configuration)")
+	return cmd
+}
+
+// prepareDev writes the dev configuration and CA on first run and points
+// --config at them.
+func prepareDev(cmd *cobra.Command) error {
+	path := filepath.Join(config.DevDir, config.FileName)
+	if err := os.MkdirAll(config.DevDir, 0o700); err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(path, []byte(config.DevYAML), 0o600); err != nil {
+			return fmt.Errorf("write dev config: %w", err)
+		}
+	}
+	caDir := filepath.Join(config.DevDir, "ca")
+	if _, err := os.Stat(ca.PathsIn(caDir).IntermediateCert); errors.Is(err, os.ErrNotExist) {
+		if _, err := ca.Init(ca.InitOptions{Dir: caDir, Name: "lanyard dev"}); err != nil {
+			return fmt.Errorf("initialise dev CA: %w", err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "initialised a development CA in %s\n", caDir)
+	}
+	return cmd.Flags().Set("config", path)
+}
+
+// app is everything serve runs, built once from the configuration.
+type app struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	ca   *ca.Authority
+	db   *store.DB
+	iss  *issuance.Service
+	ren  *renewal.Service
+	rev  *revocation.Service
+	srv  *server.Server
+	opts server.Options
+}
+
+// startHooks run after the services exist and before the server is built
+// (web page, anchors sync, emulator); stopHooks at shutdown.
+var startHooks []func(ctx context.Context, a *app, out io.Writer) error
+
+func buildApp(cfg *config.Config) (*app, error) {
+	log := newLogger(cfg.LogLevel)
+	pass, err := cfg.Passphrase()
+	if err != nil {
+		return nil, err
+	}
+	authority, err := ca.Load(ca.LoadOptions{Dir: cfg.CADir, Passphrase: pass, KMS: cfg.KMS})
+	if err != nil {
+		return nil, fmt.Errorf("load CA from %s: %w (create one with `lanyard init`)", cfg.CADir, err)
+	}
+	db, err := store.Open(cfg.Store, store.Options{Logger: log})
+	if err != nil {
+		authority.Close()
+		return nil, err
+	}
+	profiles, err := cfg.CompileProfiles()
+	if err != nil {
+		db.Close()
+		authority.Close()
+		return nil, err
+	}
+	iss, err := issuance.New(issuance.Config{Signer: authority, Store: db, Profiles: profiles, Logger: log})
+	if err != nil {
+		db.Close()
+		authority.Close()
+		return nil, err
+	}
+	rev, err := revocation.New(revocation.Config{Store: db, Signer: authority, Validity: cfg.CRL.Validity, Logger: log,
+		DistributionPointURL: cfg.CRL.DistributionURL})
+	if err != nil {
+		db.Close()
+		authority.Close()
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: log, ca: authority, db: db, iss: iss, rev: rev, ren: renewal.NewService(iss, db, log)}
+	a.opts = server.Options{CA: authority, Store: db, Issuance: iss, Renewal: a.ren, Revocation: rev,
+		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
+		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
+		IdleTimeout: cfg.Limits.IdleTimeout, Logger: log, Extra: map[string]http.Handler{}}
+	return a, nil
+}
+
+func (a *app) close() {
+	a.db.Close()
+	a.ca.Close()
+}
+
+func serve(ctx context.Context, out io.Writer, cfg *config.Config, cfgPath string) error {
+	a, err := buildApp(cfg)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, h := range startHooks {
+		if err := h(ctx, a, out); err != nil {
+			return err
+		}
+	}
+	a.srv, err = server.New(a.opts)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	go a.rev.Run(ctx)
+	a.log.Info("lanyard serving", "listen", ln.Addr().String(), "url", cfg.URL, "config", cfgPath, "root_sha256", a.ca.Fingerprint())
+	if cfg.Dev {
+		if err := printDevWelcome(ctx, a, out); err != nil {
+			a.log.Warn("dev welcome", "err", err)
+		}
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	err = a.srv.Serve(ctx, ln)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// devHostCN is the host name the dev welcome's enroll command uses.
+const devHostCN = "host1.covalent.example.net"
+
+// devEnrollExtra adds flags to the printed enroll command (the anchors
+// hook adds the emulator's ARNs and endpoint).
+var devEnrollExtra []func(a *app) []string
+
+// devWelcomeExtra prints more lines in the dev welcome (admin login).
+var devWelcomeExtra []func(ctx context.Context, a *app, out io.Writer) error
+
+func printDevWelcome(ctx context.Context, a *app, out io.Writer) error {
+	secret, _, err := a.iss.CreateToken(ctx, issuance.TokenRequest{CN: devHostCN, Profile: "covalent", By: "serve --dev"})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nlanyard is running (development mode)\n")
+	fmt.Fprintf(out, "  admin page:   %s/admin/\n", a.cfg.URL)
+	for _, f := range devWelcomeExtra {
+		if err := f(ctx, a, out); err != nil {
+			return err
+		}
+	}
+	args := []string{"lanyard", "enroll", "--ca", a.cfg.URL, "--fingerprint", a.ca.Fingerprint(), "--token", secret,
+		"--out", "./host1-pki"}
+	for _, f := range devEnrollExtra {
+		args = append(args, f(a)...)
+	}
+	fmt.Fprintf(out, "  enroll a host (token for %s, valid 1h):\n    %s\n", devHostCN, strings.Join(args, " "))
+	fmt.Fprintf(out, "  more tokens:  lanyard token --cn NAME.covalent.example.net\n\n")
+	return nil
+}
