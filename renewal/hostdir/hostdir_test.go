@@ -1,0 +1,828 @@
+package hostdir
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testCA is a throwaway issuing CA for the tests.
+type testCA struct {
+	cert    *x509.Certificate
+	certPEM []byte
+	key     *ecdsa.PrivateKey
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test intermediate"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key}
+}
+
+var serial atomic.Int64
+
+// issue returns material for a fresh key of the given kind ("ec", "ec-sec1",
+// "rsa", "rsa-pkcs1"), with the serial number recorded in the CN.
+func (ca *testCA) issue(t testing.TB, kind string) Material {
+	t.Helper()
+	var (
+		signer crypto.Signer
+		keyPEM []byte
+		err    error
+	)
+	switch kind {
+	case "ec", "ec-sec1":
+		k, gerr := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		signer = k
+		if kind == "ec" {
+			der, _ := x509.MarshalPKCS8PrivateKey(k)
+			keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		} else {
+			der, _ := x509.MarshalECPrivateKey(k)
+			keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+		}
+	case "rsa", "rsa-pkcs1":
+		k, gerr := rsa.GenerateKey(rand.Reader, 2048)
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		signer = k
+		if kind == "rsa" {
+			der, _ := x509.MarshalPKCS8PrivateKey(k)
+			keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		} else {
+			keyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+		}
+	default:
+		t.Fatalf("unknown key kind %q", kind)
+	}
+	n := serial.Add(1)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1000 + n),
+		Subject:      pkix.Name{CommonName: fmt.Sprintf("host-%d.covalent.example.net", n)},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, signer.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Material{
+		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		ChainPEM: ca.certPEM,
+		KeyPEM:   keyPEM,
+	}
+}
+
+func openTemp(t *testing.T) *Dir {
+	t.Helper()
+	d, err := Open(filepath.Join(t.TempDir(), "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func mustWrite(t testing.TB, d *Dir, m Material) string {
+	t.Helper()
+	v, err := d.Write(m)
+	if err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	return v
+}
+
+func TestOpenCreatesFolder(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a", "b")
+	d, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != DirMode {
+		t.Errorf("DIR mode = %v, want %v", got, DirMode)
+	}
+	if _, err := d.Current(); !errors.Is(err, ErrNotEnrolled) {
+		t.Errorf("Current on a new folder: %v, want ErrNotEnrolled", err)
+	}
+	if _, err := d.LoadCurrent(); !errors.Is(err, ErrNotEnrolled) {
+		t.Errorf("LoadCurrent on a new folder: %v, want ErrNotEnrolled", err)
+	}
+	if vs, err := d.Versions(); err != nil || len(vs) != 0 {
+		t.Errorf("Versions = %v, %v; want none", vs, err)
+	}
+}
+
+func TestWriteThreeVersions(t *testing.T) {
+	ca := newTestCA(t)
+	kinds := []string{"ec", "ec-sec1", "ec"}
+	d := openTemp(t)
+	var mats []Material
+	var names []string
+	for _, k := range kinds {
+		m := ca.issue(t, k)
+		mats = append(mats, m)
+		names = append(names, mustWrite(t, d, m))
+	}
+	if want := []string{"000001", "000002", "000003"}; !slices.Equal(names, want) {
+		t.Fatalf("versions written = %v, want %v", names, want)
+	}
+	if vs, _ := d.Versions(); !slices.Equal(vs, names) {
+		t.Errorf("Versions = %v, want %v", vs, names)
+	}
+	cur, err := d.Current()
+	if err != nil || cur != "000003" {
+		t.Fatalf("Current = %q, %v; want 000003", cur, err)
+	}
+	if got, _ := os.Readlink(filepath.Join(d.Path, CurrentLink)); got != "versions/000003" {
+		t.Errorf("current -> %q, want versions/000003 (relative)", got)
+	}
+	newest := mats[2]
+	full := append(append([]byte{}, newest.CertPEM...), newest.ChainPEM...)
+	for _, tc := range []struct {
+		name string
+		want []byte
+		mode os.FileMode
+	}{
+		{CertFile, newest.CertPEM, CertMode},
+		{ChainFile, newest.ChainPEM, CertMode},
+		{FullchainFile, full, CertMode},
+		{KeyFile, newest.KeyPEM, KeyMode},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			link := filepath.Join(d.Path, tc.name)
+			target, err := os.Readlink(link)
+			if err != nil || target != filepath.Join(CurrentLink, tc.name) {
+				t.Errorf("%s -> %q, %v; want current/%s", tc.name, target, err, tc.name)
+			}
+			for _, p := range []string{link, filepath.Join(d.Path, CurrentLink, tc.name), filepath.Join(d.VersionPath("000003"), tc.name)} {
+				got, err := os.ReadFile(p)
+				if err != nil || !bytes.Equal(got, tc.want) {
+					t.Errorf("%s: content differs from version 3 (err %v)", p, err)
+				}
+			}
+			for _, v := range names {
+				fi, err := os.Stat(filepath.Join(d.VersionPath(v), tc.name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode().Perm() != tc.mode {
+					t.Errorf("version %s %s mode = %v, want %v", v, tc.name, fi.Mode().Perm(), tc.mode)
+				}
+			}
+		})
+	}
+	for _, v := range names {
+		fi, err := os.Stat(d.VersionPath(v))
+		if err != nil || fi.Mode().Perm() != VersionMode {
+			t.Errorf("version folder %s mode = %v (%v), want %v", v, fi.Mode().Perm(), err, VersionMode)
+		}
+	}
+	// Load(version) returns that version's matching cert and key.
+	for i, v := range names {
+		ver, err := d.Load(v)
+		if err != nil {
+			t.Fatalf("Load(%s): %v", v, err)
+		}
+		if !bytes.Equal(ver.CertPEM, mats[i].CertPEM) || !bytes.Equal(ver.KeyPEM, mats[i].KeyPEM) {
+			t.Errorf("Load(%s) returned another version's files", v)
+		}
+		if !ver.Cert.PublicKey.(*ecdsa.PublicKey).Equal(ver.Key.Public()) {
+			t.Errorf("Load(%s): cert and key do not match", v)
+		}
+		if len(ver.Chain) != 1 || !ver.Chain[0].Equal(ca.cert) {
+			t.Errorf("Load(%s): chain = %d certs, want the intermediate", v, len(ver.Chain))
+		}
+		if ver.Name != v || ver.Path != d.VersionPath(v) {
+			t.Errorf("Load(%s): Name %q Path %q", v, ver.Name, ver.Path)
+		}
+	}
+	// A second Open of the same folder sees the same state and changes nothing.
+	d2, err := Open(d.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs, _ := d2.Versions(); !slices.Equal(vs, names) {
+		t.Errorf("after re-Open Versions = %v", vs)
+	}
+}
+
+func TestKeyFormatsAndTypeChange(t *testing.T) {
+	ca := newTestCA(t)
+	tests := []struct {
+		name      string
+		first     string
+		second    string
+		allow     bool
+		wantErr   error
+		wantFinal string
+	}{
+		{"ec pkcs8 then sec1", "ec", "ec-sec1", false, nil, "000002"},
+		{"rsa pkcs8 then pkcs1", "rsa", "rsa-pkcs1", false, nil, "000002"},
+		{"ec to rsa refused", "ec", "rsa", false, ErrKeyTypeChanged, "000001"},
+		{"rsa to ec refused", "rsa-pkcs1", "ec", false, ErrKeyTypeChanged, "000001"},
+		{"ec to rsa allowed", "ec", "rsa", true, nil, "000002"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := openTemp(t)
+			d.AllowKeyTypeChange = tc.allow
+			mustWrite(t, d, ca.issue(t, tc.first))
+			_, err := d.Write(ca.issue(t, tc.second))
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("second Write: %v, want %v", err, tc.wantErr)
+			}
+			if cur, _ := d.Current(); cur != tc.wantFinal {
+				t.Errorf("current = %s, want %s", cur, tc.wantFinal)
+			}
+			if _, err := d.LoadCurrent(); err != nil {
+				t.Errorf("LoadCurrent: %v", err)
+			}
+		})
+	}
+}
+
+func TestWriteRefusesBadMaterial(t *testing.T) {
+	ca := newTestCA(t)
+	good := ca.issue(t, "ec")
+	other := ca.issue(t, "ec")
+	ed := func() []byte {
+		_, k, _ := ed25519Key()
+		return k
+	}()
+	tests := []struct {
+		name string
+		m    Material
+		want error
+	}{
+		{"cert of another key", Material{CertPEM: good.CertPEM, ChainPEM: good.ChainPEM, KeyPEM: other.KeyPEM}, ErrMismatch},
+		{"empty cert", Material{KeyPEM: good.KeyPEM}, ErrInvalidMaterial},
+		{"two certs in cert.pem", Material{CertPEM: append(append([]byte{}, good.CertPEM...), ca.certPEM...), KeyPEM: good.KeyPEM}, ErrInvalidMaterial},
+		{"garbage cert", Material{CertPEM: []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), KeyPEM: good.KeyPEM}, ErrInvalidMaterial},
+		{"truncated cert", Material{CertPEM: good.CertPEM[:len(good.CertPEM)/2], KeyPEM: good.KeyPEM}, ErrInvalidMaterial},
+		{"key in chain", Material{CertPEM: good.CertPEM, ChainPEM: good.KeyPEM, KeyPEM: good.KeyPEM}, ErrInvalidMaterial},
+		{"no key", Material{CertPEM: good.CertPEM}, ErrInvalidMaterial},
+		{"two keys", Material{CertPEM: good.CertPEM, KeyPEM: append(append([]byte{}, good.KeyPEM...), other.KeyPEM...)}, ErrInvalidMaterial},
+		{"cert as key", Material{CertPEM: good.CertPEM, KeyPEM: good.CertPEM}, ErrInvalidMaterial},
+		{"ed25519 key", Material{CertPEM: good.CertPEM, KeyPEM: ed}, ErrUnsupportedKey},
+	}
+	d := openTemp(t)
+	first := mustWrite(t, d, ca.issue(t, "ec"))
+	before := snapshot(t, d.Path)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := d.Write(tc.m)
+			if !errors.Is(err, tc.want) || v != "" {
+				t.Fatalf("Write = %q, %v; want error %v", v, err, tc.want)
+			}
+			if cur, _ := d.Current(); cur != first {
+				t.Errorf("current = %s, want %s", cur, first)
+			}
+			if after := snapshot(t, d.Path); !slices.Equal(before, after) {
+				t.Errorf("folder changed:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}
+
+func ed25519Key() (crypto.PublicKey, []byte, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	return pub, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), err
+}
+
+// snapshot lists every path under root with its link target or size.
+func snapshot(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == LockFile {
+			return nil
+		}
+		desc := fmt.Sprintf("%s %v %d", rel, fi.Mode(), fi.Size())
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			desc += " -> " + target
+		}
+		out = append(out, desc)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestConcurrentReaders: readers resolving current in a tight loop while 200
+// versions are written never see a certificate that does not match its key.
+func TestConcurrentReaders(t *testing.T) {
+	const versions = 200
+	ca := newTestCA(t)
+	d := openTemp(t)
+	mats := make([]Material, versions)
+	for i := range mats {
+		mats[i] = ca.issue(t, "ec")
+	}
+	mustWrite(t, d, mats[0])
+
+	var (
+		stop  atomic.Bool
+		reads atomic.Int64
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		errs  []error
+	)
+	seen := make([]sync.Map, 4)
+	for r := range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				v, err := d.LoadCurrent()
+				if err == nil && !v.Cert.PublicKey.(*ecdsa.PublicKey).Equal(v.Key.Public()) {
+					err = fmt.Errorf("version %s: certificate does not match key", v.Name)
+				}
+				if err != nil {
+					errMu.Lock()
+					errs = append(errs, err)
+					errMu.Unlock()
+					return
+				}
+				// The Certbot-style links too must always resolve to something whole.
+				if _, err := os.ReadFile(filepath.Join(d.Path, KeyFile)); err != nil {
+					errMu.Lock()
+					errs = append(errs, err)
+					errMu.Unlock()
+					return
+				}
+				seen[r].Store(v.Name, true)
+				reads.Add(1)
+			}
+		})
+	}
+	for _, m := range mats[1:] {
+		mustWrite(t, d, m)
+	}
+	stop.Store(true)
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	distinct := 0
+	seen[0].Range(func(any, any) bool { distinct++; return true })
+	t.Logf("%d versions written, %d reads, reader 0 saw %d distinct versions", versions, reads.Load(), distinct)
+	if cur, _ := d.Current(); cur != fmt.Sprintf("%06d", versions) {
+		t.Errorf("current = %s, want %06d", cur, versions)
+	}
+}
+
+// TestOpenCleansUpCrash: what an agent killed mid-write leaves behind is
+// removed by the next Open, and current stays valid.
+func TestOpenCleansUpCrash(t *testing.T) {
+	ca := newTestCA(t)
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, d *Dir)
+		gone  []string // relative paths that must not survive Open
+	}{
+		{"half-written temp folder", func(t *testing.T, d *Dir) {
+			tmp := filepath.Join(d.Path, VersionsDir, ".tmp-x")
+			must(t, os.Mkdir(tmp, 0o700))
+			must(t, os.WriteFile(filepath.Join(tmp, CertFile), []byte("-----BEGIN CERT"), 0o644))
+		}, []string{"versions/.tmp-x"}},
+		{"dangling temp symlink for current", func(t *testing.T, d *Dir) {
+			must(t, os.Symlink("versions/000009", filepath.Join(d.Path, ".tmp-current-abc")))
+		}, []string{".tmp-current-abc"}},
+		{"temp symlink pointing at a real version", func(t *testing.T, d *Dir) {
+			must(t, os.Symlink("versions/000001", filepath.Join(d.Path, ".tmp-cert.pem-1")))
+		}, []string{".tmp-cert.pem-1"}},
+		{"temp file of WriteFileAtomic", func(t *testing.T, d *Dir) {
+			must(t, os.WriteFile(filepath.Join(d.Path, ".tmp-state-123"), []byte("x"), 0o600))
+		}, []string{".tmp-state-123"}},
+		{"complete version never swapped in", func(t *testing.T, d *Dir) {
+			// Killed between renaming the folder and swapping current.
+			must(t, d.writeVersion("000003", ca.issue(t, "ec")))
+		}, []string{"versions/000003"}},
+		{"missing Certbot link", func(t *testing.T, d *Dir) {
+			must(t, os.Remove(filepath.Join(d.Path, FullchainFile)))
+		}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := openTemp(t)
+			mustWrite(t, d, ca.issue(t, "ec"))
+			want := mustWrite(t, d, ca.issue(t, "ec"))
+			tc.setup(t, d)
+
+			d2, err := Open(d.Path)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			for _, g := range tc.gone {
+				if _, err := os.Lstat(filepath.Join(d.Path, g)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s survived Open (err %v)", g, err)
+				}
+			}
+			v, err := d2.LoadCurrent()
+			if err != nil || v.Name != want {
+				t.Fatalf("LoadCurrent = %v, %v; want %s", v, err, want)
+			}
+			for _, name := range linkNames {
+				if _, err := os.ReadFile(filepath.Join(d.Path, name)); err != nil {
+					t.Errorf("link %s: %v", name, err)
+				}
+			}
+			if vs, _ := d2.Versions(); !slices.Equal(vs, []string{"000001", "000002"}) {
+				t.Errorf("Versions = %v", vs)
+			}
+			// And the next write continues the sequence.
+			if got := mustWrite(t, d2, ca.issue(t, "ec")); got != "000003" {
+				t.Errorf("next version = %s, want 000003", got)
+			}
+		})
+	}
+}
+
+// TestOpenLeavesOtherWritersAlone: while another writer holds the lock, Open
+// does not clean (the temp folder may be that writer's work in progress).
+func TestOpenLeavesOtherWritersAlone(t *testing.T) {
+	d := openTemp(t)
+	tmp := filepath.Join(d.Path, VersionsDir, ".tmp-inflight")
+	must(t, os.Mkdir(tmp, 0o700))
+	unlock, err := lockFile(filepath.Join(d.Path, LockFile), true)
+	must(t, err)
+	// flock locks belong to the open file description, so a second open in
+	// this process conflicts just like another process would.
+	if _, err := Open(d.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Errorf("Open removed a folder while another writer held the lock: %v", err)
+	}
+	unlock()
+	if _, err := Open(d.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open did not clean once the lock was free: %v", err)
+	}
+}
+
+// TestWriteFailureKeepsPrevious: a failing write (injected at each step, and
+// a real EFBIG from RLIMIT_FSIZE, which root cannot bypass) leaves the
+// previous version current and no debris.
+func TestWriteFailureKeepsPrevious(t *testing.T) {
+	ca := newTestCA(t)
+	tests := []struct {
+		name   string
+		inject func(d *Dir) (restore func())
+	}{
+		{"fail writing a file", failAt("write-file")},
+		{"fail renaming the version folder", failAt("rename-version")},
+		{"fail swapping current", failAt("swap")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := openTemp(t)
+			first := ca.issue(t, "ec")
+			prev := mustWrite(t, d, first)
+			before := snapshot(t, d.Path)
+			m := ca.issue(t, "ec")
+
+			restore := tc.inject(d)
+			v, err := d.Write(m)
+			restore()
+
+			if err == nil || v != "" {
+				t.Fatalf("Write = %q, %v; want an error", v, err)
+			}
+			t.Logf("error: %v", err)
+			cur, cerr := d.LoadCurrent()
+			if cerr != nil || cur.Name != prev || !bytes.Equal(cur.CertPEM, first.CertPEM) {
+				t.Fatalf("after failure current = %v, %v; want %s", cur, cerr, prev)
+			}
+			if after := snapshot(t, d.Path); !slices.Equal(before, after) {
+				t.Errorf("debris left:\nbefore %v\nafter  %v", before, after)
+			}
+			// The folder still works afterwards.
+			if got := mustWrite(t, d, m); got != "000002" {
+				t.Errorf("next version = %s, want 000002", got)
+			}
+		})
+	}
+}
+
+func failAt(step string) func(d *Dir) func() {
+	return func(d *Dir) func() {
+		d.failpoint = func(s string) error {
+			if s == step {
+				return fmt.Errorf("injected failure at %s: %w", s, syscall.ENOSPC)
+			}
+			return nil
+		}
+		return func() { d.failpoint = nil }
+	}
+}
+
+// TestWriteFailsOnRealFileSizeLimit makes writing really fail under root:
+// a child process with RLIMIT_FSIZE below any PEM file gets EFBIG from
+// write(2), as on a full disk. (The limit is per process, so it runs in a
+// child: in this process it would also break the test framework's own log.)
+func TestWriteFailsOnRealFileSizeLimit(t *testing.T) {
+	ca := newTestCA(t)
+	d := openTemp(t)
+	first := ca.issue(t, "ec")
+	prev := mustWrite(t, d, first)
+	before := snapshot(t, d.Path)
+	m := ca.issue(t, "ec")
+	in := filepath.Join(t.TempDir(), "m")
+	must(t, os.Mkdir(in, 0o700))
+	must(t, os.WriteFile(filepath.Join(in, CertFile), m.CertPEM, 0o600))
+	must(t, os.WriteFile(filepath.Join(in, ChainFile), m.ChainPEM, 0o600))
+	must(t, os.WriteFile(filepath.Join(in, KeyFile), m.KeyPEM, 0o600))
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriteUnderFileSizeLimit$", "-test.v")
+	cmd.Env = append(os.Environ(), "HOSTDIR_HELPER_DIR="+d.Path, "HOSTDIR_HELPER_IN="+in)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper process: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("file too large")) {
+		t.Fatalf("helper did not report EFBIG:\n%s", out)
+	}
+	t.Logf("helper output:\n%s", out)
+
+	cur, err := d.LoadCurrent()
+	if err != nil || cur.Name != prev || !bytes.Equal(cur.CertPEM, first.CertPEM) {
+		t.Fatalf("after failure current = %v, %v; want %s", cur, err, prev)
+	}
+	if after := snapshot(t, d.Path); !slices.Equal(before, after) {
+		t.Errorf("debris left:\nbefore %v\nafter  %v", before, after)
+	}
+	if got := mustWrite(t, d, m); got != "000002" {
+		t.Errorf("next version = %s, want 000002", got)
+	}
+}
+
+// TestHelperWriteUnderFileSizeLimit is the child of
+// TestWriteFailsOnRealFileSizeLimit; it does nothing on its own.
+func TestHelperWriteUnderFileSizeLimit(t *testing.T) {
+	dir, in := os.Getenv("HOSTDIR_HELPER_DIR"), os.Getenv("HOSTDIR_HELPER_IN")
+	if dir == "" {
+		t.Skip("helper process only")
+	}
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(in, name))
+		must(t, err)
+		return b
+	}
+	m := Material{CertPEM: read(CertFile), ChainPEM: read(ChainFile), KeyPEM: read(KeyFile)}
+	d, err := Open(dir)
+	must(t, err)
+	var lim syscall.Rlimit
+	must(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim))
+	lim.Cur = 64 // smaller than any PEM file
+	must(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim))
+	v, err := d.Write(m)
+	if err == nil {
+		t.Fatalf("Write under RLIMIT_FSIZE succeeded: %s", v)
+	}
+	fmt.Println("write error:", err)
+}
+
+func TestOpenRefusesBrokenLayout(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, p string)
+	}{
+		{"versions is a file", func(t *testing.T, p string) {
+			must(t, os.MkdirAll(p, 0o700))
+			must(t, os.WriteFile(filepath.Join(p, VersionsDir), nil, 0o600))
+		}},
+		{"DIR is a file", func(t *testing.T, p string) {
+			must(t, os.WriteFile(p, nil, 0o600))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "pki")
+			tc.setup(t, p)
+			if _, err := Open(p); err == nil {
+				t.Fatal("Open succeeded on a broken layout")
+			}
+		})
+	}
+}
+
+func TestCurrentRejectsForeignTargets(t *testing.T) {
+	tests := []struct{ target string }{
+		{"/etc"}, {"versions/../../etc"}, {"versions/abc"}, {"elsewhere/000001"}, {"versions/12"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.target, func(t *testing.T) {
+			d := openTemp(t)
+			must(t, os.Symlink(tc.target, filepath.Join(d.Path, CurrentLink)))
+			if _, err := d.Current(); !errors.Is(err, ErrInvalidVersion) {
+				t.Errorf("Current: %v, want ErrInvalidVersion", err)
+			}
+		})
+	}
+	d := openTemp(t)
+	for _, v := range []string{"", "..", "../versions/000001", "00001", "000001/"} {
+		if _, err := d.Load(v); !errors.Is(err, ErrInvalidVersion) {
+			t.Errorf("Load(%q): %v, want ErrInvalidVersion", v, err)
+		}
+	}
+}
+
+// TestPrune: Keep versions are always kept, the current one and the one just
+// replaced are never pruned, and a version goes only once it stopped being
+// current at least MinAge ago.
+func TestPrune(t *testing.T) {
+	ca := newTestCA(t)
+	mats := make([]Material, 12)
+	for i := range mats {
+		mats[i] = ca.issue(t, "ec")
+	}
+	type step struct {
+		write   int           // versions to write at this step
+		advance time.Duration // then move the clock
+		want    []string      // versions present after the step
+	}
+	v := func(ns ...int) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, fmt.Sprintf("%06d", n))
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		keep  int
+		steps []step
+	}{
+		{"quick writes prune nothing", 3, []step{
+			{write: 8, want: v(1, 2, 3, 4, 5, 6, 7, 8)},
+		}},
+		{"after MinAge keep exactly Keep", 3, []step{
+			{write: 8, advance: 11 * time.Minute, want: v(1, 2, 3, 4, 5, 6, 7, 8)},
+			{write: 1, want: v(7, 8, 9)},
+		}},
+		{"only versions retired long enough go", 2, []step{
+			{write: 4, advance: 11 * time.Minute},
+			{write: 2, advance: time.Minute, want: v(4, 5, 6)},
+			// 4 retired (when 5 became current) only 1 minute ago.
+			{write: 1, want: v(4, 5, 6, 7)},
+			{write: 0, advance: 10 * time.Minute},
+			{write: 1, want: v(7, 8)},
+		}},
+		{"keep 1 still spares the one just replaced", 1, []step{
+			{write: 3, want: v(1, 2, 3)},
+			{write: 0, advance: time.Hour},
+			{write: 1, want: v(3, 4)},
+		}},
+		{"default keep is 5", 0, []step{
+			{write: 9, advance: time.Hour},
+			{write: 1, want: v(6, 7, 8, 9, 10)},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+			d := openTemp(t)
+			d.Keep = tc.keep
+			d.Now = func() time.Time { return now }
+			next := 0
+			for i, s := range tc.steps {
+				for range s.write {
+					mustWrite(t, d, mats[next])
+					next++
+				}
+				if s.want != nil {
+					got, _ := d.Versions()
+					if !slices.Equal(got, s.want) {
+						t.Fatalf("step %d: versions = %v, want %v", i, got, s.want)
+					}
+					cur, _ := d.Current()
+					if !slices.Contains(got, cur) {
+						t.Fatalf("step %d: current %s was pruned", i, cur)
+					}
+				}
+				now = now.Add(s.advance)
+			}
+			if _, err := d.LoadCurrent(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestPruneWithoutWrite(t *testing.T) {
+	ca := newTestCA(t)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	d := openTemp(t)
+	d.Keep = 2
+	d.Now = func() time.Time { return now }
+	for range 4 {
+		mustWrite(t, d, ca.issue(t, "ec"))
+	}
+	now = now.Add(time.Hour)
+	must(t, d.Prune())
+	if got, _ := d.Versions(); !slices.Equal(got, []string{"000003", "000004"}) {
+		t.Errorf("versions = %v", got)
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	tests := []struct {
+		name     string
+		existing []byte
+		data     []byte
+		mode     os.FileMode
+	}{
+		{"new key file", nil, []byte("secret"), 0o600},
+		{"replace", []byte("old content that is longer"), []byte("new"), 0o644},
+		{"empty", []byte("x"), nil, 0o600},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "f")
+			if tc.existing != nil {
+				must(t, os.WriteFile(p, tc.existing, 0o666))
+			}
+			must(t, WriteFileAtomic(p, tc.data, tc.mode))
+			got, err := os.ReadFile(p)
+			if err != nil || !bytes.Equal(got, tc.data) {
+				t.Errorf("content = %q, %v", got, err)
+			}
+			fi, _ := os.Stat(p)
+			if fi.Mode().Perm() != tc.mode {
+				t.Errorf("mode = %v, want %v", fi.Mode().Perm(), tc.mode)
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 1 {
+				t.Errorf("leftovers: %v", entries)
+			}
+		})
+	}
+	if err := WriteFileAtomic(filepath.Join(t.TempDir(), "missing", "f"), nil, 0o600); err == nil {
+		t.Error("WriteFileAtomic into a missing folder succeeded")
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,143 @@
+package hostdir
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+)
+
+// Material is what one version folder holds, as PEM. The full chain written
+// to fullchain.pem is CertPEM followed by ChainPEM.
+type Material struct {
+	// CertPEM is the leaf certificate: exactly one CERTIFICATE block.
+	CertPEM []byte
+	// ChainPEM holds the intermediates, zero or more CERTIFICATE blocks.
+	ChainPEM []byte
+	// KeyPEM is the private key: one "PRIVATE KEY" (PKCS#8),
+	// "EC PRIVATE KEY" (SEC 1) or "RSA PRIVATE KEY" (PKCS#1) block,
+	// holding an ECDSA or RSA key.
+	KeyPEM []byte
+}
+
+// KeyType names the signing algorithm family of a key as aws_signing_helper
+// sees it: "ECDSA" or "RSA". The helper fixes the family when it starts, so a
+// renewal must not change it (see [ErrKeyTypeChanged]).
+type KeyType string
+
+// Key types that Roles Anywhere and aws_signing_helper accept.
+const (
+	KeyTypeECDSA KeyType = "ECDSA"
+	KeyTypeRSA   KeyType = "RSA"
+)
+
+// parsed is validated material.
+type parsed struct {
+	cert  *x509.Certificate
+	chain []*x509.Certificate
+	key   crypto.Signer
+}
+
+// parseMaterial parses and cross-checks m without touching the disk.
+func parseMaterial(certPEM, chainPEM, keyPEM []byte) (*parsed, error) {
+	certs, err := parseCertificates(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cert.pem: %w", ErrInvalidMaterial, err)
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("%w: cert.pem: want exactly one certificate (the leaf), found %d", ErrInvalidMaterial, len(certs))
+	}
+	chain, err := parseCertificates(chainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w: chain.pem: %w", ErrInvalidMaterial, err)
+	}
+	key, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w: privkey.pem: %w", ErrInvalidMaterial, err)
+	}
+	pub, ok := certs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		return nil, fmt.Errorf("%w: certificate %x (CN %q) was not issued for this private key",
+			ErrMismatch, certs[0].SerialNumber, certs[0].Subject.CommonName)
+	}
+	return &parsed{cert: certs[0], chain: chain, key: key}, nil
+}
+
+// parseCertificates parses every PEM block of data, all of which must be
+// CERTIFICATE blocks. Text outside PEM blocks is allowed; anything that looks
+// like a PEM block but does not decode is not.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
+		}
+		out = append(out, c)
+	}
+	if bytes.Contains(rest, []byte("-----BEGIN")) {
+		return nil, errors.New("malformed PEM block")
+	}
+	return out, nil
+}
+
+// parsePrivateKey parses one PEM private key block holding an ECDSA or RSA key.
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
+	block, rest := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM block found")
+	}
+	if next, _ := pem.Decode(rest); next != nil {
+		return nil, errors.New("more than one PEM block")
+	}
+	var (
+		k   any
+		err error
+	)
+	switch block.Type {
+	case "PRIVATE KEY":
+		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("unsupported PEM block %q (want PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)", block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", block.Type, err)
+	}
+	switch k := k.(type) {
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case *rsa.PrivateKey:
+		return k, nil
+	default:
+		return nil, fmt.Errorf("%w: %T (want ECDSA or RSA)", ErrUnsupportedKey, k)
+	}
+}
+
+// KeyTypeOf returns the algorithm family of a public or private key, or ""
+// for anything else.
+func KeyTypeOf(key any) KeyType {
+	switch key.(type) {
+	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
+		return KeyTypeECDSA
+	case *rsa.PrivateKey, *rsa.PublicKey:
+		return KeyTypeRSA
+	}
+	return ""
+}
