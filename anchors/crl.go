@@ -1,0 +1,384 @@
+package anchors
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
+	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere/types"
+
+	"github.com/lanyard/lanyard/revocation"
+)
+
+// MaxCRLBytes is the largest CRL (PEM) Roles Anywhere imports.
+const MaxCRLBytes = 300000
+
+// pushAttempts bounds the attempts of one background CRL push; after them
+// the push is given up (and recorded) until the next CRL or Run's next
+// check.
+const pushAttempts = 8
+
+var _ revocation.Publisher = (*Syncer)(nil)
+
+// PublishCRL implements revocation.Publisher: it queues crl and returns at
+// once; a background goroutine pushes it to the trust anchor immediately
+// (ImportCrl, enabled, the first time; UpdateCrl after), retrying with
+// backoff on throttling and server errors and stopping at final errors.
+// When several CRLs arrive while a push is in flight, only the newest is
+// pushed next. A CRL over MaxCRLBytes is refused: logged, and recorded in
+// the status with its entry count.
+func (s *Syncer) PublishCRL(_ context.Context, crl *revocation.CRL) {
+	if crl == nil {
+		return
+	}
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.pending == nil || crl.Number >= s.pending.Number {
+		s.pending = crl
+	}
+	if !s.pushing {
+		s.pushing = true
+		s.wg.Add(1)
+		go s.pushLoop()
+	}
+}
+
+func (s *Syncer) pushLoop() {
+	defer s.wg.Done()
+	for {
+		s.crlMu.Lock()
+		crl := s.pending
+		s.pending = nil
+		if crl == nil || s.closed {
+			s.pushing = false
+			s.crlMu.Unlock()
+			return
+		}
+		s.crlMu.Unlock()
+		s.pushWithRetry(crl)
+		s.crlMu.Lock()
+		close(s.pushDone)
+		s.pushDone = make(chan struct{})
+		s.crlMu.Unlock()
+	}
+}
+
+// pushWithRetry pushes crl until it succeeds, fails finally, a newer CRL
+// is queued (which is pushed instead), or the Syncer closes.
+func (s *Syncer) pushWithRetry(crl *revocation.CRL) {
+	backoff := s.minBackoff
+	for attempt := 1; ; attempt++ {
+		err := s.PushCRL(s.base, crl)
+		if err == nil {
+			return
+		}
+		if !Retryable(err) || attempt >= pushAttempts {
+			s.log.Error("anchors: CRL not pushed to the trust anchor", "number", crl.Number, "entries", crl.Entries,
+				"attempts", attempt, "err", err)
+			return
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.log.Warn("anchors: CRL push failed, retrying", "number", crl.Number, "attempt", attempt, "in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-s.base.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+		s.crlMu.Lock()
+		if s.pending != nil && s.pending.Number > crl.Number {
+			s.crlMu.Unlock()
+			return // a newer CRL supersedes this one; pushLoop takes it
+		}
+		s.crlMu.Unlock()
+	}
+}
+
+// WaitCRL waits until the CRL numbered at least n has reached AWS, or a
+// push of such a CRL has failed, or ctx ends. It returns the status then.
+func (s *Syncer) WaitCRL(ctx context.Context, n int64) (Status, error) {
+	for {
+		s.crlMu.Lock()
+		done := s.pushDone
+		s.crlMu.Unlock()
+		st := s.Status()
+		if st.CRLNumber >= n {
+			return st, nil
+		}
+		if st.CRLErrorNumber >= n && st.CRLError != "" {
+			s.crlMu.Lock()
+			idle := !s.pushing
+			s.crlMu.Unlock()
+			if idle {
+				return st, errors.New(st.CRLError)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// RemoteCRL is the CRL a trust anchor holds.
+type RemoteCRL struct {
+	// Arn and ID name it; Name is its name.
+	Arn, ID, Name string
+	// Enabled: Roles Anywhere checks it.
+	Enabled bool
+	// Number is its CRL number (0 if it has none or does not parse).
+	Number int64
+	// ThisUpdate and NextUpdate are its validity.
+	ThisUpdate, NextUpdate time.Time
+	// Entries counts the certificates it lists.
+	Entries int
+	// Data is the CRL as imported.
+	Data []byte
+	// UpdatedAt is when AWS last changed it.
+	UpdatedAt time.Time
+}
+
+// RemoteCRL returns lanyard's CRL on the trust anchor: the one with the
+// configured name (or, failing that, the only CRL of the anchor); nil if
+// the anchor has none.
+func (s *Syncer) RemoteCRL(ctx context.Context) (*RemoteCRL, error) {
+	anchor := s.TrustAnchorARN()
+	if anchor == "" {
+		return nil, fmt.Errorf("anchors: %w yet: run a sync first", ErrNoTrustAnchor)
+	}
+	var mine []types.CrlDetail
+	var token *string
+	for {
+		out, err := s.api.ListCrls(ctx, &rolesanywhere.ListCrlsInput{NextToken: token})
+		if err != nil {
+			return nil, fmt.Errorf("anchors: list CRLs: %w", err)
+		}
+		for _, c := range out.Crls {
+			if aws.ToString(c.TrustAnchorArn) == anchor {
+				mine = append(mine, c)
+			}
+		}
+		if out.NextToken == nil || *out.NextToken == "" {
+			break
+		}
+		token = out.NextToken
+	}
+	var pick *types.CrlDetail
+	for i := range mine {
+		if aws.ToString(mine[i].Name) == s.cfg.Name {
+			pick = &mine[i]
+			break
+		}
+	}
+	if pick == nil && len(mine) == 1 {
+		pick = &mine[0]
+	}
+	if pick == nil {
+		return nil, nil
+	}
+	r := &RemoteCRL{Arn: aws.ToString(pick.CrlArn), ID: aws.ToString(pick.CrlId), Name: aws.ToString(pick.Name),
+		Enabled: aws.ToBool(pick.Enabled), Data: pick.CrlData, UpdatedAt: aws.ToTime(pick.UpdatedAt)}
+	if l := parseCRL(pick.CrlData); l != nil {
+		r.ThisUpdate, r.NextUpdate, r.Entries = l.ThisUpdate, l.NextUpdate, len(l.RevokedCertificateEntries)
+		if l.Number != nil && l.Number.IsInt64() {
+			r.Number = l.Number.Int64()
+		}
+	}
+	return r, nil
+}
+
+func parseCRL(data []byte) *x509.RevocationList {
+	der := data
+	if b, _ := pem.Decode(data); b != nil {
+		der = b.Bytes
+	}
+	l, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil
+	}
+	return l
+}
+
+// PushCRL pushes crl to the trust anchor now, once (the SDK retryer still
+// retries each call on throttling): ImportCrl (enabled) when the anchor
+// has no lanyard CRL, else UpdateCrl, and EnableCrl if it was disabled.
+// It refuses, with ErrCRLTooLarge, a CRL whose PEM is over MaxCRLBytes.
+// The outcome is recorded in the status.
+func (s *Syncer) PushCRL(ctx context.Context, crl *revocation.CRL) error {
+	err := s.pushCRL(ctx, crl)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		s.update(ctx, func(st *Status) {
+			st.CRLError, st.CRLErrorNumber, st.CRLErrorAt = err.Error(), crl.Number, s.now().UTC()
+		})
+		return err
+	}
+	return nil
+}
+
+func (s *Syncer) pushCRL(ctx context.Context, crl *revocation.CRL) error {
+	if len(crl.PEM) > MaxCRLBytes {
+		err := fmt.Errorf("anchors: %w: CRL number %d lists %d revoked certificates and is %d bytes of PEM, over the %d-byte limit of IAM Roles Anywhere; it was not pushed, so AWS keeps CRL number %d. Shorten certificate lifetimes or let revoked certificates expire",
+			ErrCRLTooLarge, crl.Number, crl.Entries, len(crl.PEM), MaxCRLBytes, s.Status().CRLNumber)
+		s.log.Error("anchors: CRL too large for IAM Roles Anywhere", "number", crl.Number, "entries", crl.Entries,
+			"pem_bytes", len(crl.PEM), "limit", MaxCRLBytes)
+		return err
+	}
+	anchor := s.TrustAnchorARN()
+	if anchor == "" {
+		return fmt.Errorf("anchors: CRL %d: %w yet (the first sync creates or finds it)", crl.Number, ErrNoTrustAnchor)
+	}
+	st := s.Status()
+	if st.CRLNumber > crl.Number && st.CRLArn != "" {
+		s.log.Info("anchors: AWS already holds a newer CRL", "aws", st.CRLNumber, "offered", crl.Number)
+		return nil
+	}
+	id := ""
+	enabled := true
+	if st.CRLArn != "" {
+		id = idOf(st.CRLArn)
+	} else {
+		r, err := s.RemoteCRL(ctx)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			id, enabled = r.ID, r.Enabled
+			if r.Number == crl.Number && bytes.Equal(r.Data, crl.PEM) && r.Enabled {
+				s.recordPushed(ctx, r.Arn, crl)
+				return nil
+			}
+		}
+	}
+	var arn string
+	if id == "" {
+		out, err := s.api.ImportCrl(ctx, &rolesanywhere.ImportCrlInput{
+			Name: aws.String(s.cfg.Name), TrustAnchorArn: aws.String(anchor), CrlData: crl.PEM, Enabled: aws.Bool(true),
+		})
+		if err != nil {
+			return fmt.Errorf("anchors: import CRL %d into %s: %w", crl.Number, anchor, err)
+		}
+		arn = aws.ToString(out.Crl.CrlArn)
+		enabled = aws.ToBool(out.Crl.Enabled)
+		s.log.Info("anchors: imported CRL", "crl", arn, "number", crl.Number, "entries", crl.Entries)
+	} else {
+		out, err := s.api.UpdateCrl(ctx, &rolesanywhere.UpdateCrlInput{CrlId: aws.String(id), CrlData: crl.PEM})
+		if err != nil {
+			if errorCode(err) == "ResourceNotFoundException" {
+				// Deleted out of band: forget it; the next attempt imports.
+				s.update(ctx, func(st *Status) { st.CRLArn = "" })
+				return fmt.Errorf("anchors: update CRL %s: it no longer exists, will import anew: %w", id, errRetryNow)
+			}
+			return fmt.Errorf("anchors: update CRL %s to number %d: %w", id, crl.Number, err)
+		}
+		arn = aws.ToString(out.Crl.CrlArn)
+		enabled = aws.ToBool(out.Crl.Enabled)
+		s.log.Info("anchors: updated CRL", "crl", arn, "number", crl.Number, "entries", crl.Entries)
+	}
+	if !enabled {
+		if _, err := s.api.EnableCrl(ctx, &rolesanywhere.EnableCrlInput{CrlId: aws.String(idOf(arn))}); err != nil {
+			return fmt.Errorf("anchors: enable CRL %s: %w", arn, err)
+		}
+	}
+	s.recordPushed(ctx, arn, crl)
+	return nil
+}
+
+// errRetryNow marks a failure the next attempt repairs.
+var errRetryNow = retryNow{}
+
+type retryNow struct{}
+
+func (retryNow) Error() string   { return "retry" }
+func (retryNow) Temporary() bool { return true }
+
+func (s *Syncer) recordPushed(ctx context.Context, arn string, crl *revocation.CRL) {
+	s.update(ctx, func(st *Status) {
+		st.CRLArn, st.CRLNumber, st.CRLEntries = arn, crl.Number, crl.Entries
+		st.CRLNextUpdate, st.CRLPushedAt = crl.NextUpdate.UTC(), s.now().UTC()
+		st.CRLError, st.CRLErrorNumber, st.CRLErrorAt = "", 0, time.Time{}
+	})
+}
+
+// Run syncs the trust anchor every Config.Interval until ctx ends, and
+// after each sync checks the CRL AWS holds against crls() (the CA's
+// current CRL; nil func: no CRL check): when AWS's is missing, older, or
+// disabled, the CA's is pushed (new CRLs are pushed as they are made
+// through PublishCRL; this catches what a failed push or an out-of-band
+// change left behind).
+func (s *Syncer) Run(ctx context.Context, crls func() *revocation.CRL) {
+	wait := time.Duration(0)
+	if last := s.Status().LastSync; !last.IsZero() {
+		if since := s.now().Sub(last); since >= 0 && since < s.cfg.Interval {
+			wait = s.cfg.Interval - since
+		}
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.Sync(ctx, false); err == nil || errors.Is(err, ErrForeignCertificate) {
+			if crls != nil {
+				s.checkCRL(ctx, crls())
+			}
+		}
+		t.Reset(s.cfg.Interval)
+	}
+}
+
+// checkCRL queues crl when AWS's copy is missing, older, disabled or
+// different.
+func (s *Syncer) checkCRL(ctx context.Context, crl *revocation.CRL) {
+	if crl == nil {
+		return
+	}
+	r, err := s.RemoteCRL(ctx)
+	if err != nil {
+		s.log.Warn("anchors: could not read the trust anchor's CRL", "err", err)
+		return
+	}
+	switch {
+	case r == nil:
+	case r.Number < crl.Number, !r.Enabled:
+	case r.Number == crl.Number && !bytes.Equal(r.Data, crl.PEM):
+	default:
+		s.update(ctx, func(st *Status) {
+			st.CRLArn, st.CRLNumber, st.CRLEntries, st.CRLNextUpdate = r.Arn, r.Number, r.Entries, r.NextUpdate.UTC()
+		})
+		if !r.NextUpdate.IsZero() && s.now().After(r.NextUpdate) {
+			s.log.Error("anchors: the CRL AWS holds is past its nextUpdate and the CA has no newer one",
+				"number", r.Number, "next_update", r.NextUpdate)
+		}
+		return
+	}
+	s.update(ctx, func(st *Status) { st.CRLArn = r.ArnOrEmpty() })
+	s.PublishCRL(ctx, crl)
+}
+
+// ArnOrEmpty returns r.Arn, or "" for a nil r.
+func (r *RemoteCRL) ArnOrEmpty() string {
+	if r == nil {
+		return ""
+	}
+	return r.Arn
+}

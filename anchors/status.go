@@ -1,0 +1,126 @@
+package anchors
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lanyard/lanyard/store"
+)
+
+// StatusKey is the store meta key the Syncer's Status is persisted under.
+const StatusKey = "anchors.status"
+
+// ErrNoStatus: no sync has been recorded in the store yet. It wraps
+// store.ErrNotFound.
+var ErrNoStatus = fmt.Errorf("no trust-anchor sync recorded yet: %w", store.ErrNotFound)
+
+// CertInfo identifies one certificate in a report.
+type CertInfo struct {
+	// Subject is the certificate's subject DN.
+	Subject string `json:"subject"`
+	// SHA256 is the hex SHA-256 of the DER certificate.
+	SHA256 string `json:"sha256"`
+	// NotAfter is the end of its validity.
+	NotAfter time.Time `json:"not_after"`
+}
+
+func certInfo(c *x509.Certificate) CertInfo {
+	sum := sha256.Sum256(c.Raw)
+	return CertInfo{Subject: c.Subject.String(), SHA256: hex.EncodeToString(sum[:]), NotAfter: c.NotAfter.UTC()}
+}
+
+// String is the certificate in one line: subject, short fingerprint, expiry.
+func (c CertInfo) String() string {
+	return fmt.Sprintf("%s (sha256 %s…, expires %s)", c.Subject, c.SHA256[:16], c.NotAfter.Format(time.DateOnly))
+}
+
+// Status is what the Syncer last did and saw, for the admin page and
+// `lanyard anchors status`.
+type Status struct {
+	// TrustAnchorARN and ProfileARN are the anchor and profile synced.
+	TrustAnchorARN string `json:"trust_anchor_arn,omitempty"`
+	ProfileARN     string `json:"profile_arn,omitempty"`
+	// RoleARN is the role of the profile (as configured).
+	RoleARN string `json:"role_arn,omitempty"`
+	// Created is set when lanyard created the anchor (and so may create
+	// it again if it disappears).
+	Created bool `json:"created,omitempty"`
+
+	// LastSync is when the last Sync finished (dry runs excluded).
+	LastSync time.Time `json:"last_sync,omitzero"`
+	// LastResult is "in sync", "updated", "created" or "error".
+	LastResult string `json:"last_result,omitempty"`
+	// LastError is the last Sync's error ("" when it succeeded).
+	LastError string `json:"last_error,omitempty"`
+	// Drift describes the difference the last Sync found ("" if none).
+	Drift string `json:"drift,omitempty"`
+	// Bundle is the anchor's bundle after the last Sync.
+	Bundle []CertInfo `json:"bundle,omitempty"`
+	// Foreign lists certificates in the anchor that are not the CA's.
+	Foreign []CertInfo `json:"foreign,omitempty"`
+
+	// CRLArn is the CRL lanyard imported into the anchor.
+	CRLArn string `json:"crl_arn,omitempty"`
+	// CRLNumber is the number of the CRL AWS holds (0: none known).
+	CRLNumber int64 `json:"crl_number,omitempty"`
+	// CRLEntries is how many certificates that CRL lists.
+	CRLEntries int `json:"crl_entries,omitempty"`
+	// CRLNextUpdate is that CRL's nextUpdate.
+	CRLNextUpdate time.Time `json:"crl_next_update,omitzero"`
+	// CRLPushedAt is when the last CRL reached AWS.
+	CRLPushedAt time.Time `json:"crl_pushed_at,omitzero"`
+	// CRLError is why the last CRL push failed ("" after a success).
+	CRLError string `json:"crl_error,omitempty"`
+	// CRLErrorNumber is the number of the CRL that failed.
+	CRLErrorNumber int64 `json:"crl_error_number,omitempty"`
+	// CRLErrorAt is when it failed.
+	CRLErrorAt time.Time `json:"crl_error_at,omitzero"`
+}
+
+// LoadStatus reads the persisted Status; ErrNoStatus if there is none.
+func LoadStatus(db *store.DB) (*Status, error) {
+	var st Status
+	if err := db.GetMeta(StatusKey, &st); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, ErrNoStatus
+		}
+		return nil, fmt.Errorf("anchors: read status: %w", err)
+	}
+	return &st, nil
+}
+
+// Status returns a copy of the current status.
+func (s *Syncer) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Bundle = append([]CertInfo(nil), st.Bundle...)
+	st.Foreign = append([]CertInfo(nil), st.Foreign...)
+	return st
+}
+
+// update changes the status under the lock and persists it.
+// Writes are serialised so the store never ends up with an older snapshot.
+func (s *Syncer) update(ctx context.Context, fn func(*Status)) {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	s.mu.Lock()
+	fn(&s.status)
+	st := s.status
+	s.mu.Unlock()
+	if s.db == nil {
+		return
+	}
+	// Persist even when ctx is being cancelled: the status of what
+	// happened must not be lost to a shutdown.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.db.PutMeta(pctx, StatusKey, st); err != nil {
+		s.log.Warn("anchors: could not persist status", "err", err)
+	}
+}

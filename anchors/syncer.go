@@ -1,0 +1,527 @@
+package anchors
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
+	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere/types"
+
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+// MaxBundleCertificates is how many certificates a trust anchor holds at
+// most ("Certificates per trust anchor: 2, not adjustable").
+const MaxBundleCertificates = 2
+
+// Source is the CA whose roots the anchor must trust; *ca.Authority
+// implements it.
+type Source interface {
+	// Roots are the CA's root certificates (two during a rotation).
+	Roots() []*x509.Certificate
+	// Intermediate is the issuing CA certificate.
+	Intermediate() *x509.Certificate
+}
+
+// Syncer keeps one trust anchor and its CRL equal to the CA's. It is safe
+// for concurrent use. Close it when done.
+type Syncer struct {
+	cfg Config
+	api API
+	src Source
+	db  *store.DB
+	now func() time.Time
+	log *slog.Logger
+
+	syncMu sync.Mutex // one Sync at a time
+
+	persistMu sync.Mutex // serialises status writes
+	mu        sync.Mutex // guards status
+	status    Status
+
+	// CRL pushes (see crl.go).
+	base       context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	crlMu      sync.Mutex
+	pending    *revocation.CRL
+	pushing    bool
+	closed     bool
+	pushDone   chan struct{} // closed and replaced after every push attempt
+	minBackoff time.Duration
+}
+
+// New returns a Syncer for cfg. api is the Roles Anywhere client (see
+// NewClient), src the CA, db the store the status is persisted in (nil:
+// not persisted), now the clock (nil: time.Now), log the logger (nil:
+// discard). A status persisted earlier is loaded, so an anchor lanyard
+// created is found again after a restart.
+func New(cfg Config, api API, src Source, db *store.DB, now func() time.Time, log *slog.Logger) *Syncer {
+	cfg = cfg.withDefaults()
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Syncer{cfg: cfg, api: api, src: src, db: db, now: now, log: log,
+		pushDone: make(chan struct{}), minBackoff: 200 * time.Millisecond}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	if db != nil {
+		if st, err := LoadStatus(db); err == nil {
+			s.status = *st
+		}
+	}
+	if cfg.TrustAnchorARN != "" && cfg.TrustAnchorARN != s.status.TrustAnchorARN {
+		// A different anchor than the one recorded: forget its state.
+		s.status = Status{TrustAnchorARN: cfg.TrustAnchorARN}
+	}
+	if cfg.ProfileARN != "" {
+		s.status.ProfileARN = cfg.ProfileARN
+	}
+	if cfg.RoleARN != "" {
+		s.status.RoleARN = cfg.RoleARN
+	}
+	return s
+}
+
+// Close stops background CRL pushes and waits for them. Run and Sync calls
+// in flight are not waited for (cancel their contexts).
+func (s *Syncer) Close() error {
+	s.crlMu.Lock()
+	s.closed = true
+	s.pending = nil
+	s.crlMu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// TrustAnchorARN is the anchor being synced ("" before it exists).
+func (s *Syncer) TrustAnchorARN() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.TrustAnchorARN
+}
+
+// ProfileARN is the profile configured or created ("" if none).
+func (s *Syncer) ProfileARN() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.ProfileARN
+}
+
+// Report is what one Sync found and did (or, in a dry run, would do).
+type Report struct {
+	// DryRun: nothing was changed; the Created/Updated/Enabled fields say
+	// what would have been done.
+	DryRun bool
+	// TrustAnchorARN and ProfileARN are the anchor and profile ("" when a
+	// dry run would create them).
+	TrustAnchorARN, ProfileARN string
+	// Created: the anchor was created. ProfileCreated: a profile too.
+	Created, ProfileCreated bool
+	// Updated: UpdateTrustAnchor was called to fix the bundle.
+	Updated bool
+	// Enabled: the anchor was disabled and has been enabled.
+	Enabled bool
+	// Desired are the CA's roots.
+	Desired []CertInfo
+	// Current is the anchor's bundle as found; Result as left.
+	Current, Result []CertInfo
+	// Missing are roots of the CA the anchor lacked.
+	Missing []CertInfo
+	// Foreign are certificates in the anchor that are not the CA's roots;
+	// Removed those of them taken out (Force), the rest were kept.
+	Foreign, Removed []CertInfo
+}
+
+// InSync reports whether the anchor needed no change.
+func (r *Report) InSync() bool {
+	return !r.Created && !r.Updated && !r.Enabled && len(r.Missing) == 0 && len(r.Removed) == 0
+}
+
+// Drift describes the difference in one line ("" if none).
+func (r *Report) Drift() string {
+	var parts []string
+	if r.Created {
+		parts = append(parts, "no trust anchor")
+	}
+	if len(r.Missing) > 0 {
+		parts = append(parts, fmt.Sprintf("%d CA root(s) missing from the anchor", len(r.Missing)))
+	}
+	if len(r.Foreign) > 0 {
+		kept := len(r.Foreign) - len(r.Removed)
+		parts = append(parts, fmt.Sprintf("%d foreign certificate(s) in the anchor (%d removed, %d kept)", len(r.Foreign), len(r.Removed), kept))
+	}
+	if r.Enabled {
+		parts = append(parts, "anchor disabled")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// String prints the report as a short diff: "+" added, "-" removed, "!"
+// foreign and kept, " " unchanged.
+func (r *Report) String() string {
+	var b strings.Builder
+	verb := func(done, would string) string {
+		if r.DryRun {
+			return would
+		}
+		return done
+	}
+	anchor := r.TrustAnchorARN
+	if anchor == "" {
+		anchor = "(new)"
+	}
+	fmt.Fprintf(&b, "trust anchor %s\n", anchor)
+	switch {
+	case r.Created:
+		fmt.Fprintf(&b, "  %s the trust anchor\n", verb("created", "would create"))
+	case r.Updated:
+		fmt.Fprintf(&b, "  %s the bundle\n", verb("updated", "would update"))
+	case r.InSync():
+		fmt.Fprintf(&b, "  in sync\n")
+	}
+	if r.ProfileCreated {
+		fmt.Fprintf(&b, "  %s profile %s\n", verb("created", "would create"), r.ProfileARN)
+	}
+	if r.Enabled {
+		fmt.Fprintf(&b, "  %s the trust anchor\n", verb("enabled", "would enable"))
+	}
+	removed := map[string]bool{}
+	for _, c := range r.Removed {
+		removed[c.SHA256] = true
+	}
+	missing := map[string]bool{}
+	for _, c := range r.Missing {
+		missing[c.SHA256] = true
+	}
+	foreign := map[string]bool{}
+	for _, c := range r.Foreign {
+		foreign[c.SHA256] = true
+	}
+	for _, c := range r.Current {
+		mark := " "
+		switch {
+		case removed[c.SHA256]:
+			mark = "-"
+		case foreign[c.SHA256]:
+			mark = "!"
+		}
+		fmt.Fprintf(&b, "  %s %s\n", mark, c)
+	}
+	for _, c := range r.Missing {
+		fmt.Fprintf(&b, "  + %s\n", c)
+	}
+	if kept := len(r.Foreign) - len(r.Removed); kept > 0 {
+		fmt.Fprintf(&b, "  ! = not issued by this CA, kept (use --force to remove)\n")
+	}
+	return b.String()
+}
+
+func bundlePEM(certs []*x509.Certificate) string {
+	var b bytes.Buffer
+	for _, c := range certs {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return b.String()
+}
+
+// parseBundle reads the PEM certificates of an anchor's bundle, skipping
+// (and counting) blocks that are not parseable certificates.
+func parseBundle(data string) (certs []*x509.Certificate, junk int) {
+	rest := []byte(data)
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if blk.Type != "CERTIFICATE" || err != nil {
+			junk++
+			continue
+		}
+		certs = append(certs, c)
+	}
+	return certs, junk
+}
+
+func containsCert(list []*x509.Certificate, c *x509.Certificate) bool {
+	for _, x := range list {
+		if bytes.Equal(x.Raw, c.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+func infos(certs []*x509.Certificate) []CertInfo {
+	out := make([]CertInfo, 0, len(certs))
+	for _, c := range certs {
+		out = append(out, certInfo(c))
+	}
+	return out
+}
+
+// desiredRoots returns the CA's roots, deduplicated, refusing more than a
+// trust anchor can hold.
+func (s *Syncer) desiredRoots() ([]*x509.Certificate, error) {
+	var roots []*x509.Certificate
+	for _, c := range s.src.Roots() {
+		if !containsCert(roots, c) {
+			roots = append(roots, c)
+		}
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("anchors: %w: the CA has no root certificate", ErrInvalidConfig)
+	}
+	if len(roots) > MaxBundleCertificates {
+		return nil, fmt.Errorf("anchors: %w: the CA has %d roots, a trust anchor holds at most %d (finish the rotation: drop the old root from roots.pem)",
+			ErrBundleTooLarge, len(roots), MaxBundleCertificates)
+	}
+	return roots, nil
+}
+
+// idOf returns the resource id at the end of an ARN ("…:trust-anchor/ID").
+func idOf(arn string) string {
+	if i := strings.LastIndexByte(arn, '/'); i >= 0 {
+		return arn[i+1:]
+	}
+	return arn
+}
+
+// Sync makes the trust anchor's bundle hold exactly the CA's roots (plus,
+// without Config.Force, any foreign certificate it already held), creates
+// the anchor (and a profile) when asked, and enables it. With dryRun it
+// changes nothing and reports what it would do. It returns the report
+// even with an error where one was made; a foreign certificate left in
+// the anchor makes the error wrap ErrForeignCertificate after the rest of
+// the sync has been done.
+func (s *Syncer) Sync(ctx context.Context, dryRun bool) (*Report, error) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	rep, err := s.sync(ctx, dryRun)
+	if dryRun {
+		return rep, err
+	}
+	s.update(ctx, func(st *Status) {
+		st.LastSync = s.now().UTC()
+		if rep != nil {
+			st.Drift = rep.Drift()
+			if rep.Result != nil {
+				st.Bundle = rep.Result
+			}
+			st.Foreign = append(rep.Foreign[:0:0], rep.Foreign...)
+			for _, r := range rep.Removed {
+				st.Foreign = removeInfo(st.Foreign, r)
+			}
+		}
+		switch {
+		case err != nil && !errors.Is(err, ErrForeignCertificate):
+			st.LastResult, st.LastError = "error", err.Error()
+		case rep.Created:
+			st.LastResult, st.LastError = "created", ""
+		case !rep.InSync():
+			st.LastResult, st.LastError = "updated", ""
+		default:
+			st.LastResult, st.LastError = "in sync", ""
+		}
+		if errors.Is(err, ErrForeignCertificate) {
+			st.LastError = err.Error()
+		}
+	})
+	if err != nil {
+		s.log.Error("anchors: sync failed", "trust_anchor", s.TrustAnchorARN(), "err", err)
+	} else if rep != nil && !rep.InSync() {
+		s.log.Info("anchors: trust anchor synced", "trust_anchor", rep.TrustAnchorARN, "drift", rep.Drift())
+	}
+	return rep, err
+}
+
+func removeInfo(list []CertInfo, c CertInfo) []CertInfo {
+	out := list[:0]
+	for _, x := range list {
+		if x.SHA256 != c.SHA256 {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (s *Syncer) sync(ctx context.Context, dryRun bool) (*Report, error) {
+	roots, err := s.desiredRoots()
+	if err != nil {
+		return nil, err
+	}
+	st := s.Status()
+	rep := &Report{DryRun: dryRun, Desired: infos(roots), TrustAnchorARN: st.TrustAnchorARN, ProfileARN: st.ProfileARN}
+
+	if st.TrustAnchorARN == "" {
+		if !s.cfg.Create {
+			return nil, fmt.Errorf("anchors: %w: set anchors.trust_anchor_arn, or let lanyard create one (anchors.create, --create)", ErrNoTrustAnchor)
+		}
+		return rep, s.create(ctx, rep, roots, dryRun)
+	}
+
+	out, err := s.api.GetTrustAnchor(ctx, &rolesanywhere.GetTrustAnchorInput{TrustAnchorId: aws.String(idOf(st.TrustAnchorARN))})
+	if err != nil {
+		if errorCode(err) == "ResourceNotFoundException" {
+			if st.Created && s.cfg.Create && s.cfg.TrustAnchorARN == "" {
+				// lanyard made it and it is gone (an emulator restart, a
+				// deletion): make it again.
+				s.log.Warn("anchors: the trust anchor lanyard created is gone; creating a new one", "trust_anchor", st.TrustAnchorARN)
+				rep.TrustAnchorARN, rep.ProfileARN = "", s.cfg.ProfileARN
+				return rep, s.create(ctx, rep, roots, dryRun)
+			}
+			return rep, fmt.Errorf("anchors: %w: %s (%v)", ErrTrustAnchorNotFound, st.TrustAnchorARN, err)
+		}
+		return rep, fmt.Errorf("anchors: get trust anchor %s: %w", st.TrustAnchorARN, err)
+	}
+	ta := out.TrustAnchor
+	if ta == nil || ta.Source == nil {
+		return rep, fmt.Errorf("anchors: get trust anchor %s: empty answer", st.TrustAnchorARN)
+	}
+	if ta.Source.SourceType != types.TrustAnchorTypeCertificateBundle {
+		return rep, fmt.Errorf("anchors: %w: %s is a %s anchor", ErrUnsupportedSource, st.TrustAnchorARN, ta.Source.SourceType)
+	}
+	data, _ := ta.Source.SourceData.(*types.SourceDataMemberX509CertificateData)
+	var current []*x509.Certificate
+	junk := 0
+	if data != nil {
+		current, junk = parseBundle(data.Value)
+	}
+	rep.Current = infos(current)
+
+	// Compare by certificate.
+	var missing, foreign []*x509.Certificate
+	for _, r := range roots {
+		if !containsCert(current, r) {
+			missing = append(missing, r)
+		}
+	}
+	for _, c := range current {
+		if !containsCert(roots, c) {
+			foreign = append(foreign, c)
+		}
+	}
+	rep.Missing, rep.Foreign = infos(missing), infos(foreign)
+
+	var foreignErr error
+	want := roots
+	if len(foreign) > 0 {
+		if s.cfg.Force {
+			rep.Removed = rep.Foreign
+		} else {
+			want = append(append([]*x509.Certificate(nil), roots...), foreign...)
+			foreignErr = fmt.Errorf("anchors: %w: %s kept (remove it with --force / anchors force)", ErrForeignCertificate, describe(foreign))
+			if len(want) > MaxBundleCertificates {
+				rep.Result = rep.Current
+				return rep, fmt.Errorf("anchors: %w: %s; the CA's %d root(s) do not fit beside it (at most %d certificates); nothing changed, use --force to replace it",
+					ErrForeignCertificate, describe(foreign), len(roots), MaxBundleCertificates)
+			}
+		}
+	}
+	drift := len(missing) > 0 || len(rep.Removed) > 0 || junk > 0
+	if drift {
+		rep.Updated = true
+		if !dryRun {
+			_, err := s.api.UpdateTrustAnchor(ctx, &rolesanywhere.UpdateTrustAnchorInput{
+				TrustAnchorId: aws.String(idOf(st.TrustAnchorARN)),
+				Source: &types.Source{SourceType: types.TrustAnchorTypeCertificateBundle,
+					SourceData: &types.SourceDataMemberX509CertificateData{Value: bundlePEM(want)}},
+			})
+			if err != nil {
+				rep.Updated = false
+				rep.Result = rep.Current
+				return rep, fmt.Errorf("anchors: update trust anchor %s: %w", st.TrustAnchorARN, err)
+			}
+		}
+		rep.Result = infos(want)
+	} else {
+		rep.Result = rep.Current
+	}
+	if ta.Enabled == nil || !*ta.Enabled {
+		rep.Enabled = true
+		if !dryRun {
+			if _, err := s.api.EnableTrustAnchor(ctx, &rolesanywhere.EnableTrustAnchorInput{TrustAnchorId: aws.String(idOf(st.TrustAnchorARN))}); err != nil {
+				rep.Enabled = false
+				return rep, fmt.Errorf("anchors: enable trust anchor %s: %w", st.TrustAnchorARN, err)
+			}
+		}
+	}
+	return rep, foreignErr
+}
+
+func describe(certs []*x509.Certificate) string {
+	var parts []string
+	for _, c := range certs {
+		parts = append(parts, certInfo(c).String())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// create makes the trust anchor (enabled, holding roots) and, when no
+// profile is configured and a role is, an enabled profile for the role.
+func (s *Syncer) create(ctx context.Context, rep *Report, roots []*x509.Certificate, dryRun bool) error {
+	rep.Created = true
+	rep.Missing = infos(roots)
+	rep.Result = infos(roots)
+	wantProfile := s.cfg.ProfileARN == "" && s.cfg.RoleARN != ""
+	if dryRun {
+		rep.ProfileCreated = wantProfile
+		return nil
+	}
+	out, err := s.api.CreateTrustAnchor(ctx, &rolesanywhere.CreateTrustAnchorInput{
+		Name:    aws.String(s.cfg.Name),
+		Enabled: aws.Bool(true),
+		Source: &types.Source{SourceType: types.TrustAnchorTypeCertificateBundle,
+			SourceData: &types.SourceDataMemberX509CertificateData{Value: bundlePEM(roots)}},
+	})
+	if err != nil {
+		rep.Created, rep.Result = false, nil
+		return fmt.Errorf("anchors: create trust anchor %q: %w", s.cfg.Name, err)
+	}
+	if out.TrustAnchor == nil || out.TrustAnchor.TrustAnchorArn == nil {
+		return fmt.Errorf("anchors: create trust anchor %q: no ARN in the answer", s.cfg.Name)
+	}
+	rep.TrustAnchorARN = *out.TrustAnchor.TrustAnchorArn
+	s.update(ctx, func(st *Status) {
+		*st = Status{TrustAnchorARN: rep.TrustAnchorARN, Created: true, ProfileARN: s.cfg.ProfileARN, RoleARN: s.cfg.RoleARN}
+	})
+	s.log.Info("anchors: created trust anchor", "trust_anchor", rep.TrustAnchorARN)
+	if !wantProfile {
+		if s.cfg.ProfileARN == "" {
+			s.log.Warn("anchors: no profile created: set anchors.role_arn to have lanyard create one")
+		}
+		rep.ProfileARN = s.cfg.ProfileARN
+		return nil
+	}
+	pout, err := s.api.CreateProfile(ctx, &rolesanywhere.CreateProfileInput{
+		Name:     aws.String(s.cfg.Name),
+		RoleArns: []string{s.cfg.RoleARN},
+		Enabled:  aws.Bool(true),
+	})
+	if err != nil {
+		return fmt.Errorf("anchors: create profile %q for role %s: %w", s.cfg.Name, s.cfg.RoleARN, err)
+	}
+	if pout.Profile == nil || pout.Profile.ProfileArn == nil {
+		return fmt.Errorf("anchors: create profile %q: no ARN in the answer", s.cfg.Name)
+	}
+	rep.ProfileARN, rep.ProfileCreated = *pout.Profile.ProfileArn, true
+	s.update(ctx, func(st *Status) { st.ProfileARN = rep.ProfileARN })
+	s.log.Info("anchors: created profile", "profile", rep.ProfileARN, "role", s.cfg.RoleARN)
+	return nil
+}
