@@ -85,6 +85,8 @@ type Anchors struct {
 	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
 	// Emulator runs the local Roles Anywhere emulator in-process (dev).
 	Emulator bool `mapstructure:"emulator" yaml:"emulator"`
+	// EmulatorListen is the emulator's plain-HTTP loopback address.
+	EmulatorListen string `mapstructure:"emulator_listen" yaml:"emulator_listen"`
 }
 
 // Limits protect the server from misbehaving clients.
@@ -117,6 +119,7 @@ func SetDefaults(v *viper.Viper) {
 	v.SetDefault("anchors.interval", 10*time.Minute)
 	v.SetDefault("anchors.region", "us-east-1")
 	v.SetDefault("anchors.name", "lanyard")
+	v.SetDefault("anchors.emulator_listen", "127.0.0.1:8444")
 	v.SetDefault("limits.max_body", 64<<10)
 	v.SetDefault("limits.rate_per_client", 5.0)
 	v.SetDefault("limits.burst", 20)
@@ -138,7 +141,7 @@ func NewViper() *viper.Viper {
 	for _, k := range []string{"listen", "url", "data_dir", "ca_dir", "store", "passphrase_file", "kms", "default_profile",
 		"crl.validity", "crl.distribution_url", "anchors.enabled", "anchors.region", "anchors.endpoint",
 		"anchors.trust_anchor_arn", "anchors.profile_arn", "anchors.role_arn", "anchors.create", "anchors.interval",
-		"anchors.emulator", "limits.max_body", "limits.rate_per_client", "limits.burst", "log_level"} {
+		"anchors.emulator", "anchors.emulator_listen", "limits.max_body", "limits.rate_per_client", "limits.burst", "log_level"} {
 		_ = v.BindEnv(k)
 	}
 	return v

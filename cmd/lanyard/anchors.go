@@ -33,7 +33,7 @@ when anchors.enabled is set; these commands do it by hand and report on it.
 AWS credentials come from the SDK's default chain (environment, shared config,
 SSO, instance role); anchors.region and anchors.endpoint select the service.
 With anchors.emulator (serve --dev) they talk to the emulator serve runs on
-` + anchorsDevEndpoint + `.`,
+anchors.emulator_listen (default 127.0.0.1:8444).`,
 	}
 	cmd.AddCommand(newAnchorsSyncCmd(), newAnchorsStatusCmd(), newAnchorsPolicyCmd())
 	return cmd

@@ -26,10 +26,8 @@ import (
 // and DefaultSecretAccessKey), and the sync creates an anchor and a profile
 // for anchorsDevRole in it on every start (the emulator keeps no state).
 const (
-	anchorsDevAddr     = "127.0.0.1:8444"
-	anchorsDevEndpoint = "http://" + anchorsDevAddr
-	anchorsDevRole     = "arn:aws:iam::123456789012:role/covalent-dev"
-	anchorsDevProfile  = "covalent"
+	anchorsDevRole    = "arn:aws:iam::123456789012:role/covalent-dev"
+	anchorsDevProfile = "covalent"
 	// anchorsStatusPath serves the Syncer's status to the admin credential
 	// (used by `lanyard anchors status` while serve holds the store).
 	anchorsStatusPath = "/_anchors/status"
@@ -56,7 +54,7 @@ func anchorsConfigFrom(c config.Anchors) anchors.Config {
 	}
 	if c.Emulator {
 		if cfg.Endpoint == "" {
-			cfg.Endpoint = anchorsDevEndpoint
+			cfg.Endpoint = "http://" + c.EmulatorListen
 		}
 		if cfg.Region == "" {
 			cfg.Region = rolesanywheretest.DefaultRegion
@@ -81,12 +79,13 @@ func startAnchors(ctx context.Context, a *app, _ io.Writer) error {
 	cfg := anchorsConfigFrom(a.cfg.Anchors)
 	log := a.log.With("component", "anchors")
 	if a.cfg.Anchors.Emulator {
-		if a.cfg.Anchors.Endpoint != "" && a.cfg.Anchors.Endpoint != anchorsDevEndpoint {
+		devEndpoint := "http://" + a.cfg.Anchors.EmulatorListen
+		if a.cfg.Anchors.Endpoint != "" && a.cfg.Anchors.Endpoint != devEndpoint {
 			return fmt.Errorf("anchors: the in-process emulator listens on %s; anchors.endpoint %q points elsewhere (drop it, or turn anchors.emulator off)",
-				anchorsDevEndpoint, a.cfg.Anchors.Endpoint)
+				devEndpoint, a.cfg.Anchors.Endpoint)
 		}
 		emu := rolesanywheretest.New(rolesanywheretest.Options{Region: cfg.Region, Logger: a.log.With("component", "emulator")})
-		ln, err := net.Listen("tcp", anchorsDevAddr)
+		ln, err := net.Listen("tcp", a.cfg.Anchors.EmulatorListen)
 		if err != nil {
 			return fmt.Errorf("anchors: start the Roles Anywhere emulator: %w (is another lanyard serve running?)", err)
 		}
@@ -101,7 +100,7 @@ func startAnchors(ctx context.Context, a *app, _ io.Writer) error {
 		if err := a.db.PutMeta(ctx, anchors.StatusKey, anchors.Status{}); err != nil {
 			return fmt.Errorf("anchors: reset status: %w", err)
 		}
-		log.Info("Roles Anywhere emulator listening", "endpoint", anchorsDevEndpoint, "access_key", emu.AccessKeyID())
+		log.Info("Roles Anywhere emulator listening", "endpoint", devEndpoint, "access_key", emu.AccessKeyID())
 	}
 	client, err := anchors.NewClient(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/ini.v1"
+
+	"github.com/lanyard/lanyard/internal/realtools"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// lanyardBinary builds cmd/lanyard once per test run.
+func lanyardBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lanyard-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "lanyard")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build lanyard: %v", buildErr)
+	}
+	return builtBin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestDevModeWholeLoop is the newcomer's walk-through, run for real:
+// `lanyard serve --dev` in an empty folder, the printed `lanyard enroll`
+// line on a "host", the AWS profile it writes driving the real
+// aws_signing_helper against the in-process Roles Anywhere emulator, then
+// `lanyard revoke` cutting the host off.
+func TestDevModeWholeLoop(t *testing.T) {
+	bin := lanyardBinary(t)
+	helper := realtools.SigningHelper(t)
+	dir := t.TempDir()
+	listen, emu := freeAddr(t), freeAddr(t)
+	env := append(realtools.HelperEnv(), "LANYARD_ANCHORS_EMULATOR_LISTEN="+emu, "AWS_CONFIG_FILE="+filepath.Join(dir, "aws", "config"),
+		"LANYARD_SIGNING_HELPER="+helper, "LANYARD_LISTEN="+listen)
+	serve := exec.Command(bin, "serve", "--dev")
+	serve.Dir, serve.Env = dir, env
+	stdout, _ := serve.StdoutPipe()
+	serve.Stderr = os.Stderr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = serve.Process.Signal(os.Interrupt)
+		_ = serve.Wait()
+	})
+	var enrollLine string
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(60 * time.Second)
+	for enrollLine == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("serve --dev exited before printing an enroll command")
+			}
+			t.Log(l)
+			if strings.HasPrefix(strings.TrimSpace(l), "lanyard enroll ") {
+				enrollLine = strings.TrimSpace(l)
+			}
+		case <-timeout:
+			t.Fatal("serve --dev printed no enroll command within 60s")
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("lanyard %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	for _, want := range []string{"--fingerprint", "--aws-profile covalent", "--trust-anchor-arn", "--endpoint http://" + emu} {
+		if !strings.Contains(enrollLine, want) {
+			t.Fatalf("enroll line lacks %q: %s", want, enrollLine)
+		}
+	}
+	run(strings.Fields(enrollLine)[1:]...)
+
+	pki := filepath.Join(dir, "host1-pki")
+	for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
+		if _, err := os.Stat(filepath.Join(pki, f)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(pki, "privkey.pem")); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("privkey.pem mode %v", fi.Mode().Perm())
+	}
+	out, err := exec.Command(realtools.OpenSSL(t), "verify", "-CAfile", filepath.Join(dir, ".lanyard", "ca", "root.crt"),
+		"-untrusted", filepath.Join(pki, "chain.pem"), filepath.Join(pki, "cert.pem")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl verify: %v\n%s", err, out)
+	}
+	cfg, err := ini.Load(filepath.Join(dir, "aws", "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := cfg.Section("profile covalent").Key("credential_process").String()
+	if line == "" || strings.Contains(line, "\n") {
+		t.Fatalf("credential_process %q", line)
+	}
+	credentials := func() (map[string]any, error) {
+		cmd := exec.Command("/bin/sh", "-c", line)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		var v map[string]any
+		return v, json.Unmarshal(out, &v)
+	}
+	creds, err := credentials()
+	if err != nil {
+		t.Fatalf("credential_process: %v", err)
+	}
+	if creds["Version"] != float64(1) || creds["AccessKeyId"] == "" || creds["SessionToken"] == "" {
+		t.Fatalf("credentials %v", creds)
+	}
+	// Admin commands find the dev config in this folder by themselves.
+	if tok := run("token", "--cn", "host2.covalent.example.net", "-q"); !strings.HasPrefix(tok, "lyt1_") {
+		t.Fatalf("token: %q", tok)
+	}
+	if certs := run("certs", "--cn", "host1."); !strings.Contains(certs, "host1.covalent.example.net") {
+		t.Fatalf("certs: %s", certs)
+	}
+	start := time.Now()
+	run("revoke", "--cn", "host1.covalent.example.net", "--reason", "keyCompromise")
+	var refusedErr error
+	for time.Since(start) < 10*time.Second {
+		if _, refusedErr = credentials(); refusedErr != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if refusedErr == nil {
+		t.Fatal("a revoked host still gets AWS credentials")
+	}
+	if !strings.Contains(refusedErr.Error(), "AccessDenied") && !strings.Contains(refusedErr.Error(), "exit status") {
+		t.Fatalf("refusal: %v", refusedErr)
+	}
+	t.Logf("revoke → credentials refused in %s (lanyard revoke CLI to aws_signing_helper failure)", time.Since(start).Round(time.Millisecond))
+}
