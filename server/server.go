@@ -158,6 +158,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /crl", s.handleCRL)
 	mux.HandleFunc("GET /crl.pem", s.handleCRL)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET "+BackupPath, s.handleBackup)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
 	if s.opts.Web != nil {
 		mux.Handle("/admin/", s.opts.Web)
@@ -217,6 +218,23 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/pkix-crl")
 	_, _ = w.Write(crl.DER)
+}
+
+// BackupPath serves a consistent copy of the store to the admin client
+// certificate (`lanyard backup` while the server holds the store's lock).
+const BackupPath = "/_backup"
+
+func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
+	c := ClientCert(r.Context())
+	if c == nil || !ca.IsAdminCertificate(c) {
+		http.Error(w, errNotAdmin.Error(), http.StatusForbidden)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="lanyard.db"`)
+	if err := s.opts.Store.BackupTo(w); err != nil {
+		s.log.Error("backup", "err", err)
+	}
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {

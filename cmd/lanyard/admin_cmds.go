@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,7 +14,9 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/migrations"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -156,22 +160,45 @@ func newMigrateCmd() *cobra.Command {
 func newBackupCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "backup FILE",
-		Short: "Write a consistent copy of the store while it is in use",
-		Args:  cobra.ExactArgs(1),
+		Short: "Write a consistent copy of the store, online (through the server) or offline",
+		Long: `backup copies the store atomically to FILE (mode 0600). When lanyard serve
+holds the store, the copy is streamed from the running server over the admin
+client certificate; otherwise the store file is opened directly.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := loadConfig(cmd, nil)
 			if err != nil {
 				return err
 			}
-			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: 2 * time.Second})
-			if err != nil {
-				return fmt.Errorf("%w (is lanyard serve running? stop it, or back up through it)", err)
+			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
+			if err == nil {
+				defer db.Close()
+				if err := db.Backup(args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s (offline)\n", args[0])
+				return nil
 			}
-			defer db.Close()
-			if err := db.Backup(args[0]); err != nil {
+			cl, _, cerr := adminClients(cmd)
+			if cerr != nil {
+				return fmt.Errorf("store busy (%v) and the server is unreachable: %w", err, cerr)
+			}
+			resp, err := cl.HTTP.Get(cl.URL + server.BackupPath)
+			if err != nil {
+				return fmt.Errorf("online backup: %w", err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("online backup: server answered %s", resp.Status)
+			}
+			data, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return fmt.Errorf("online backup: %w", err)
+			}
+			if err := hostdir.WriteFileAtomic(args[0], data, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s (%d bytes, online)\n", args[0], len(data))
 			return nil
 		},
 	}

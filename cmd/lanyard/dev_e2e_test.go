@@ -16,6 +16,7 @@ import (
 	"gopkg.in/ini.v1"
 
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/store"
 )
 
 var (
@@ -169,6 +170,19 @@ func TestDevModeWholeLoop(t *testing.T) {
 	if certs := run("certs", "--cn", "host1."); !strings.Contains(certs, "host1.covalent.example.net") {
 		t.Fatalf("certs: %s", certs)
 	}
+	// Online backup while serve holds the store.
+	backup := filepath.Join(dir, "backup.db")
+	if out := run("backup", backup); !strings.Contains(out, "online") {
+		t.Fatalf("backup: %s", out)
+	}
+	bdb, err := store.Open(backup, store.Options{})
+	if err != nil {
+		t.Fatalf("backup does not open: %v", err)
+	}
+	if serials, _ := bdb.SerialsByCN("host1.covalent.example.net"); len(serials) != 1 {
+		t.Fatalf("backup holds %d certificates of host1", len(serials))
+	}
+	bdb.Close()
 	start := time.Now()
 	run("revoke", "--cn", "host1.covalent.example.net", "--reason", "keyCompromise")
 	var refusedErr error
