@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -61,17 +63,8 @@ func (s *Server) withClientCert(next http.Handler) http.Handler {
 		ctx := r.Context()
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 			leaf := r.TLS.PeerCertificates[0]
-			inter := x509.NewCertPool()
-			for _, c := range s.opts.CA.Chain() {
-				inter.AddCert(c)
-			}
-			for _, c := range r.TLS.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := leaf.Verify(x509.VerifyOptions{Roots: s.pool, Intermediates: inter, CurrentTime: s.opts.Now(),
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-			if err != nil {
-				ctx = context.WithValue(ctx, keyClientCertErr, describeCertError(leaf, err, s.opts.Now()))
+			if err := s.verifyClient(leaf); err != nil {
+				ctx = context.WithValue(ctx, keyClientCertErr, err)
 			} else {
 				ctx = context.WithValue(ctx, keyClientCert, leaf)
 			}
@@ -115,4 +108,53 @@ func adminOnly() connect.UnaryInterceptorFunc {
 			return next(ctx, req)
 		}
 	}
+}
+
+// verifiedCacheSize bounds the cache of verified client certificates: one
+// entry per host that called recently, a few MB at most.
+const verifiedCacheSize = 16384
+
+// verifiedCache remembers certificates whose signature chain verified, keyed
+// by the SHA-256 of their DER, so a keep-alive connection (an admin, the web
+// page) does not pay an ECDSA verification per request. Validity dates are
+// still checked on every request.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]struct{}
+}
+
+func (c *verifiedCache) has(k [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[k]
+	return ok
+}
+
+func (c *verifiedCache) add(k [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= verifiedCacheSize {
+		c.m = make(map[[32]byte]struct{}, 256)
+	}
+	c.m[k] = struct{}{}
+}
+
+// verifyClient checks a client certificate: issued by this CA's
+// intermediate, valid now at the server's clock, for client auth.
+func (s *Server) verifyClient(leaf *x509.Certificate) error {
+	now := s.opts.Now()
+	if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return describeCertError(leaf, x509.CertificateInvalidError{Cert: leaf, Reason: x509.Expired}, now)
+	}
+	key := sha256.Sum256(leaf.Raw)
+	if s.verified.has(key) {
+		return nil
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: s.clientPool, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return describeCertError(leaf, err, now)
+	}
+	s.verified.add(key)
+	return nil
 }
