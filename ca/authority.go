@@ -66,6 +66,7 @@ type Authority struct {
 	chainPEM     []byte
 	fingerprint  string
 	closer       io.Closer
+	leaf         *leafFixed // shared encodings for SignLeaf
 }
 
 // Load reads the CA in opts.Dir: root.crt (plus roots.pem if present),
@@ -191,7 +192,12 @@ func newAuthority(roots, chain []*x509.Certificate, signer crypto.Signer, closer
 		return nil, err
 	}
 	sum := sha256.Sum256(roots[0].Raw)
+	leaf, err := newLeafFixed(intermediate, sigAlg)
+	if err != nil {
+		return nil, err
+	}
 	return &Authority{
+		leaf:         leaf,
 		roots:        roots,
 		chain:        chain,
 		intermediate: intermediate,

@@ -65,7 +65,8 @@ type CRL struct {
 	// of it has passed.
 	Validity time.Duration `mapstructure:"validity" yaml:"validity"`
 	// DistributionURL, when set, is put in issued certificates as the CRL
-	// distribution point (<url>/crl).
+	// distribution point: the full URL of the DER CRL, e.g. a plain-HTTP
+	// mirror of https://<ca>/crl (RFC 5280 recommends http:// for CRLs).
 	DistributionURL string `mapstructure:"distribution_url" yaml:"distribution_url"`
 }
 
@@ -211,6 +212,9 @@ func (c *Config) finish() error {
 	}
 	if c.CRL.Validity < time.Hour {
 		return fmt.Errorf("crl.validity %s is below one hour", c.CRL.Validity)
+	}
+	if u := c.CRL.DistributionURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return fmt.Errorf("crl.distribution_url %q must be an http:// URL (RFC 5280 recommends plain HTTP for CRLs)", u)
 	}
 	if c.Limits.MaxBody < 1024 {
 		return fmt.Errorf("limits.max_body %d is below 1024 bytes", c.Limits.MaxBody)

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -46,9 +47,9 @@ const MaxTokenTTL = 7 * 24 * time.Hour
 const Backdate = time.Minute
 
 // Signer is the CA key that signs certificates (package ca's Authority).
-// Sign must be safe for concurrent use.
+// SignLeaf must be safe for concurrent use.
 type Signer interface {
-	Sign(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, *x509.Certificate, error)
+	SignLeaf(req ca.LeafRequest) ([]byte, *x509.Certificate, error)
 	Intermediate() *x509.Certificate
 }
 
@@ -60,6 +61,7 @@ type Service struct {
 	now      func() time.Time
 	log      *slog.Logger
 	profiles atomic.Pointer[Profiles]
+	crlDP    string
 }
 
 // Config builds a Service.
@@ -70,6 +72,9 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// CRLDistributionPoint, when set, is the CRL URL put in every
+	// certificate (an http:// URL, as RFC 5280 recommends).
+	CRLDistributionPoint string
 }
 
 // New returns a Service after linting every profile's template.
@@ -80,7 +85,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Service{signer: cfg.Signer, db: cfg.Store, now: cfg.Now, log: cfg.Logger}
+	s := &Service{signer: cfg.Signer, db: cfg.Store, now: cfg.Now, log: cfg.Logger, crlDP: cfg.CRLDistributionPoint}
 	if err := s.SetProfiles(cfg.Profiles); err != nil {
 		return nil, err
 	}
@@ -263,13 +268,18 @@ func (s *Service) Sign(p *Profile, cn string, dns []string, pub crypto.PublicKey
 	if err != nil {
 		return nil, fmt.Errorf("serial: %w", err)
 	}
-	tmpl := p.template(cn, dns, sb, now.Add(-Backdate), now.Add(p.TTL(ttl)))
+	nb, na := now.Add(-Backdate), now.Add(p.TTL(ttl))
 	if p.Config.Strict {
+		tmpl := p.template(cn, dns, sb, nb, na)
+		if s.crlDP != "" {
+			tmpl.CRLDistributionPoints = []string{s.crlDP}
+		}
 		if err := lintWithThrowawayIssuer(tmpl, pub, s.signer.Intermediate()); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrLint, err)
 		}
 	}
-	der, cert, err := s.signer.Sign(tmpl, pub)
+	der, cert, err := s.signer.SignLeaf(ca.LeafRequest{Serial: serialInt(sb), CommonName: cn, DNSNames: dns,
+		NotBefore: nb, NotAfter: na, PublicKey: pub, CRLDistributionPoint: s.crlDP})
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
 	}

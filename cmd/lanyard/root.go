@@ -31,7 +31,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("config", "", "configuration file (default ./lanyard.yaml, else ./.lanyard/lanyard.yaml)")
 	root.AddCommand(newInitCmd(), newServeCmd(), newTokenCmd(), newEnrollCmd(), newCertsCmd(), newRevokeCmd(),
-		newMigrateCmd(), newBackupCmd(), newEmulatorCmd(), newAdminCmd(), newAgentCmd(), newRenewCmd(), newExecHelperCmd(), newAnchorsCmd())
+		newMigrateCmd(), newBackupCmd(), newEmulatorCmd(), newAdminCmd(), newAgentCmd(), newRenewCmd(), newExecHelperCmd(), newAnchorsCmd(), newCredentialProcessCmd(), newDoctorCmd())
 	for _, f := range extraCommands {
 		root.AddCommand(f())
 	}

@@ -119,7 +119,8 @@ func buildApp(cfg *config.Config) (*app, error) {
 		authority.Close()
 		return nil, err
 	}
-	iss, err := issuance.New(issuance.Config{Signer: authority, Store: db, Profiles: profiles, Logger: log})
+	iss, err := issuance.New(issuance.Config{Signer: authority, Store: db, Profiles: profiles, Logger: log,
+		CRLDistributionPoint: cfg.CRL.DistributionURL})
 	if err != nil {
 		db.Close()
 		authority.Close()
