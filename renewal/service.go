@@ -7,6 +7,7 @@ package renewal
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -137,7 +138,7 @@ func (s *Service) Renew(ctx context.Context, current *x509.Certificate, csrDER [
 		return nil, fmt.Errorf("renew %s: %w: %s to %s", serial, ErrKeyTypeChange, rec.KeyType, newType)
 	}
 	if !p.Config.AllowKeyReuse {
-		if eq, ok := current.PublicKey.(interface{ Equal(any) bool }); ok && eq.Equal(csr.PublicKey) {
+		if eq, ok := current.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(csr.PublicKey) {
 			return nil, fmt.Errorf("renew %s: %w (profile %q)", serial, ErrKeyReuse, p.Name)
 		}
 	}

@@ -143,3 +143,22 @@ func TestRevokeRacingRenew(t *testing.T) {
 		}
 	}
 }
+
+func TestRenewRefusesKeyReuseUnlessProfileAllows(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		profiles := testca.DefaultProfiles()
+		p := profiles["covalent"]
+		p.AllowKeyReuse = allow
+		profiles["covalent"] = p
+		c := testca.Start(t, testca.Options{Profiles: profiles})
+		b, key := enroll(t, c, "reuse.covalent.example.net")
+		cl := c.Client(t, tlsCert(t, b, key))
+		_, err := cl.Certificates.Renew(context.Background(), connect.NewRequest(&v1.RenewRequest{Csr: csr(t, key, nil)}))
+		if allow && err != nil {
+			t.Fatalf("allow_key_reuse: renewal with the same key refused: %v", err)
+		}
+		if !allow && connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("renewal with the same key: %v, want InvalidArgument", err)
+		}
+	}
+}
