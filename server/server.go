@@ -76,6 +76,7 @@ type Server struct {
 	pool *x509.CertPool
 	// clientPool anchors client-certificate verification (intermediates).
 	clientPool *x509.CertPool
+	hintPool   *x509.CertPool // roots + intermediates, for the CertificateRequest
 	verified   verifiedCache
 	metrics    *metrics
 	limiter    *clientLimiter
@@ -119,8 +120,10 @@ func New(opts Options) (*Server, error) {
 	// Client certificates are verified with the CA's own intermediate(s)
 	// as anchors: the server holds their keys, so trusting them directly is
 	// no weaker, and it spares one ECDSA verification per request.
+	s.hintPool = s.pool.Clone()
 	for _, c := range opts.CA.Chain() {
 		s.clientPool.AddCert(c)
+		s.hintPool.AddCert(c)
 	}
 	s.metrics = newMetrics(opts.Registry, opts.Store)
 	if opts.RatePerClient > 0 {
@@ -146,7 +149,9 @@ func (s *Server) TLSConfig() *tls.Config {
 			return s.cert.Load(), nil
 		},
 		ClientAuth: tls.RequestClientCert,
-		ClientCAs:  s.pool,
+		// The acceptable-CA hint lists the intermediates too, so a client
+		// holding only its leaf (admin.crt) still picks it.
+		ClientCAs:  s.hintPool,
 		NextProtos: []string{"h2", "http/1.1"},
 	}
 }

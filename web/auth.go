@@ -1,0 +1,357 @@
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/store"
+)
+
+// PasswordMetaKey is the store meta key holding the admin password hash.
+const PasswordMetaKey = "web.admin_password"
+
+// Password length bounds (in characters).
+const (
+	MinPasswordLen = 12
+	MaxPasswordLen = 1024
+)
+
+// argon2id parameters: OWASP's second recommended set (19 MiB, 2 passes, 1 lane).
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+)
+
+// Sentinel errors of SetPassword and login.
+var (
+	// ErrWeakPassword: the password is shorter than MinPasswordLen or not UTF-8.
+	ErrWeakPassword = errors.New("password too weak")
+	// ErrNoPassword: no admin password has been set.
+	ErrNoPassword = errors.New("no admin password is set")
+)
+
+// passwordHash is the stored form of the admin password.
+type passwordHash struct {
+	Alg     string `json:"alg"` // "argon2id"
+	Version int    `json:"v"`
+	Time    uint32 `json:"t"`
+	Memory  uint32 `json:"m"` // KiB
+	Threads uint8  `json:"p"`
+	Salt    []byte `json:"salt"`
+	Hash    []byte `json:"hash"`
+}
+
+// SetPassword replaces the admin password of the web page: it stores an
+// argon2id hash (random salt) under PasswordMetaKey and records an audit
+// event. The password must have at least MinPasswordLen characters.
+func SetPassword(ctx context.Context, db *store.DB, password string) error {
+	n := utf8.RuneCountInString(password)
+	switch {
+	case !utf8.ValidString(password):
+		return fmt.Errorf("%w: not valid UTF-8", ErrWeakPassword)
+	case n < MinPasswordLen:
+		return fmt.Errorf("%w: %d characters, at least %d needed", ErrWeakPassword, n, MinPasswordLen)
+	case n > MaxPasswordLen:
+		return fmt.Errorf("%w: over %d characters", ErrWeakPassword, MaxPasswordLen)
+	}
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return fmt.Errorf("set admin password: %w", err)
+	}
+	ph := passwordHash{Alg: "argon2id", Version: argon2.Version, Time: argonTime, Memory: argonMemory, Threads: argonThreads, Salt: salt,
+		Hash: argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)}
+	if err := db.PutMeta(ctx, PasswordMetaKey, ph); err != nil {
+		return fmt.Errorf("set admin password: %w", err)
+	}
+	if err := db.AppendAudit(ctx, &store.AuditEvent{Actor: "admin:local", Action: "admin.password", Subject: "web"}); err != nil {
+		return fmt.Errorf("set admin password: audit: %w", err)
+	}
+	return nil
+}
+
+// CheckPassword reports whether password is the admin password, comparing
+// argon2id hashes in constant time. It fails with ErrNoPassword when none
+// is set.
+func CheckPassword(db *store.DB, password string) (bool, error) {
+	var ph passwordHash
+	if err := db.GetMeta(PasswordMetaKey, &ph); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return false, ErrNoPassword
+		}
+		return false, fmt.Errorf("read admin password hash: %w", err)
+	}
+	if ph.Alg != "argon2id" || len(ph.Hash) == 0 || ph.Threads == 0 || ph.Time == 0 {
+		return false, fmt.Errorf("admin password hash: unsupported algorithm %q", ph.Alg)
+	}
+	if len(password) > 4*MaxPasswordLen {
+		return false, nil
+	}
+	got := argon2.IDKey([]byte(password), ph.Salt, ph.Time, ph.Memory, ph.Threads, uint32(len(ph.Hash)))
+	return subtle.ConstantTimeCompare(got, ph.Hash) == 1, nil
+}
+
+// NewOneTimePassword returns a fresh random password (160 bits, 32
+// lower-case base32 characters) for `serve --dev` to print.
+func NewOneTimePassword() (string, error) {
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("one-time password: %w", err)
+	}
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])), nil
+}
+
+// randomToken returns 32 random bytes, base64url.
+func randomToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// sessionKey is the store key of a cookie value: the store never holds a
+// usable cookie.
+func sessionKey(cookie string) string {
+	sum := sha256.Sum256([]byte(cookie))
+	return hex.EncodeToString(sum[:])
+}
+
+// sessionState says why a request has no session.
+type sessionState int
+
+const (
+	sessionNone sessionState = iota
+	sessionExpired
+	sessionOK
+)
+
+// currentSession looks up the request's session cookie. An expired session
+// is deleted.
+func (h *handler) currentSession(r *http.Request) (*store.Session, sessionState) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" || len(c.Value) > 128 {
+		return nil, sessionNone
+	}
+	key := sessionKey(c.Value)
+	s, err := h.cfg.Store.GetSession(key)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			h.log.Error("web: read session", "err", err)
+		}
+		return nil, sessionNone
+	}
+	if !h.cfg.Now().Before(s.ExpiresAt) {
+		if err := h.cfg.Store.DeleteSession(ctxWithoutCancel(r), key); err != nil {
+			h.log.Error("web: delete expired session", "err", err)
+		}
+		return nil, sessionExpired
+	}
+	return s, sessionOK
+}
+
+// newSession creates a session for actor and sets its cookie.
+func (h *handler) newSession(w http.ResponseWriter, r *http.Request, actor string) (*store.Session, error) {
+	cookie, err := randomToken()
+	if err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	csrf, err := randomToken()
+	if err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	key := sessionKey(cookie)
+	now := h.cfg.Now()
+	s := &store.Session{ID: key[:16], CSRF: csrf, Actor: actor, ExpiresAt: now.Add(h.cfg.SessionTTL)}
+	if err := h.cfg.Store.PutSession(ctxWithoutCancel(r), key, s); err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: now, Actor: actor, Action: "login", Subject: "session:" + s.ID}); err != nil {
+		h.log.Error("web: audit login", "err", err)
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: cookie, Path: "/", MaxAge: int(h.cfg.SessionTTL.Seconds()),
+		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
+	return s, nil
+}
+
+// verifiedChainLeaf is the default Config.ClientCert: the leaf of the
+// chain the TLS layer verified.
+func verifiedChainLeaf(r *http.Request) *x509.Certificate {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		return r.TLS.VerifiedChains[0][0]
+	}
+	return nil
+}
+
+// adminCert reports whether the request came with the admin client
+// certificate, verified against the CA.
+func (h *handler) adminCert(r *http.Request) bool {
+	return ca.IsAdminCertificate(h.cfg.ClientCert(r))
+}
+
+// auth wraps a page: a visitor without a session is sent to the login
+// page (GET) or refused (POST); an admin certificate logs in at once on
+// GET. POST bodies are capped at MaxFormBytes and must carry the
+// session's CSRF token.
+func (h *handler) auth(next func(http.ResponseWriter, *http.Request, *store.Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		safe := r.Method == http.MethodGet || r.Method == http.MethodHead
+		s, state := h.currentSession(r)
+		if s == nil && safe && h.adminCert(r) {
+			var err error
+			if s, err = h.newSession(w, r, "admin:certificate"); err != nil {
+				h.internal(w, r, nil, "start a session", err)
+				return
+			}
+		}
+		if s == nil {
+			if safe {
+				v := url.Values{"next": {r.URL.RequestURI()}}
+				if state == sessionExpired {
+					v.Set("expired", "1")
+				}
+				http.Redirect(w, r, "/admin/login?"+v.Encode(), http.StatusSeeOther)
+				return
+			}
+			msg := "You are not logged in; nothing was changed. Log in and try again."
+			if state == sessionExpired {
+				msg = "Your session has expired; nothing was changed. Log in again and retry."
+			}
+			h.fail(w, r, nil, http.StatusForbidden, msg)
+			return
+		}
+		if !safe {
+			if !h.parseForm(w, r, s) {
+				return
+			}
+			if !csrfOK(s, r.PostForm.Get("csrf")) {
+				h.fail(w, r, s, http.StatusForbidden, "This form did not carry the security token of your current session (missing, stale or from another session); nothing was changed. Reload the page and try again.")
+				return
+			}
+		}
+		next(w, r, s)
+	}
+}
+
+// parseForm reads a POST body of at most MaxFormBytes; it answers 413 or
+// 400 itself and returns false when the body is unusable.
+func (h *handler) parseForm(w http.ResponseWriter, r *http.Request, s *store.Session) bool {
+	tooBig := fmt.Sprintf("The form is larger than %d KiB and was refused; nothing was changed.", MaxFormBytes>>10)
+	if r.ContentLength > MaxFormBytes {
+		h.fail(w, r, s, http.StatusRequestEntityTooLarge, tooBig)
+		return false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.fail(w, r, s, http.StatusRequestEntityTooLarge, tooBig)
+		} else {
+			h.fail(w, r, s, http.StatusBadRequest, "The form could not be read; nothing was changed.")
+		}
+		return false
+	}
+	return true
+}
+
+// csrfOK compares the form's token with the session's in constant time.
+func csrfOK(s *store.Session, got string) bool {
+	return got != "" && s.CSRF != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) == 1
+}
+
+// safeNext keeps a post-login redirect on the admin page.
+func safeNext(next string) string {
+	if strings.HasPrefix(next, "/admin/") && !strings.HasPrefix(next, "/admin/login") && cleanPath(strings.SplitN(next, "?", 2)[0]) {
+		return next
+	}
+	return "/admin/"
+}
+
+// loginData is the login page's data.
+type loginData struct{ Next string }
+
+func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
+	next := safeNext(r.URL.Query().Get("next"))
+	if s, _ := h.currentSession(r); s != nil {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	if h.adminCert(r) {
+		if _, err := h.newSession(w, r, "admin:certificate"); err != nil {
+			h.internal(w, r, nil, "start a session", err)
+			return
+		}
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	p := &page{Title: "Log in", Data: loginData{Next: next}}
+	if r.URL.Query().Get("expired") != "" {
+		p.Error = "Your session has expired; log in again."
+	}
+	if r.URL.Query().Get("out") != "" {
+		p.Flash = "You are logged out."
+	}
+	h.render(w, http.StatusOK, "login", p)
+}
+
+func (h *handler) loginPost(w http.ResponseWriter, r *http.Request) {
+	if !h.parseForm(w, r, nil) {
+		return
+	}
+	next := safeNext(r.PostForm.Get("next"))
+	again := func(status int, msg string) {
+		h.render(w, status, "login", &page{Title: "Log in", Error: msg, Data: loginData{Next: next}})
+	}
+	if !h.login.Allow() {
+		again(http.StatusTooManyRequests, "Too many login attempts; wait a few seconds and try again.")
+		return
+	}
+	ok, err := CheckPassword(h.cfg.Store, r.PostForm.Get("password"))
+	switch {
+	case errors.Is(err, ErrNoPassword):
+		again(http.StatusUnauthorized, "No admin password is set: run `lanyard admin passwd` on the server, or use the admin client certificate.")
+		return
+	case err != nil:
+		h.internal(w, r, nil, "check the password", err)
+		return
+	case !ok:
+		h.log.Warn("web: failed admin login", "remote", r.RemoteAddr)
+		again(http.StatusUnauthorized, "Wrong password.")
+		return
+	}
+	if _, err := h.newSession(w, r, "admin:password"); err != nil {
+		h.internal(w, r, nil, "start a session", err)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (h *handler) logout(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if c, err := r.Cookie(SessionCookie); err == nil {
+		if err := h.cfg.Store.DeleteSession(ctxWithoutCancel(r), sessionKey(c.Value)); err != nil {
+			h.internal(w, r, s, "log out", err)
+			return
+		}
+	}
+	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: h.cfg.Now(), Actor: s.Actor, Action: "logout", Subject: "session:" + s.ID}); err != nil {
+		h.log.Error("web: audit logout", "err", err)
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/admin/login?out=1", http.StatusSeeOther)
+}
