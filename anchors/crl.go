@@ -259,7 +259,7 @@ func (s *Syncer) pushCRL(ctx context.Context, crl *revocation.CRL) error {
 			return err
 		}
 		if r != nil {
-			id, enabled = r.ID, r.Enabled
+			id = r.ID
 			if r.Number == crl.Number && bytes.Equal(r.Data, crl.PEM) && r.Enabled {
 				s.recordPushed(ctx, r.Arn, crl)
 				return nil

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -176,15 +175,6 @@ func listed(rl *x509.RevocationList) map[string]x509.RevocationListEntry {
 		m[fmt.Sprintf("%032x", e.SerialNumber)] = e
 	}
 	return m
-}
-
-func bigHex(t testing.TB, s string) *big.Int {
-	t.Helper()
-	n, ok := new(big.Int).SetString(s, 16)
-	if !ok {
-		t.Fatalf("bad hex %q", s)
-	}
-	return n
 }
 
 func auditCount(t testing.TB, db *store.DB) int {

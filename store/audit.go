@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -65,13 +64,11 @@ func (db *DB) ListAudit(q AuditQuery) ([]*AuditEvent, string, error) {
 		cur := tx.Bucket(m.BucketAudit).Cursor()
 		var k, v []byte
 		if len(before) > 0 {
-			k, v = cur.Seek(before)
-			if k == nil {
+			// Seek lands on the first key >= before; the page continues
+			// just below it (before itself was on the previous page).
+			if k, _ = cur.Seek(before); k == nil {
 				k, v = cur.Last()
 			} else {
-				k, v = cur.Prev()
-			}
-			if k != nil && bytes.Equal(k, before) {
 				k, v = cur.Prev()
 			}
 		} else {

@@ -349,8 +349,7 @@ func (db *DB) ListCerts(q CertQuery) ([]*Cert, string, error) {
 		} else {
 			step = cur.Prev
 			if len(after) > 0 {
-				k, v = cur.Seek(after)
-				if k == nil {
+				if k, _ = cur.Seek(after); k == nil {
 					k, v = cur.Last()
 				} else {
 					k, v = cur.Prev()

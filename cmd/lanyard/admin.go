@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/term"
 
 	"github.com/lanyard/lanyard/store"
@@ -51,7 +51,7 @@ func newAdminPasswdCmd() *cobra.Command {
 			}
 			db, err := store.Open(cfg.Store, store.Options{Timeout: 2 * time.Second})
 			if err != nil {
-				if errors.Is(err, bolt.ErrTimeout) {
+				if errors.Is(err, bolterrors.ErrTimeout) {
 					return fmt.Errorf("the store %s is locked by a running `lanyard serve`: stop the server, run `lanyard admin passwd` again, then start it (%w)", cfg.Store, err)
 				}
 				return fmt.Errorf("open the store: %w", err)
