@@ -11,7 +11,7 @@ export LANYARD_SIGNING_HELPER := $(abspath $(HELPER))
 # This machine exports AWS_CA_BUNDLE, which makes aws_signing_helper v1.5
 # exit before it sends anything; tests that run the helper unset it.
 
-.PHONY: all build run test test-race test-crash fuzz bench generate lint deps tools clean
+.PHONY: all build run test test-crash fuzz bench generate lint deps clean
 
 all: build
 
@@ -33,21 +33,17 @@ deps: $(HELPER)
 run: build
 	./$(LANYARD) serve --dev
 
-# Every test, with a race-detector pass over the concurrency-heavy
-# packages, the fuzz seed corpora (run as plain tests), and the short
-# crash-safety cycle.
-test: deps
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet ./...
+# Every test, then every test again under the race detector (the soak
+# and footprint tests measure themselves less under -race; see their
+# docs), the fuzz seed corpora (run as plain tests), the short
+# crash-safety cycle (3 SIGKILLs), gofmt, go vet and staticcheck.
+test: deps lint
 	$(GO) test $(GOFLAGS) -count=1 -timeout 15m ./...
-	$(GO) test $(GOFLAGS) -count=1 -race -timeout 10m ./store/ ./issuance/ ./revocation/ ./renewal/hostdir/
+	$(GO) test $(GOFLAGS) -count=1 -race -timeout 15m ./...
 
 # The long crash-safety run: 20 SIGKILL cycles (make test runs 3).
 test-crash:
 	LANYARD_CRASH_CYCLES=20 $(GO) test -count=1 -v -run TestCrashSafety -timeout 20m ./crashtest/
-
-test-race: deps
-	$(GO) test -count=1 -race -timeout 20m ./...
 
 fuzz:
 	@echo "see FUZZING in README.md: go test -fuzz=<Target> -fuzztime=2m ./<pkg>"

@@ -404,17 +404,3 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
-
-// TestIniV1WouldReformat records why WriteProfile does not save through
-// ini.v1: a load-and-save round trip alone already changes other profiles.
-func TestIniV1WouldReformat(t *testing.T) {
-	f, err := ini.LoadSources(loadOptions, []byte(otherContent))
-	must(t, err)
-	var buf bytes.Buffer
-	_, err = f.WriteTo(&buf)
-	must(t, err)
-	if buf.String() == otherContent {
-		t.Skip("ini.v1 now round-trips byte for byte; the line-based replacer could be dropped")
-	}
-	t.Logf("ini.v1 round trip differs:\n%s", buf.String())
-}

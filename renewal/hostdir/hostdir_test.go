@@ -590,7 +590,7 @@ func TestWriteFailsOnRealFileSizeLimit(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(in, ChainFile), m.ChainPEM, 0o600))
 	must(t, os.WriteFile(filepath.Join(in, KeyFile), m.KeyPEM, 0o600))
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriteUnderFileSizeLimit$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "HOSTDIR_HELPER_DIR="+d.Path, "HOSTDIR_HELPER_IN="+in)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -613,30 +613,53 @@ func TestWriteFailsOnRealFileSizeLimit(t *testing.T) {
 	}
 }
 
-// TestHelperWriteUnderFileSizeLimit is the child of
-// TestWriteFailsOnRealFileSizeLimit; it does nothing on its own.
-func TestHelperWriteUnderFileSizeLimit(t *testing.T) {
-	dir, in := os.Getenv("HOSTDIR_HELPER_DIR"), os.Getenv("HOSTDIR_HELPER_IN")
-	if dir == "" {
-		t.Skip("helper process only")
+// TestMain runs the test binary as the file-size-limited child of
+// TestWriteFailsOnRealFileSizeLimit when HOSTDIR_HELPER_DIR is set, and
+// the tests otherwise.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("HOSTDIR_HELPER_DIR"); dir != "" {
+		if err := writeUnderFileSizeLimit(dir, os.Getenv("HOSTDIR_HELPER_IN")); err != nil {
+			fmt.Println("helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(in, name))
-		must(t, err)
-		return b
+	os.Exit(m.Run())
+}
+
+// writeUnderFileSizeLimit writes one version with RLIMIT_FSIZE below any
+// PEM file's size; the write must fail (EFBIG) and the error is printed.
+func writeUnderFileSizeLimit(dir, in string) error {
+	read := func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(in, name)) }
+	var m Material
+	var err error
+	if m.CertPEM, err = read(CertFile); err != nil {
+		return err
 	}
-	m := Material{CertPEM: read(CertFile), ChainPEM: read(ChainFile), KeyPEM: read(KeyFile)}
+	if m.ChainPEM, err = read(ChainFile); err != nil {
+		return err
+	}
+	if m.KeyPEM, err = read(KeyFile); err != nil {
+		return err
+	}
 	d, err := Open(dir)
-	must(t, err)
-	var lim syscall.Rlimit
-	must(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim))
-	lim.Cur = 64 // smaller than any PEM file
-	must(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim))
-	v, err := d.Write(m)
-	if err == nil {
-		t.Fatalf("Write under RLIMIT_FSIZE succeeded: %s", v)
+	if err != nil {
+		return err
 	}
-	fmt.Println("write error:", err)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		return err
+	}
+	lim.Cur = 64 // smaller than any PEM file
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		return err
+	}
+	if v, err := d.Write(m); err == nil {
+		return fmt.Errorf("Write under RLIMIT_FSIZE succeeded: %s", v)
+	} else {
+		fmt.Println("write error:", err)
+	}
+	return nil
 }
 
 func TestOpenRefusesBrokenLayout(t *testing.T) {
