@@ -6,7 +6,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/lanyard ./cmd/lanyard
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/lanyard ./cmd/lanyard && mkdir -p /out/data
 
 # An example host (docker-compose's "host" service): a shell, CA
 # certificates and lanyard for enroll + agent.
@@ -17,6 +17,9 @@ COPY --from=build /out/lanyard /usr/local/bin/lanyard
 # The default target is the CA image.
 FROM gcr.io/distroless/static-debian12:nonroot AS ca
 COPY --from=build /out/lanyard /usr/local/bin/lanyard
+# The data folder belongs to the unprivileged user, so a named volume
+# mounted there (docker-compose) starts out writable by it.
+COPY --from=build --chown=nonroot:nonroot /out/data /var/lib/lanyard
 WORKDIR /var/lib/lanyard
 EXPOSE 8443
 USER nonroot:nonroot

@@ -23,6 +23,7 @@ func readPassphrase(path string) ([]byte, error) {
 func newInitCmd() *cobra.Command {
 	var dir, name, keyType, rootKeyOut, passFile, kms string
 	var importRoot, importInt, importKey string
+	var ifMissing bool
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new root and intermediate CA and the admin credential (or --import existing ones)",
@@ -43,6 +44,10 @@ are encrypted at rest; with --kms the intermediate key is held by a KMS.`,
 			pass, err := readPassphrase(passFile)
 			if err != nil {
 				return err
+			}
+			if _, err := os.Stat(ca.PathsIn(dir).IntermediateCert); err == nil && ifMissing {
+				fmt.Fprintf(cmd.OutOrStdout(), "a CA already exists in %s; nothing to do\n", dir)
+				return nil
 			}
 			var p *ca.Paths
 			if importRoot != "" || importInt != "" || importKey != "" {
@@ -84,5 +89,6 @@ are encrypted at rest; with --kms the intermediate key is held by a KMS.`,
 	f.StringVar(&importRoot, "import-root", "", "import an existing root certificate (PEM)")
 	f.StringVar(&importInt, "import-intermediate", "", "import an existing intermediate certificate (PEM)")
 	f.StringVar(&importKey, "import-key", "", "import the existing intermediate's private key (PEM)")
+	f.BoolVar(&ifMissing, "if-missing", false, "do nothing (and succeed) when the folder already holds a CA")
 	return cmd
 }
