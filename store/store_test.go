@@ -242,3 +242,35 @@ func TestBackupOpensAsStore(t *testing.T) {
 		t.Fatalf("backup lacks record: %v", err)
 	}
 }
+
+func TestCountCerts(t *testing.T) {
+	db := newTestDB(t)
+	ctx := context.Background()
+	for i, naf := range []time.Duration{30 * time.Minute, 90 * time.Minute, 90 * time.Minute, -time.Hour, 48 * time.Hour} {
+		c := newCert(func(c *Cert) { c.NotAfter = t0.Add(naf) })
+		if i == 4 {
+			c.Profile = "other"
+		}
+		if err := db.InsertCert(ctx, c, nil); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			if _, _, err := db.Revoke(ctx, c.Serial, Revocation{At: t0, Reason: 1}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cnt, err := db.CountCerts(t0, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cnt.ByStatus[StatusValid] != 3 || cnt.ByStatus[StatusRevoked] != 1 || cnt.ByStatus[StatusExpired] != 1 {
+		t.Fatalf("by status %v", cnt.ByStatus)
+	}
+	if cnt.ByProfile["covalent"] != 4 || cnt.ByProfile["other"] != 1 {
+		t.Fatalf("by profile %v", cnt.ByProfile)
+	}
+	if cnt.ExpiringHours[0] != 1 || cnt.ExpiringHours[1] != 1 {
+		t.Fatalf("expiring %v", cnt.ExpiringHours[:3])
+	}
+}
