@@ -444,9 +444,9 @@ func (r *report) goFigures() {
 	if v, k := medianOf(out, "BenchmarkBuildCRL100k"); k > 0 {
 		r.rows = append(r.rows, row{name: "CRL build + sign, 100,000 entries", figure: fmt.Sprintf("%.0f ms (median of %d)", v/1e6, k), target: "≤ 200 ms"})
 	}
-	out = run("test", "-run", "^$", "-bench", "BenchmarkSearchFirstPage1M", "-benchtime", "200x", "-count", "3", "-timeout", "30m", "./web/")
+	out = run("test", "-run", "^$", "-bench", "BenchmarkSearchFirstPage1M", "-benchtime", "300x", "-count", "1", "-timeout", "30m", "./web/")
 	if v, k := medianOf(out, "BenchmarkSearchFirstPage1M"); k > 0 {
-		r.rows = append(r.rows, row{name: "admin search, first page of CN prefix, 1,000,000 records", figure: fmt.Sprintf("%.2f ms (median of %d)", v/1e6, k), target: "≤ 50 ms"})
+		r.rows = append(r.rows, row{name: "admin search, first page of CN prefix, 1,000,000 records", figure: fmt.Sprintf("%.2f ms (mean of 300 searches; the store is filled once)", v/1e6), target: "≤ 50 ms"})
 	}
 	out = run("test", "-count=1", "-run", "TestAgentIdleFootprint", "-v", "./renewal/agent/")
 	idle := regexp.MustCompile(`idle agent \(([^)]*)\): RSS ([\d.]+) MB \(private/anonymous ([\d.]+) MB[^,]*, (\d+) context switches in (\S+)`)
