@@ -164,9 +164,11 @@ func TestRotationSoak(t *testing.T) {
 					}
 					break
 				}
-				// Connection refused/reset while helpers are swapped, or a
-				// token the new helper never issued (401): retry like an SDK.
-				transient := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+				// Connection refused/reset/broken while helpers are swapped
+				// (the old process exits mid-request), or a token the new
+				// helper never issued (401): retry, as the SDKs' IMDS
+				// clients do on transport errors.
+				transient := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 					code == http.StatusUnauthorized || strings.Contains(err.Error(), "EOF")
 				if !transient || time.Now().After(deadline) {
 					fail(err.Error())
