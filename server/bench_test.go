@@ -38,3 +38,33 @@ func BenchmarkEnrollParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkRenewFreshParallel renews over a fresh mTLS connection per
+// renewal (as real agents do), in-process: use it with -cpuprofile.
+func BenchmarkRenewFreshParallel(b *testing.B) {
+	c := testca.Start(b, testca.Options{})
+	type item struct {
+		cl  *caclient.Clients
+		csr []byte
+	}
+	items := make([]item, b.N)
+	for i := range items {
+		bd, key := enroll(b, c, "bench.covalent.example.net")
+		cert := tlsCert(b, bd, key)
+		items[i].csr = csr(b, newKey(b), nil)
+		hc := caclient.HTTPClient(c.Server.RootPool(), cert)
+		hc.Transport.(*http.Transport).DisableKeepAlives = true
+		items[i].cl, _ = caclient.NewWithHTTP(c.URL, hc)
+	}
+	var next atomic.Int64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			it := items[next.Add(1)-1]
+			if _, err := it.cl.Certificates.Renew(context.Background(), connect.NewRequest(&v1.RenewRequest{Csr: it.csr})); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+}

@@ -39,6 +39,12 @@ func newMetrics(reg *prometheus.Registry, db *store.DB) *metrics {
 		}
 		return float64(n)
 	}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lanyard_store_commits_total", Help: "Durable (fsynced) store transactions.",
+	}, func() float64 { c, _ := db.CommitStats(); return float64(c) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lanyard_store_committed_writes_total", Help: "Writes committed; divided by commits, the mean group-commit size.",
+	}, func() float64 { _, w := db.CommitStats(); return float64(w) }))
 	return m
 }
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -65,6 +66,8 @@ type DB struct {
 	closed  bool
 	opts    Options
 	wg      sync.WaitGroup
+	// commits and committed count transactions and the writes they held.
+	commits, committed atomic.Uint64
 }
 
 type writeOp struct {
@@ -274,6 +277,8 @@ func (db *DB) commitGroup(group []*writeOp) {
 		return nil
 	})
 	if err == nil {
+		db.commits.Add(1)
+		db.committed.Add(uint64(len(group)))
 		for _, op := range group {
 			op.err <- nil
 		}
@@ -296,6 +301,12 @@ func safeRun(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 		}
 	}()
 	return fn(tx)
+}
+
+// CommitStats reports how many durable transactions the writer made and
+// how many writes they held (their ratio is the mean group size).
+func (db *DB) CommitStats() (commits, writes uint64) {
+	return db.commits.Load(), db.committed.Load()
 }
 
 // Stats reports bbolt's file size, for metrics and the dashboard.

@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,6 +60,9 @@ func main() {
 		keepTemp = flag.Bool("keep", false, "keep the temp folder")
 	)
 	flag.Parse()
+	// The generator shares the machine with the server: keep its own GC
+	// cost low so the figures are about the server.
+	debug.SetGCPercent(400)
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
 	rep := &report{runs: *runs}
@@ -312,6 +316,13 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew bool)
 		MaxIdleConnsPerHost: c, MaxConnsPerHost: c, ForceAttemptHTTP2: false,
 	}}
 	enrollClient := v1ClientFor(shared, s.url)
+	c0, w0 := s.commitStats()
+	defer func() {
+		c1, w1 := s.commitStats()
+		if c1 > c0 {
+			log.Printf("  store: %.0f commits, %.1f writes per commit", c1-c0, (w1-w0)/(c1-c0))
+		}
+	}()
 	lat := make([]time.Duration, n)
 	var errs atomic.Int64
 	var next atomic.Int64
@@ -355,6 +366,30 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew bool)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	return result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: int(errs.Load())}, nil
+}
+
+// commitStats scrapes the server's group-commit counters from /metrics.
+func (s *server) commitStats() (commits, writes float64) {
+	resp, err := s.admin.HTTP.Get(s.url + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "lanyard_store_commits_total":
+			commits = v
+		case "lanyard_store_committed_writes_total":
+			writes = v
+		}
+	}
+	return commits, writes
 }
 
 type certificateClient interface {
@@ -419,7 +454,9 @@ func (r *report) goFigures() {
 	run := func(args ...string) string {
 		cmd := exec.Command("go", args...)
 		var buf bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &buf, io.MultiWriter(&buf, os.Stderr)
+		// Results and t.Logf lines are on stdout; the code under test logs
+		// to stderr, which must not interleave with them.
+		cmd.Stdout, cmd.Stderr = &buf, io.Discard
 		if err := cmd.Run(); err != nil {
 			log.Printf("go %s: %v", strings.Join(args, " "), err)
 		}
@@ -449,7 +486,7 @@ func (r *report) goFigures() {
 		r.rows = append(r.rows, row{name: "admin search, first page of CN prefix, 1,000,000 records", figure: fmt.Sprintf("%.2f ms (mean of 300 searches; the store is filled once)", v/1e6), target: "≤ 50 ms"})
 	}
 	out = run("test", "-count=1", "-run", "TestAgentIdleFootprint", "-v", "./renewal/agent/")
-	idle := regexp.MustCompile(`idle agent \(([^)]*)\): RSS ([\d.]+) MB \(private/anonymous ([\d.]+) MB[^,]*, (\d+) context switches in (\S+)`)
+	idle := regexp.MustCompile(`idle agent \(([^)]*)\): RSS ([\d.]+) MB \(private/anonymous ([\d.]+) MB[^)]*\), (\d+) context switches in (\S+)`)
 	for _, m := range idle.FindAllStringSubmatch(out, -1) {
 		r.rows = append(r.rows, row{name: "agent idle RSS (" + m[1] + ")",
 			figure: fmt.Sprintf("%s MB total, %s MB private; %s context switches in %s", m[2], m[3], m[4], m[5]), target: "≤ 15 MB, no periodic wake-ups"})
