@@ -58,6 +58,7 @@ func main() {
 		goBench  = flag.Bool("gobench", true, "also run the go test benchmarks (CRL 100k, search 1M, agent RSS)")
 		stepca   = flag.String("stepca", "", "step-ca run.sh summary file to quote (optional)")
 		keepTemp = flag.Bool("keep", false, "keep the temp folder")
+		only     = flag.String("only", "", "run only the load cells whose name contains this (profiling)")
 	)
 	flag.Parse()
 	// The generator shares the machine with the server: keep its own GC
@@ -83,17 +84,22 @@ func main() {
 		name, profile string
 		c, n          int
 		renew         bool
+		keepAlive     bool
 	}{
-		{"enroll", "covalent", 1, *n / 6, false},
-		{"enroll", "covalent", 16, *n, false},
-		{"enroll", "covalent", 64, *n, false},
-		{"enroll (strict zlint)", "strict", 64, *n, false},
-		{"renew (fresh mTLS)", "covalent", 64, *n, true},
+		{"enroll", "covalent", 1, *n / 6, false, false},
+		{"enroll", "covalent", 16, *n, false, false},
+		{"enroll", "covalent", 64, *n, false, false},
+		{"enroll (strict zlint)", "strict", 64, *n, false, false},
+		{"renew (fresh mTLS)", "covalent", 64, *n, true, false},
+		{"renew (keep-alive mTLS, as step-ca's generator)", "covalent", 64, *n, true, true},
 	}
 	for _, cell := range cells {
+		if !strings.Contains(cell.name, *only) {
+			continue
+		}
 		var results []result
 		for r := 0; r < *runs; r++ {
-			res, err := srv.load(ctx, cell.profile, cell.c, cell.n, cell.renew)
+			res, err := srv.load(ctx, cell.profile, cell.c, cell.n, cell.renew, cell.keepAlive)
 			if err != nil {
 				log.Fatalf("%s c=%d: %v", cell.name, cell.c, err)
 			}
@@ -226,6 +232,8 @@ type result struct {
 	rate          float64
 	p50, p95, p99 time.Duration
 	errors        int
+	// serverCPU is the server process's CPU time per request.
+	serverCPU time.Duration
 }
 
 type prepared struct {
@@ -302,7 +310,7 @@ func (s *server) prepareOne(ctx context.Context, it *prepared, cn, profile strin
 }
 
 // load runs one timed window of n requests at concurrency c.
-func (s *server) load(ctx context.Context, profile string, c, n int, renew bool) (result, error) {
+func (s *server) load(ctx context.Context, profile string, c, n int, renew, keepAlive bool) (result, error) {
 	items, err := s.prepare(ctx, profile, n, renew)
 	if err != nil {
 		return result{}, err
@@ -317,7 +325,11 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew bool)
 	}}
 	enrollClient := v1ClientFor(shared, s.url)
 	c0, w0 := s.commitStats()
+	cpu0 := s.cpuTime()
 	defer func() {
+		if cpu := s.cpuTime() - cpu0; cpu > 0 {
+			log.Printf("  server CPU: %.0f µs per request", float64(cpu.Microseconds())/float64(n))
+		}
 		c1, w1 := s.commitStats()
 		if c1 > c0 {
 			log.Printf("  store: %.0f commits, %.1f writes per commit", c1-c0, (w1-w0)/(c1-c0))
@@ -330,6 +342,16 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew bool)
 	start := time.Now()
 	for w := 0; w < c; w++ {
 		wg.Add(1)
+		// With keepAlive each worker renews its own certificate again and
+		// again over one mTLS connection (step-ca's generator does this).
+		var own certificateClient
+		if keepAlive {
+			cert := items[w].cert
+			own = v1ClientFor(&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+				RootCAs: pool, MinVersion: tls.VersionTLS12,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+			}}}, s.url)
+		}
 		go func() {
 			defer wg.Done()
 			for {
@@ -340,7 +362,9 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew bool)
 				it := items[i]
 				t0 := time.Now()
 				var err error
-				if renew {
+				if keepAlive {
+					_, err = own.Renew(ctx, connect.NewRequest(&v1.RenewRequest{Csr: it.csr}))
+				} else if renew {
 					// A fresh client per renewal: new TCP + TLS handshake with
 					// the current certificate, as a real agent does.
 					cert := it.cert
@@ -365,7 +389,27 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew bool)
 	elapsed := time.Since(start)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	return result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: int(errs.Load())}, nil
+	res := result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: int(errs.Load())}
+	res.serverCPU = (s.cpuTime() - cpu0) / time.Duration(n)
+	return res, nil
+}
+
+// cpuTime is the server process's user+system CPU time so far (Linux).
+func (s *server) cpuTime() time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the ")" that ends the command name: utime is the 12th,
+	// stime the 13th (in clock ticks, 100 per second on Linux).
+	i := strings.LastIndexByte(string(raw), ')')
+	f := strings.Fields(string(raw[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // commitStats scrapes the server's group-commit counters from /metrics.
@@ -418,11 +462,12 @@ func median(rs []result) result {
 		errs += r.errors
 	}
 	return result{
-		rate:   pick(func(r result) float64 { return r.rate }),
-		p50:    time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
-		p95:    time.Duration(pick(func(r result) float64 { return float64(r.p95) })),
-		p99:    time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
-		errors: errs,
+		rate:      pick(func(r result) float64 { return r.rate }),
+		p50:       time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p95:       time.Duration(pick(func(r result) float64 { return float64(r.p95) })),
+		p99:       time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		errors:    errs,
+		serverCPU: time.Duration(pick(func(r result) float64 { return float64(r.serverCPU) })),
 	}
 }
 
@@ -520,12 +565,12 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "A real `lanyard serve` (durable bbolt, TLS on loopback) and the load generator share the machine. "+
 		"Tokens, keys and CSRs are prepared before each timed window. Load rows are the median of %d runs; "+
 		"the machine is shared and noisy (±15%% between runs is usual).\n\n", r.runs)
-	fmt.Fprintf(&b, "| measurement | result | p50 | p95 | p99 | errors | target |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| measurement | result | p50 | p95 | p99 | server CPU/op | errors | target |\n|---|---|---|---|---|---|---|---|\n")
 	for _, row := range r.rows {
 		if row.res != nil {
-			fmt.Fprintf(&b, "| %s | %.0f/s | %.1f ms | %.1f ms | %.1f ms | %d | %s |\n", row.name, row.res.rate, ms(row.res.p50), ms(row.res.p95), ms(row.res.p99), row.res.errors, row.target)
+			fmt.Fprintf(&b, "| %s | %.0f/s | %.1f ms | %.1f ms | %.1f ms | %d µs | %d | %s |\n", row.name, row.res.rate, ms(row.res.p50), ms(row.res.p95), ms(row.res.p99), row.res.serverCPU.Microseconds(), row.res.errors, row.target)
 		} else {
-			fmt.Fprintf(&b, "| %s | %s | | | | | %s |\n", row.name, row.figure, row.target)
+			fmt.Fprintf(&b, "| %s | %s | | | | | | %s |\n", row.name, row.figure, row.target)
 		}
 	}
 	if r.stepca != "" {

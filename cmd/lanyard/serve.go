@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -156,6 +157,21 @@ const serveGCPercent = 400
 func serve(ctx context.Context, out io.Writer, cfg *config.Config, cfgPath string) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(serveGCPercent)
+	}
+	// LANYARD_CPUPROFILE=FILE writes a CPU profile of the whole run (for
+	// performance work; see bench/).
+	if path := os.Getenv("LANYARD_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("LANYARD_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("LANYARD_CPUPROFILE: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	a, err := buildApp(cfg)
 	if err != nil {
