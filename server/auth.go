@@ -84,10 +84,6 @@ func ClientCert(ctx context.Context) *x509.Certificate {
 	return c
 }
 
-func remoteIP(ctx context.Context) string {
-	s, _ := ctx.Value(keyRemoteIP).(string)
-	return s
-}
 
 // adminOnly refuses every AdminService call whose TLS client certificate
 // is not the admin credential (ca.IsAdminCertificate, verified against

@@ -38,9 +38,6 @@ func windowPB(w renewal.Window) *v1.RenewalInfo {
 
 func (h *certificateService) Enroll(ctx context.Context, req *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
 	const proc = "Enroll"
-	if !h.s.limiter.allow("ip:" + remoteIP(ctx)) {
-		return nil, toConnect(h.s.log, proc, errRateLimited)
-	}
 	iss, err := h.s.opts.Issuance.Enroll(ctx, req.Msg.GetToken(), req.Msg.GetCsr())
 	if err != nil {
 		return nil, toConnect(h.s.log, proc, err)
@@ -60,9 +57,6 @@ func (h *certificateService) Renew(ctx context.Context, req *connect.Request[v1.
 			return nil, toConnect(h.s.log, proc, err)
 		}
 		return nil, toConnect(h.s.log, proc, errNoClientCert)
-	}
-	if !h.s.limiter.allow("cert:" + issuance.SerialHex(cur.SerialNumber)) {
-		return nil, toConnect(h.s.log, proc, errRateLimited)
 	}
 	r, err := h.s.opts.Renewal.Renew(ctx, cur, req.Msg.GetCsr())
 	if err != nil {

@@ -2,11 +2,18 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
+	"math"
 	"net"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"golang.org/x/time/rate"
 )
@@ -133,10 +140,11 @@ func newClientLimiter(perSecond float64, burst int, now func() time.Time) *clien
 	return &clientLimiter{r: rate.Limit(perSecond), burst: burst, now: now, buckets: map[string]*bucket{}}
 }
 
-// allow reports whether key may make one more request now.
-func (c *clientLimiter) allow(key string) bool {
+// allow reports whether key may make one more request now, and if not,
+// how long until it may.
+func (c *clientLimiter) allow(key string) (bool, time.Duration) {
 	if c == nil {
-		return true
+		return true, 0
 	}
 	now := c.now()
 	c.mu.Lock()
@@ -155,5 +163,69 @@ func (c *clientLimiter) allow(key string) bool {
 		c.buckets[key] = b
 	}
 	b.seen = now
-	return b.l.AllowN(now, 1)
+	if b.l.AllowN(now, 1) {
+		return true, 0
+	}
+	r := b.l.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	r.CancelAt(now)
+	return false, wait
+}
+
+// limitedProcedures are the calls a host may make at most RatePerClient
+// times a second: they cost the CA a signature each.
+var limitedProcedures = map[string]bool{
+	"/lanyard.v1.CertificateService/Enroll":     true,
+	"/lanyard.v1.CertificateService/Renew":      true,
+	"/lanyard.v1.CertificateService/RevokeSelf": true,
+}
+
+// maxTarpit bounds how long a refused request is held before its answer.
+// Holding it until the client may try again (at most this long) costs a
+// parked goroutine, no CPU, and turns a closed-loop flood into a trickle.
+const maxTarpit = time.Second
+
+// rateLimit refuses enroll, renew and self-revoke calls over the per-client
+// rate before anything is read or decoded, so refusing costs next to
+// nothing. The client is its TLS certificate (by the SHA-256 of its bytes:
+// a forged certificate carrying another host's serial is a different
+// client) or, without one, its IP address. The answer is a Connect
+// ResourceExhausted error (HTTP 429) with Retry-After.
+func (s *Server) rateLimit(next http.Handler) http.Handler {
+	if s.limiter == nil {
+		return next
+	}
+	ew := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !limitedProcedures[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		key := ""
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
+			key = "cert:" + hex.EncodeToString(sum[:16])
+		} else {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			key = "ip:" + host
+		}
+		ok, wait := s.limiter.allow(key)
+		if ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.metrics.limited.Inc()
+		hold := min(wait, maxTarpit)
+		t := time.NewTimer(hold)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait-hold, time.Second).Seconds()))))
+		_ = ew.Write(w, r, connect.NewError(connect.CodeResourceExhausted, errRateLimited))
+	})
 }

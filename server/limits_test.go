@@ -51,6 +51,11 @@ func TestFloodingClientIsLimitedOthersAreNot(t *testing.T) {
 			t.Fatalf("quiet host refused while another floods: %v", err)
 		}
 	}
+	// Refused calls are held until the host may try again (a tarpit), so
+	// give the flood time to collect its refusals before stopping it.
+	for deadline := time.Now().Add(10 * time.Second); limited.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	cancel()
 	wg.Wait()
 	if limited.Load() == 0 {

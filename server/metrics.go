@@ -14,6 +14,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	issued   *prometheus.CounterVec
+	limited  prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, db *store.DB) *metrics {
@@ -29,7 +30,10 @@ func newMetrics(reg *prometheus.Registry, db *store.DB) *metrics {
 			Name: "lanyard_certificates_issued_total", Help: "Certificates issued, by kind (enroll, renew) and profile.",
 		}, []string{"kind", "profile"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.issued)
+	m.limited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lanyard_rate_limited_total", Help: "Enroll, renew and self-revoke calls refused by the per-client rate limit.",
+	})
+	reg.MustRegister(m.requests, m.duration, m.issued, m.limited)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lanyard_store_size_bytes", Help: "Size of the bbolt store file.",
 	}, func() float64 {

@@ -183,7 +183,7 @@ func (s *Server) routes() http.Handler {
 	for p, h := range s.opts.Extra {
 		mux.Handle(p, h)
 	}
-	return s.limitBody(s.withClientCert(mux))
+	return s.rateLimit(s.limitBody(s.withClientCert(mux)))
 }
 
 // limitBody reads every request body (at most MaxBody bytes) before any

@@ -537,7 +537,7 @@ func (r *report) goFigures() {
 			figure: fmt.Sprintf("%s MB total, %s MB private; %s context switches in %s", m[2], m[3], m[4], m[5]), target: "≤ 15 MB, no periodic wake-ups"})
 	}
 	out = run("test", "-run", "^$", "-bench", "BenchmarkFloodIsolation", "-benchtime", "1x", "-count", "3", "./server/")
-	ratio := regexp.MustCompile(`BenchmarkFloodIsolation\S*\s+\d+\s+\d+ ns/op\s+([\d.]+) flooded-p99-ms\s+([\d.]+) quiet-p99-ms\s+([\d.]+) ratio`)
+	ratio := regexp.MustCompile(`\s\d+\s+\d+ ns/op\s+([\d.]+) flooded-p99-ms\s+([\d.]+) quiet-p99-ms\s+([\d.]+) ratio`)
 	var ratios []float64
 	var quiet, flooded []float64
 	for _, m := range ratio.FindAllStringSubmatch(out, -1) {
