@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/migrations"
+	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
@@ -99,14 +102,22 @@ func newCertsCmd() *cobra.Command {
 }
 
 func newRevokeCmd() *cobra.Command {
-	var serial, cn, reason, comment string
+	var serial, cn, reason, comment, dir string
 	cmd := &cobra.Command{
-		Use:   "revoke (--serial S | --cn NAME) [--reason keyCompromise] [--comment TEXT]",
+		Use:   "revoke (--serial S | --cn NAME | --dir HOSTDIR) [--reason keyCompromise] [--comment TEXT]",
 		Short: "Revoke a certificate (and its renewals), publish a new CRL",
+		Long: `revoke revokes a certificate and every renewal descending from it, and the
+CA publishes a new CRL at once (pushed to the Roles Anywhere trust anchor when
+the sync runs). An admin names it by --serial or --cn (admin credential); on a
+host, --dir revokes the folder's current certificate with that certificate
+itself over mTLS (default reason keyCompromise), no admin credential needed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			code, err := revocation.ParseReason(reason)
 			if err != nil {
 				return err
+			}
+			if dir != "" {
+				return revokeSelf(cmd, dir, code)
 			}
 			cl, _, err := adminClients(cmd)
 			if err != nil {
@@ -134,7 +145,37 @@ func newRevokeCmd() *cobra.Command {
 	f.StringVar(&cn, "cn", "", "revoke every valid certificate with this CN")
 	f.StringVar(&reason, "reason", "unspecified", "RFC 5280 reason: "+strings.Join([]string{"unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn"}, ", "))
 	f.StringVar(&comment, "comment", "", "free text kept in the audit log")
+	f.StringVar(&dir, "dir", "", "on a host: revoke this enrolled folder's current certificate with itself")
 	return cmd
+}
+
+// revokeSelf revokes an enrolled folder's current certificate over mTLS
+// with that certificate (CertificateService.RevokeSelf).
+func revokeSelf(cmd *cobra.Command, dir string, reason int) error {
+	e, roots, err := agent.ReadEnrollment(dir)
+	if err != nil {
+		return err
+	}
+	v, err := (&hostdir.Dir{Path: dir}).LoadCurrent()
+	if err != nil {
+		return err
+	}
+	cert, err := tls.X509KeyPair(append(append([]byte{}, v.CertPEM...), v.ChainPEM...), v.KeyPEM)
+	if err != nil {
+		return fmt.Errorf("%s: %w", v.Path, err)
+	}
+	cl, err := caclient.New(e.CA, roots, &cert)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Certificates.RevokeSelf(cmd.Context(), connect.NewRequest(&v1.RevokeSelfRequest{Reason: int32(reason)}))
+	if err != nil {
+		return fmt.Errorf("revoke at %s: %w", e.CA, err)
+	}
+	c := resp.Msg.GetCertificate()
+	fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s) reason %s at %s\n", c.GetSerial(), c.GetCn(),
+		revocation.ReasonName(int(c.GetRevocationReason())), c.GetRevokedAt().AsTime().Format(time.RFC3339))
+	return nil
 }
 
 func newMigrateCmd() *cobra.Command {

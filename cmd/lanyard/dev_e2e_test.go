@@ -164,8 +164,18 @@ func TestDevModeWholeLoop(t *testing.T) {
 		t.Fatalf("credentials %v", creds)
 	}
 	// Admin commands find the dev config in this folder by themselves.
-	if tok := run("token", "--cn", "host2.covalent.example.net", "-q"); !strings.HasPrefix(tok, "lyt1_") {
+	tok := strings.TrimSpace(run("token", "--cn", "host2.covalent.example.net", "-q"))
+	if !strings.HasPrefix(tok, "lyt1_") {
 		t.Fatalf("token: %q", tok)
+	}
+	// A second host enrolls (trusting the root file) and revokes its own
+	// certificate with itself.
+	run("enroll", "--ca", "https://"+listen, "--roots", filepath.Join(dir, ".lanyard", "ca", "root.crt"), "--token", tok, "--out", "host2-pki")
+	if out := run("revoke", "--dir", "host2-pki"); !strings.Contains(out, "keyCompromise") {
+		t.Fatalf("revoke --dir: %s", out)
+	}
+	if out := run("certs", "--status", "revoked"); !strings.Contains(out, "host2.covalent.example.net") {
+		t.Fatalf("host2 not revoked: %s", out)
 	}
 	if certs := run("certs", "--cn", "host1."); !strings.Contains(certs, "host1.covalent.example.net") {
 		t.Fatalf("certs: %s", certs)
