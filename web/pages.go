@@ -172,16 +172,7 @@ func (h *handler) certs(w http.ResponseWriter, r *http.Request, s *store.Session
 		d.Rows = append(d.Rows, certRow{c.Serial, c.CN, c.Profile, c.Status(now), c.NotAfter})
 	}
 	link := func(after string) string {
-		u := url.Values{}
-		for k, val := range map[string]string{"cn": q.CN, "profile": q.Profile, "status": q.Status, "after": after} {
-			if val != "" {
-				u.Set(k, val)
-			}
-		}
-		if len(u) == 0 {
-			return "/admin/certs"
-		}
-		return "/admin/certs?" + u.Encode()
+		return pageLink("/admin/certs", map[string]string{"cn": q.CN, "profile": q.Profile, "status": q.Status, "after": after})
 	}
 	if next != "" {
 		d.Next = link(next)
@@ -468,16 +459,7 @@ func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session
 	}
 	d.Events = events
 	link := func(before string) string {
-		u := url.Values{}
-		for k, val := range map[string]string{"action": q.Action, "actor": q.Actor, "subject": q.Subject, "before": before} {
-			if val != "" {
-				u.Set(k, val)
-			}
-		}
-		if len(u) == 0 {
-			return "/admin/audit"
-		}
-		return "/admin/audit?" + u.Encode()
+		return pageLink("/admin/audit", map[string]string{"action": q.Action, "actor": q.Actor, "subject": q.Subject, "before": before})
 	}
 	if next != "" {
 		d.Next = link(next)
@@ -489,4 +471,19 @@ func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session
 		d.First = link("")
 	}
 	h.render(w, http.StatusOK, "audit", &page{Title: "Audit log", Nav: "audit", Session: s, Data: d})
+}
+
+// pageLink is base with the non-empty params as its query (a search page's
+// next and first links keep the filters).
+func pageLink(base string, params map[string]string) string {
+	u := url.Values{}
+	for k, val := range params {
+		if val != "" {
+			u.Set(k, val)
+		}
+	}
+	if len(u) == 0 {
+		return base
+	}
+	return base + "?" + u.Encode()
 }
