@@ -84,7 +84,6 @@ func ClientCert(ctx context.Context) *x509.Certificate {
 	return c
 }
 
-
 // adminOnly refuses every AdminService call whose TLS client certificate
 // is not the admin credential (ca.IsAdminCertificate, verified against
 // the CA's roots by the TLS layer).
