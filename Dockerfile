@@ -6,13 +6,15 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/lanyard ./cmd/lanyard && mkdir -p /out/data
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/lanyard ./cmd/lanyard && \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/lanyard-agent ./cmd/lanyard-agent && \
+    mkdir -p /out/data
 
 # An example host (docker-compose's "host" service): a shell, CA
 # certificates and lanyard for enroll + agent.
 FROM debian:bookworm-slim AS host
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/lanyard /usr/local/bin/lanyard
+COPY --from=build /out/lanyard /out/lanyard-agent /usr/local/bin/
 
 # The default target is the CA image.
 FROM gcr.io/distroless/static-debian12:nonroot AS ca

@@ -17,6 +17,7 @@ all: build
 
 build:
 	$(GO) build -o $(LANYARD) ./cmd/lanyard
+	$(GO) build -o $(BIN)/lanyard-agent ./cmd/lanyard-agent
 
 # The pinned, real aws_signing_helper (v1.5.0; cgo), from its own module so
 # its dependency versions never mix with lanyard's.

@@ -3,10 +3,11 @@ package issuance
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"math/big"
 	"sync"
 	"time"
+
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 )
 
 // Serial numbers are 128 bits: 64 bits that grow with time followed by
@@ -41,14 +42,6 @@ func (s *serialSource) next(now time.Time) ([]byte, error) {
 
 func serialInt(b []byte) *big.Int { return new(big.Int).SetBytes(b) }
 
-// SerialHex formats a certificate serial the way the store keys it:
-// 32 lower-case hex digits (left-padded).
-func SerialHex(n *big.Int) string {
-	b := n.Bytes()
-	if len(b) < 16 {
-		p := make([]byte, 16)
-		copy(p[16-len(b):], b)
-		b = p
-	}
-	return hex.EncodeToString(b)
-}
+// SerialHex formats a certificate serial the way the store keys it and
+// the API carries it (lanyardv1.FormatSerial).
+func SerialHex(n *big.Int) string { return lanyardv1.FormatSerial(n) }

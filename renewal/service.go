@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -34,32 +35,20 @@ var (
 	ErrKeyTypeChange = errors.New("renewal must keep the key type")
 )
 
-// Window reasons.
+// Window is the suggested renewal window (see package schedule).
+type Window = schedule.Window
+
+// Window reasons, as package schedule defines them.
 const (
-	ReasonScheduled      = "scheduled"
-	ReasonRevoked        = "revoked"
-	ReasonCARotation     = "ca-rotation"
-	ReasonProfileChanged = "profile-changed"
+	ReasonScheduled      = schedule.ReasonScheduled
+	ReasonRevoked        = schedule.ReasonRevoked
+	ReasonCARotation     = schedule.ReasonCARotation
+	ReasonProfileChanged = schedule.ReasonProfileChanged
 )
 
-// Window is a suggested renewal window (RFC 9773's idea): renew at a
-// random moment between Start and End.
-type Window struct {
-	Start, End time.Time
-	Reason     string
-}
-
-// ScheduledWindow returns the default window of a certificate: centred at
-// two thirds of its lifetime (at half for lifetimes under ten days, so a
-// short certificate keeps a wide margin), one tenth of the lifetime wide.
+// ScheduledWindow is schedule.Scheduled: the default window of a certificate.
 func ScheduledWindow(notBefore, notAfter time.Time) Window {
-	life := notAfter.Sub(notBefore)
-	centre := notBefore.Add(life * 2 / 3)
-	if life < 10*24*time.Hour {
-		centre = notBefore.Add(life / 2)
-	}
-	half := life / 20
-	return Window{Start: centre.Add(-half), End: centre.Add(half), Reason: ReasonScheduled}
+	return schedule.Scheduled(notBefore, notAfter)
 }
 
 // Service renews certificates. Safe for concurrent use.

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"errors"
-
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
 	"github.com/lanyard/lanyard/renewal/agent"
@@ -24,34 +21,7 @@ aws_signing_helper serve on the new version. The configuration is YAML; see
 deploy/agent.example.yaml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfgPath == "" {
-				return errors.New("--config is required (see deploy/agent.example.yaml)")
-			}
-			cfg, err := agent.LoadConfig(cfgPath)
-			if err != nil {
-				return err
-			}
-			if logLevel == "" {
-				logLevel = cfg.LogLevel
-			}
-			if logLevel == "" {
-				logLevel = "info"
-			}
-			log := newLogger(logLevel)
-			a, err := agent.New(cfg, agent.Options{
-				Logger: log,
-				Ready: func() {
-					// Type=notify units wait for this; elsewhere it is a no-op.
-					_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-				},
-			})
-			if err != nil {
-				return err
-			}
-			log.Info("agent starting", "config", cfgPath, "dirs", len(cfg.Dirs))
-			err = a.Run(cmd.Context())
-			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-			return err
+			return agent.Serve(cmd.Context(), cfgPath, logLevel)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "agent configuration file (YAML)")

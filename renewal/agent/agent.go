@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/renewal/hostdir"
+	"github.com/lanyard/lanyard/renewal/schedule"
 )
 
 // EventKind says what an [Event] reports.
@@ -180,7 +180,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 			defer sup.Stop()
 		}
 	}
-	var hint *renewal.Window // the CA's window from the last renewal
+	var hint *schedule.Window // the CA's window from the last renewal
 	for ctx.Err() == nil {
 		st, err := a.status(ctx, path, hint)
 		hint = nil
@@ -203,7 +203,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 			log.Warn("cannot ask the CA for the renewal window; using the default window", "err", st.WindowErr)
 		}
 		if !now.Before(v.Cert.NotAfter) {
-			w = renewal.Window{Start: now, End: now, Reason: "expired"}
+			w = schedule.Window{Start: now, End: now, Reason: "expired"}
 		}
 		target := PickMoment(w, now, a.opts.Rand)
 		a.metrics.nextRenewal.WithLabelValues(path).Set(ts(target))
@@ -245,7 +245,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 
 // status loads the folder's current version and its window (hint, when
 // the last renewal brought one, else asking the CA).
-func (a *Agent) status(ctx context.Context, path string, hint *renewal.Window) (*Status, error) {
+func (a *Agent) status(ctx context.Context, path string, hint *schedule.Window) (*Status, error) {
 	if hint == nil {
 		return CheckDir(ctx, path)
 	}
@@ -254,7 +254,7 @@ func (a *Agent) status(ctx context.Context, path string, hint *renewal.Window) (
 	if err != nil {
 		return nil, err
 	}
-	return &Status{Version: v, Serial: issuance.SerialHex(v.Cert.SerialNumber), Window: *hint}, nil
+	return &Status{Version: v, Serial: lanyardv1.FormatSerial(v.Cert.SerialNumber), Window: *hint}, nil
 }
 
 // renewWithRetry renews until success, a final error, or ctx's end,

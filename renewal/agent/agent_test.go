@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
-	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
+	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
 )
 
@@ -106,7 +106,7 @@ func TestAgentRetriesUntilCARestarts(t *testing.T) {
 
 	r := startAgent(t, &Config{Dirs: []DirConfig{{Path: dir}}, BackoffInitial: time.Second, BackoffMax: 8 * time.Second}, Options{})
 	ev := r.next(EventScheduled)
-	def := renewal.ScheduledWindow(enrolled.Cert.NotBefore, enrolled.Cert.NotAfter)
+	def := schedule.Scheduled(enrolled.Cert.NotBefore, enrolled.Cert.NotAfter)
 	if ev.At.Before(def.Start) || ev.At.After(def.End) {
 		t.Fatalf("CA down: scheduled at %s, want inside the default window %s–%s", ev.At, def.Start, def.End)
 	}
@@ -134,13 +134,13 @@ func TestAgentRetriesUntilCARestarts(t *testing.T) {
 	if took := r.clock.Now().Sub(back); took > 8*time.Second {
 		t.Errorf("renewed %s after the CA came back; want within one backoff step (8s)", took)
 	}
-	if rec, err := ca2.Store.GetCert(ren.Result.Serial); err != nil || rec.PreviousSerial != issuance.SerialHex(enrolled.Cert.SerialNumber) {
+	if rec, err := ca2.Store.GetCert(ren.Result.Serial); err != nil || rec.PreviousSerial != lanyardv1.FormatSerial(enrolled.Cert.SerialNumber) {
 		t.Fatalf("renewal not in the restarted CA's store: %+v %v", rec, err)
 	}
 	// Scheduled again from the CA's answer (the CA runs on real time, the
 	// agent's clock is hours ahead: the moment may be "now").
 	next := r.next(EventScheduled)
-	if next.At.Before(r.clock.Now()) || next.Reason != renewal.ReasonScheduled || next.Version != ren.Result.Version {
+	if next.At.Before(r.clock.Now()) || next.Reason != schedule.ReasonScheduled || next.Version != ren.Result.Version {
 		t.Errorf("after the renewal: %+v", next)
 	}
 }
@@ -150,14 +150,14 @@ func TestAgentRetriesUntilCARestarts(t *testing.T) {
 func TestAgentFinalErrorStops(t *testing.T) {
 	ca := testca.Start(t, testca.Options{})
 	dir := enroll(t, ca, ca.URL, "a2.covalent.example.net", "P-256")
-	serial := issuance.SerialHex(currentVersion(t, dir).Cert.SerialNumber)
+	serial := lanyardv1.FormatSerial(currentVersion(t, dir).Cert.SerialNumber)
 	if _, err := ca.Revocation.Revoke(context.Background(), revocation.Request{Serial: serial, Reason: 1, By: "admin:test"}); err != nil {
 		t.Fatal(err)
 	}
 	r := startAgent(t, &Config{Dirs: []DirConfig{{Path: dir}}, MetricsListen: "127.0.0.1:0"}, Options{})
 	ev := r.next(EventScheduled)
-	if ev.Reason != renewal.ReasonRevoked {
-		t.Errorf("reason %q, want %q", ev.Reason, renewal.ReasonRevoked)
+	if ev.Reason != schedule.ReasonRevoked {
+		t.Errorf("reason %q, want %q", ev.Reason, schedule.ReasonRevoked)
 	}
 	r.clock.AdvanceTo(t, ev.At)
 	gave := r.next(EventGaveUp)
@@ -267,7 +267,7 @@ func TestAgentHooksHelperMetrics(t *testing.T) {
 		t.Fatal("restarted helper gave no credentials")
 	}
 	s := emu.Sessions()
-	if got := issuance.SerialHex(s[len(s)-1].Serial); got != ren.Result.Serial {
+	if got := lanyardv1.FormatSerial(s[len(s)-1].Serial); got != ren.Result.Serial {
 		t.Errorf("restarted helper sent serial %s, want the new %s", got, ren.Result.Serial)
 	}
 	r.next(EventScheduled)

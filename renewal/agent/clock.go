@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/lanyard/lanyard/renewal"
+	"github.com/lanyard/lanyard/renewal/schedule"
 )
 
 // Clock is the agent's view of time. Tests substitute a fake one.
@@ -58,7 +58,7 @@ func SleepUntil(ctx context.Context, c Clock, target time.Time, check time.Durat
 // now: in [max(w.Start, now), w.End). A window that has already ended (or
 // is empty) gives now. rnd returns a value in [0, n); nil means
 // math/rand/v2's Int64N.
-func PickMoment(w renewal.Window, now time.Time, rnd func(n int64) int64) time.Time {
+func PickMoment(w schedule.Window, now time.Time, rnd func(n int64) int64) time.Time {
 	now = now.Round(0)
 	start, end := w.Start.Round(0), w.End.Round(0)
 	if start.Before(now) {

@@ -9,8 +9,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/renewal/hostdir"
+	"github.com/lanyard/lanyard/renewal/schedule"
 )
 
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -19,10 +19,10 @@ func TestPickMoment(t *testing.T) {
 	lowest := func(int64) int64 { return 0 }
 	highest := func(n int64) int64 { return n - 1 }
 	half := func(n int64) int64 { return n / 2 }
-	w := renewal.Window{Start: t0.Add(time.Hour), End: t0.Add(3 * time.Hour)}
+	w := schedule.Window{Start: t0.Add(time.Hour), End: t0.Add(3 * time.Hour)}
 	tests := []struct {
 		name string
-		w    renewal.Window
+		w    schedule.Window
 		now  time.Time
 		rnd  func(int64) int64
 		want time.Time
@@ -34,7 +34,7 @@ func TestPickMoment(t *testing.T) {
 		{"inside window: rest of window", w, t0.Add(2 * time.Hour), half, t0.Add(150 * time.Minute)},
 		{"window past: now", w, t0.Add(5 * time.Hour), highest, t0.Add(5 * time.Hour)},
 		{"window ends now: now", w, t0.Add(3 * time.Hour), highest, t0.Add(3 * time.Hour)},
-		{"empty window: now", renewal.Window{Start: t0.Add(time.Hour), End: t0.Add(time.Hour)}, t0, highest, t0},
+		{"empty window: now", schedule.Window{Start: t0.Add(time.Hour), End: t0.Add(time.Hour)}, t0, highest, t0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,9 +16,8 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
-	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/renewal/hostdir"
+	"github.com/lanyard/lanyard/renewal/schedule"
 )
 
 // Errors callers branch on. [IsFinal] says which errors retrying cannot fix.
@@ -151,7 +150,7 @@ type Result struct {
 	// NotBefore and NotAfter bound the new certificate.
 	NotBefore, NotAfter time.Time
 	// Window is the CA's suggested window for the next renewal.
-	Window renewal.Window
+	Window schedule.Window
 	// Reenrolled is true when the certificate had expired and the folder
 	// was enrolled again with the re-enrollment token.
 	Reenrolled bool
@@ -194,7 +193,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 			d.Path, ErrKeyTypeChange, cur.Name, curType, keyType)
 	}
 	now := opts.now()
-	prevSerial := issuance.SerialHex(cur.Cert.SerialNumber)
+	prevSerial := v1.FormatSerial(cur.Cert.SerialNumber)
 	if !now.Before(cur.Cert.NotAfter) {
 		expired := fmt.Errorf("renew %s: %w (serial %s expired at %s)", d.Path, ErrExpired, prevSerial, cur.Cert.NotAfter.UTC().Format(time.RFC3339))
 		if opts.ReenrollTokenFile == "" {
@@ -294,13 +293,13 @@ func store(d *hostdir.Dir, cur *hostdir.Version, b *v1.Bundle, info *v1.RenewalI
 	}
 	res := &Result{
 		Dir: d.Path, Version: ver, PreviousVersion: cur.Name,
-		Serial: b.GetSerial(), PreviousSerial: issuance.SerialHex(cur.Cert.SerialNumber),
+		Serial: b.GetSerial(), PreviousSerial: v1.FormatSerial(cur.Cert.SerialNumber),
 		NotBefore: b.GetNotBefore().AsTime(), NotAfter: b.GetNotAfter().AsTime(),
 	}
 	if info != nil && info.GetWindowEnd() != nil {
-		res.Window = renewal.Window{Start: info.GetWindowStart().AsTime(), End: info.GetWindowEnd().AsTime(), Reason: info.GetReason()}
+		res.Window = schedule.Window{Start: info.GetWindowStart().AsTime(), End: info.GetWindowEnd().AsTime(), Reason: info.GetReason()}
 	} else {
-		res.Window = renewal.ScheduledWindow(res.NotBefore, res.NotAfter)
+		res.Window = schedule.Scheduled(res.NotBefore, res.NotAfter)
 	}
 	return res, nil
 }
@@ -314,7 +313,7 @@ type Status struct {
 	Serial string
 	// Window is the renewal window: the CA's answer, or the default window
 	// computed from the certificate when the CA could not be asked.
-	Window renewal.Window
+	Window schedule.Window
 	// WindowErr is why the CA could not be asked (nil when it answered).
 	WindowErr error
 }
@@ -338,15 +337,15 @@ func CheckDir(ctx context.Context, dir string) (*Status, error) {
 		}
 		return nil, fmt.Errorf("load current version of %s: %w", dir, err)
 	}
-	st := &Status{Version: v, Serial: issuance.SerialHex(v.Cert.SerialNumber)}
+	st := &Status{Version: v, Serial: v1.FormatSerial(v.Cert.SerialNumber)}
 	st.Window, st.WindowErr = askWindow(ctx, enr.CA, roots, v.Cert)
 	return st, nil
 }
 
 // askWindow asks the CA for cert's renewal window; on failure it returns
 // the default window together with the error.
-func askWindow(ctx context.Context, caURL string, roots []byte, cert *x509.Certificate) (renewal.Window, error) {
-	fallback := renewal.ScheduledWindow(cert.NotBefore, cert.NotAfter)
+func askWindow(ctx context.Context, caURL string, roots []byte, cert *x509.Certificate) (schedule.Window, error) {
+	fallback := schedule.Scheduled(cert.NotBefore, cert.NotAfter)
 	cl, err := caclient.New(caURL, roots, nil)
 	if err != nil {
 		return fallback, fmt.Errorf("renewal info: %w", err)
@@ -354,7 +353,7 @@ func askWindow(ctx context.Context, caURL string, roots []byte, cert *x509.Certi
 	defer cl.HTTP.CloseIdleConnections()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := cl.Certificates.GetRenewalInfo(cctx, connect.NewRequest(&v1.GetRenewalInfoRequest{Serial: issuance.SerialHex(cert.SerialNumber)}))
+	resp, err := cl.Certificates.GetRenewalInfo(cctx, connect.NewRequest(&v1.GetRenewalInfoRequest{Serial: v1.FormatSerial(cert.SerialNumber)}))
 	if err != nil {
 		return fallback, classifyRPC(ctx, "renewal info from "+caURL, err)
 	}
@@ -362,5 +361,5 @@ func askWindow(ctx context.Context, caURL string, roots []byte, cert *x509.Certi
 	if info == nil || info.GetWindowEnd() == nil {
 		return fallback, fmt.Errorf("renewal info from %s: %w: empty answer", caURL, ErrUnavailable)
 	}
-	return renewal.Window{Start: info.GetWindowStart().AsTime(), End: info.GetWindowEnd().AsTime(), Reason: info.GetReason()}, nil
+	return schedule.Window{Start: info.GetWindowStart().AsTime(), End: info.GetWindowEnd().AsTime(), Reason: info.GetReason()}, nil
 }

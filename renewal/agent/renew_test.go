@@ -15,11 +15,11 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
-	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/renewal/hostdir"
+	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
 )
 
@@ -35,19 +35,19 @@ func TestRenewDirEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := currentVersion(t, dir)
-	oldSerial := issuance.SerialHex(before.Cert.SerialNumber)
+	oldSerial := lanyardv1.FormatSerial(before.Cert.SerialNumber)
 	switch {
 	case res.Serial == oldSerial || res.PreviousSerial != oldSerial:
 		t.Errorf("serials: new %s previous %s, enrolled %s", res.Serial, res.PreviousSerial, oldSerial)
 	case after.Name != res.Version || res.PreviousVersion != before.Name || after.Name == before.Name:
 		t.Errorf("current is %s; result says %s (was %s)", after.Name, res.Version, res.PreviousVersion)
-	case issuance.SerialHex(after.Cert.SerialNumber) != res.Serial:
+	case lanyardv1.FormatSerial(after.Cert.SerialNumber) != res.Serial:
 		t.Errorf("current certificate %x is not the renewed one %s", after.Cert.SerialNumber, res.Serial)
 	case after.Cert.Subject.CommonName != before.Cert.Subject.CommonName:
 		t.Errorf("CN changed: %q", after.Cert.Subject.CommonName)
 	case KeyTypeOf(after.Key) != "P-256" || after.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(before.Key.Public()):
 		t.Errorf("want a new P-256 key, got %s (same key: %v)", KeyTypeOf(after.Key), after.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(before.Key.Public()))
-	case res.Window.End.IsZero() || res.Window.Reason != renewal.ReasonScheduled:
+	case res.Window.End.IsZero() || res.Window.Reason != schedule.ReasonScheduled:
 		t.Errorf("window %+v", res.Window)
 	}
 	// The old version is kept, untouched.
@@ -91,7 +91,7 @@ func TestRenewDirRealHelper(t *testing.T) {
 	dir := enroll(t, ca, ca.URL, "host2.covalent.example.net", "P-256")
 	flags := []string{"--trust-anchor-arn", anchorArn, "--profile-arn", profileArn, "--role-arn", testRole, "--endpoint", emu.URL, "--region", "us-east-1"}
 	for i := range 4 {
-		serial := issuance.SerialHex(currentVersion(t, dir).Cert.SerialNumber)
+		serial := lanyardv1.FormatSerial(currentVersion(t, dir).Cert.SerialNumber)
 		if i > 0 {
 			res, err := RenewDir(context.Background(), dir, RenewOptions{})
 			if err != nil {
@@ -122,7 +122,7 @@ func TestRenewDirRealHelper(t *testing.T) {
 			t.Fatalf("renewal %d: credential output %q (%v)", i, out, err)
 		}
 		s := emu.Sessions()
-		if got := issuance.SerialHex(s[len(s)-1].Serial); got != serial {
+		if got := lanyardv1.FormatSerial(s[len(s)-1].Serial); got != serial {
 			t.Fatalf("renewal %d: the helper sent serial %s, want the new %s", i, got, serial)
 		}
 		t.Logf("renewal %d: helper sent serial %s, got %s", i, serial, cred.AccessKeyId)
@@ -183,7 +183,7 @@ func TestRenewDirFaults(t *testing.T) {
 	t.Run("revoked: final", func(t *testing.T) {
 		ca := testca.Start(t, testca.Options{})
 		dir := enroll(t, ca, ca.URL, "f2.covalent.example.net", "P-256")
-		serial := issuance.SerialHex(currentVersion(t, dir).Cert.SerialNumber)
+		serial := lanyardv1.FormatSerial(currentVersion(t, dir).Cert.SerialNumber)
 		if _, err := ca.Revocation.Revoke(ctx, revocation.Request{Serial: serial, Reason: 1, By: "admin:test"}); err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func TestRenewDirFaults(t *testing.T) {
 		}
 		sameSnapshot(t, "after a refused renewal", before, snapshot(t, dir))
 		st, err := CheckDir(ctx, dir)
-		if err != nil || st.Window.Reason != renewal.ReasonRevoked {
+		if err != nil || st.Window.Reason != schedule.ReasonRevoked {
 			t.Errorf("window of a revoked certificate: %+v %v", st, err)
 		}
 	})
@@ -209,7 +209,7 @@ func TestRenewDirFaults(t *testing.T) {
 			t.Fatalf("err = %v, want a final ErrExpired", err)
 		}
 		sameSnapshot(t, "after an expired renewal", before, snapshot(t, dir))
-		if _, err := ca.Store.GetCert(issuance.SerialHex(v.Cert.SerialNumber)); err != nil {
+		if _, err := ca.Store.GetCert(lanyardv1.FormatSerial(v.Cert.SerialNumber)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -326,7 +326,7 @@ func TestRenewDirFaults(t *testing.T) {
 			t.Errorf("temporary folder left: %v", err)
 		}
 		after := currentVersion(t, dir)
-		if res.Version != "000002" || after.Name != "000002" || issuance.SerialHex(after.Cert.SerialNumber) != res.Serial {
+		if res.Version != "000002" || after.Name != "000002" || lanyardv1.FormatSerial(after.Cert.SerialNumber) != res.Serial {
 			t.Errorf("after clean-up the renewal wrote %s (current %s, serial %x); the orphan must have been removed first",
 				res.Version, after.Name, after.Cert.SerialNumber)
 		}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
@@ -200,7 +201,7 @@ func TestRotationSoak(t *testing.T) {
 	// Every rotation's certificate reached Roles Anywhere.
 	sent := map[string]bool{}
 	for _, s := range emu.Sessions() {
-		sent[issuance.SerialHex(s.Serial)] = true
+		sent[lanyardv1.FormatSerial(s.Serial)] = true
 	}
 	missing := 0
 	for s := range serials {

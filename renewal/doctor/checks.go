@@ -21,7 +21,7 @@ import (
 	"github.com/lanyard/lanyard/renewal/credproc"
 )
 
-// Renewal reasons GetRenewalInfo gives (see renewal.Window).
+// Renewal reasons GetRenewalInfo gives (see schedule.Window).
 const (
 	reasonScheduled      = "scheduled"
 	reasonRevoked        = "revoked"

@@ -20,7 +20,6 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/testca"
-	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/awsconfig"
 	"github.com/lanyard/lanyard/renewal/hostdir"
@@ -212,7 +211,7 @@ func TestFaults(t *testing.T) {
 		}},
 		{name: "revoked", breakIt: func(t *testing.T, h *host, _ *Options) {
 			_, err := h.ca.Revocation.Revoke(context.Background(), revocation.Request{
-				Serial: issuance.SerialHex(h.version.Cert.SerialNumber), Reason: revocation.ReasonKeyCompromise, By: "admin:test"})
+				Serial: v1.FormatSerial(h.version.Cert.SerialNumber), Reason: revocation.ReasonKeyCompromise, By: "admin:test"})
 			if err != nil {
 				t.Fatal(err)
 			}
