@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -20,7 +19,6 @@ type ctxKey int
 
 const (
 	keyClientCert ctxKey = iota
-	keyRemoteIP
 	keyClientCertErr
 )
 
@@ -50,9 +48,9 @@ func clientCertError(ctx context.Context) error {
 }
 
 // withClientCert verifies the TLS client certificate, if one was sent,
-// against the CA's roots and intermediates at the server's clock, and
-// puts the verified certificate (or why it failed) and the client's IP in
-// the request context for the handlers.
+// against the CA's intermediates at the server's clock, and puts the
+// verified certificate (or why it failed) in the request context for the
+// handlers.
 //
 // The TLS layer only requests client certificates and never fails a
 // handshake over one: a host whose certificate expired then gets a
@@ -69,11 +67,6 @@ func (s *Server) withClientCert(next http.Handler) http.Handler {
 				ctx = context.WithValue(ctx, keyClientCert, leaf)
 			}
 		}
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		ctx = context.WithValue(ctx, keyRemoteIP, host)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
