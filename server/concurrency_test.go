@@ -6,9 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -16,7 +14,6 @@ import (
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
-	"github.com/lanyard/lanyard/store"
 )
 
 // tlsCert turns an issued bundle and its key into a client certificate.
@@ -28,33 +25,6 @@ func tlsCert(t testing.TB, b *v1.Bundle, key any) *tls.Certificate {
 		t.Fatal("bundle without PEM")
 	}
 	return &tls.Certificate{Certificate: [][]byte{leaf.Bytes, chain.Bytes}, PrivateKey: key}
-}
-
-func TestThousandConcurrentRedemptionsOfOneToken(t *testing.T) {
-	c := testca.Start(t, testca.Options{})
-	tok := c.Token(t, "thousand.covalent.example.net")
-	der := csr(t, newKey(t), nil)
-	var ok, refused atomic.Int64
-	var wg sync.WaitGroup
-	for i := 0; i < 1000; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := c.Anonymous.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: tok, Csr: der}))
-			if err == nil {
-				ok.Add(1)
-			} else if connect.CodeOf(err) == connect.CodeUnauthenticated {
-				refused.Add(1)
-			} else {
-				t.Errorf("unexpected: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	certs, _, _ := c.Store.ListCerts(store.CertQuery{CNPrefix: "thousand.", Now: time.Now(), Limit: 1000})
-	if ok.Load() != 1 || refused.Load() != 999 || len(certs) != 1 {
-		t.Fatalf("ok=%d refused=%d stored=%d; want exactly one certificate", ok.Load(), refused.Load(), len(certs))
-	}
 }
 
 // TestConcurrentRenewalsOfOneCertificate documents the chosen outcome:
