@@ -96,7 +96,7 @@ func TestDevModeWholeLoop(t *testing.T) {
 				t.Fatal("serve --dev exited before printing an enroll command")
 			}
 			t.Log(l)
-			if strings.HasPrefix(strings.TrimSpace(l), "lanyard enroll ") {
+			if f := strings.Fields(l); len(f) > 2 && strings.HasSuffix(f[0], "lanyard") && f[1] == "enroll" {
 				enrollLine = strings.TrimSpace(l)
 			}
 		case <-timeout:

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
@@ -230,12 +231,29 @@ func printDevWelcome(ctx context.Context, a *app, out io.Writer) error {
 			return err
 		}
 	}
-	args := []string{"lanyard", "enroll", "--ca", a.cfg.URL, "--fingerprint", a.ca.Fingerprint(), "--token", secret,
+	self := selfCommand()
+	args := []string{self, "enroll", "--ca", a.cfg.URL, "--fingerprint", a.ca.Fingerprint(), "--token", secret,
 		"--out", "./host1-pki"}
 	for _, f := range devEnrollExtra {
 		args = append(args, f(a)...)
 	}
 	fmt.Fprintf(out, "  enroll a host (token for %s, valid 1h):\n    %s\n", devHostCN, strings.Join(args, " "))
-	fmt.Fprintf(out, "  more tokens:  lanyard token --cn NAME.covalent.example.net\n\n")
+	fmt.Fprintf(out, "  more tokens:  %s token --cn NAME.covalent.example.net\n\n", self)
 	return nil
+}
+
+// selfCommand is how the dev welcome names this binary: "lanyard" when
+// that is what PATH finds, else the path it was started by (./bin/lanyard
+// under make run), so the printed commands can be pasted as they are.
+func selfCommand() string {
+	if p, err := exec.LookPath("lanyard"); err == nil {
+		if a, err1 := filepath.EvalSymlinks(p); err1 == nil {
+			if b, err2 := os.Executable(); err2 == nil {
+				if b, err2 = filepath.EvalSymlinks(b); err2 == nil && a == b {
+					return "lanyard"
+				}
+			}
+		}
+	}
+	return os.Args[0]
 }
