@@ -35,22 +35,6 @@ var (
 	ErrKeyTypeChange = errors.New("renewal must keep the key type")
 )
 
-// Window is the suggested renewal window (see package schedule).
-type Window = schedule.Window
-
-// Window reasons, as package schedule defines them.
-const (
-	ReasonScheduled      = schedule.ReasonScheduled
-	ReasonRevoked        = schedule.ReasonRevoked
-	ReasonCARotation     = schedule.ReasonCARotation
-	ReasonProfileChanged = schedule.ReasonProfileChanged
-)
-
-// ScheduledWindow is schedule.Scheduled: the default window of a certificate.
-func ScheduledWindow(notBefore, notAfter time.Time) Window {
-	return schedule.Scheduled(notBefore, notAfter)
-}
-
 // Service renews certificates. Safe for concurrent use.
 type Service struct {
 	iss *issuance.Service
@@ -76,7 +60,7 @@ func (s *Service) SetRotating(f func() bool) { s.rotating = f }
 type Renewed struct {
 	*issuance.Issued
 	Previous string
-	Window   Window
+	Window   schedule.Window
 }
 
 // Renew issues the successor of current, which the caller has verified
@@ -149,30 +133,32 @@ func (s *Service) Renew(ctx context.Context, current *x509.Certificate, csrDER [
 // Info returns the renewal window for serial: "now" when the server wants
 // the certificate replaced (revoked, CA rotating, profile no longer
 // allowing its CN), else the scheduled window.
-func (s *Service) Info(serial string) (Window, error) {
+func (s *Service) Info(serial string) (schedule.Window, error) {
 	rec, err := s.db.GetCert(serial)
 	if err != nil {
-		return Window{}, fmt.Errorf("renewal info %s: %w", serial, err)
+		return schedule.Window{}, fmt.Errorf("renewal info %s: %w", serial, err)
 	}
 	return s.window(rec), nil
 }
 
-func (s *Service) window(rec *store.Cert) Window {
+func (s *Service) window(rec *store.Cert) schedule.Window {
 	now := s.iss.Now()
-	nowWindow := func(reason string) Window { return Window{Start: now, End: now.Add(time.Minute), Reason: reason} }
+	nowWindow := func(reason string) schedule.Window {
+		return schedule.Window{Start: now, End: now.Add(time.Minute), Reason: reason}
+	}
 	if rec.Revocation != nil {
-		return nowWindow(ReasonRevoked)
+		return nowWindow(schedule.ReasonRevoked)
 	}
 	if s.rotating() {
-		return nowWindow(ReasonCARotation)
+		return nowWindow(schedule.ReasonCARotation)
 	}
 	// A profile whose lifetime changed wants its certificates re-cut.
 	// Issued lifetimes are the profile's TTL plus the backdate.
 	if p, err := s.iss.Profiles().Get(rec.Profile); err != nil ||
 		absDuration(rec.NotAfter.Sub(rec.NotBefore)-issuance.Backdate-p.Config.DefaultTTL) > time.Minute {
-		return nowWindow(ReasonProfileChanged)
+		return nowWindow(schedule.ReasonProfileChanged)
 	}
-	return ScheduledWindow(rec.NotBefore, rec.NotAfter)
+	return schedule.Scheduled(rec.NotBefore, rec.NotAfter)
 }
 
 func contains(list []string, s string) bool {

@@ -12,7 +12,7 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
+	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
@@ -32,7 +32,7 @@ func (h *certificateService) bundle(iss *issuance.Issued) *v1.Bundle {
 	}
 }
 
-func windowPB(w renewal.Window) *v1.RenewalInfo {
+func windowPB(w schedule.Window) *v1.RenewalInfo {
 	return &v1.RenewalInfo{WindowStart: timestamppb.New(w.Start), WindowEnd: timestamppb.New(w.End), Reason: w.Reason}
 }
 
@@ -45,7 +45,7 @@ func (h *certificateService) Enroll(ctx context.Context, req *connect.Request[v1
 	h.s.metrics.issued.WithLabelValues("enroll", iss.Record.Profile).Inc()
 	return connect.NewResponse(&v1.EnrollResponse{
 		Bundle:      h.bundle(iss),
-		RenewalInfo: windowPB(renewal.ScheduledWindow(iss.Cert.NotBefore, iss.Cert.NotAfter)),
+		RenewalInfo: windowPB(schedule.Scheduled(iss.Cert.NotBefore, iss.Cert.NotAfter)),
 	}), nil
 }
 

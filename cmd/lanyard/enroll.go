@@ -2,13 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -28,34 +21,6 @@ import (
 // awsSettings are the hand-off settings recorded in DIR/enrollment.json
 // (agent.AWSSettings, shared with renew, the agent and doctor).
 type awsSettings = agent.AWSSettings
-
-// newKey makes a private key of the named type.
-func newKey(keyType string) (crypto.Signer, error) {
-	switch strings.ToUpper(keyType) {
-	case "P-256", "":
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "P-384":
-		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "RSA", "RSA-2048":
-		return rsa.GenerateKey(rand.Reader, 2048)
-	case "RSA-3072":
-		return rsa.GenerateKey(rand.Reader, 3072)
-	}
-	return nil, fmt.Errorf("key type %q: want P-256, P-384, RSA-2048 or RSA-3072", keyType)
-}
-
-// newCSR returns a DER CSR for key, and the key as PKCS#8 PEM.
-func newCSR(key crypto.Signer) (csrDER, keyPEM []byte, err error) {
-	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return csrDER, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
 
 func newEnrollCmd() *cobra.Command {
 	var caURL, fingerprint, token, tokenFile, out, keyType, rootsPath string
@@ -98,7 +63,7 @@ writes a one-line credential_process profile to the AWS config file
 	f.StringVar(&token, "token", "", "enrollment token")
 	f.StringVar(&tokenFile, "token-file", "", "read the token from this file")
 	f.StringVar(&out, "out", "", "host folder to write")
-	f.StringVar(&keyType, "key-type", "P-256", "key type: P-256, P-384, RSA-2048, RSA-3072")
+	f.StringVar(&keyType, "key-type", "P-256", "key type: P-256, P-384, RSA-2048, RSA-3072, RSA-4096")
 	f.StringVar(&aws.Profile, "aws-profile", "", "write this AWS config profile")
 	f.StringVar(&aws.ConfigFile, "aws-config-file", "", "AWS config file (default $AWS_CONFIG_FILE or ~/.aws/config)")
 	f.StringVar(&aws.Signer, "signer", "aws_signing_helper", "what the profile runs: aws_signing_helper (through lanyard exec-helper) or lanyard (built-in credential-process)")
@@ -120,11 +85,11 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 	if err != nil {
 		return err
 	}
-	key, err := newKey(keyType)
+	key, err := agent.NewKey(keyType)
 	if err != nil {
 		return err
 	}
-	csr, keyPEM, err := newCSR(key)
+	csr, keyPEM, err := agent.NewCSR(key)
 	if err != nil {
 		return err
 	}

@@ -320,7 +320,7 @@ type Status struct {
 
 // CheckDir loads the current version of dir and asks the CA for its
 // renewal window (GetRenewalInfo), falling back to
-// renewal.ScheduledWindow when the CA cannot be reached.
+// schedule.Scheduled when the CA cannot be reached.
 func CheckDir(ctx context.Context, dir string) (*Status, error) {
 	enr, roots, err := ReadEnrollment(dir)
 	if err != nil {
