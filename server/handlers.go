@@ -25,7 +25,7 @@ type certificateService struct {
 func (h *certificateService) bundle(iss *issuance.Issued) *v1.Bundle {
 	return &v1.Bundle{
 		CertificatePem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.DER})),
-		ChainPem:       string(h.s.opts.CA.ChainPEM()),
+		ChainPem:       h.s.chainPEM,
 		Serial:         iss.Record.Serial,
 		NotBefore:      timestamppb.New(iss.Cert.NotBefore),
 		NotAfter:       timestamppb.New(iss.Cert.NotAfter),
@@ -70,7 +70,7 @@ func (h *certificateService) Renew(ctx context.Context, req *connect.Request[v1.
 
 func (h *certificateService) GetRoots(context.Context, *connect.Request[v1.GetRootsRequest]) (*connect.Response[v1.GetRootsResponse], error) {
 	return connect.NewResponse(&v1.GetRootsResponse{
-		RootsPem: string(h.s.opts.CA.RootsPEM()), ChainPem: string(h.s.opts.CA.ChainPEM()),
+		RootsPem: h.s.rootsPEM, ChainPem: h.s.chainPEM,
 	}), nil
 }
 

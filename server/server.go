@@ -77,6 +77,9 @@ type Server struct {
 	// clientPool anchors client-certificate verification (intermediates).
 	clientPool *x509.CertPool
 	hintPool   *x509.CertPool // roots + intermediates, for the CertificateRequest
+	// rootsPEM and chainPEM are encoded once: every issuance answers with
+	// the chain (the CA's accessors return fresh copies).
+	rootsPEM, chainPEM string
 	verified   verifiedCache
 	metrics    *metrics
 	limiter    *clientLimiter
@@ -120,6 +123,7 @@ func New(opts Options) (*Server, error) {
 	// Client certificates are verified with the CA's own intermediate(s)
 	// as anchors: the server holds their keys, so trusting them directly is
 	// no weaker, and it spares one ECDSA verification per request.
+	s.rootsPEM, s.chainPEM = string(opts.CA.RootsPEM()), string(opts.CA.ChainPEM())
 	s.hintPool = s.pool.Clone()
 	for _, c := range opts.CA.Chain() {
 		s.clientPool.AddCert(c)
@@ -220,7 +224,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 
 func (s *Server) handleRoots(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	_, _ = w.Write(s.opts.CA.RootsPEM())
+	_, _ = io.WriteString(w, s.rootsPEM)
 }
 
 func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
