@@ -80,10 +80,10 @@ type Server struct {
 	// rootsPEM and chainPEM are encoded once: every issuance answers with
 	// the chain (the CA's accessors return fresh copies).
 	rootsPEM, chainPEM string
-	verified   verifiedCache
-	metrics    *metrics
-	limiter    *clientLimiter
-	handler    http.Handler
+	verified           verifiedCache
+	metrics            *metrics
+	limiter            *clientLimiter
+	handler            http.Handler
 }
 
 // New builds a Server and issues its first TLS certificate.
