@@ -26,4 +26,11 @@
 // x509.CreateRevocationList costs about 230 ms for 100,000 entries; the
 // result is byte-for-byte what x509.CreateRevocationList would produce (the
 // tests compare the two).
+//
+// The files follow the concerns: service.go (Config, New, the Service),
+// revoke.go (Request validation and Revoke), builder.go (the coalescing
+// builder revocations wait on), crl.go (the in-memory revoked set and
+// building, signing, persisting and loading a CRL), encode.go (the direct
+// encoder), refresh.go (Rebuild, Tick, Run) and publish.go (handing CRLs
+// to the Publisher).
 package revocation

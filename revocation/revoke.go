@@ -1,0 +1,229 @@
+package revocation
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lanyard/lanyard/store"
+)
+
+// Request asks to revoke one certificate (Serial) or every unexpired,
+// unrevoked certificate of a common name (CN); exactly one must be set.
+type Request struct {
+	// Serial is the certificate serial in hex (upper or lower case, colons
+	// allowed; shorter serials are left-padded to lanyard's 32 digits).
+	Serial string
+	// CN is a subject common name.
+	CN string
+	// Reason is an RFC 5280 reason code from AllowedReasons (0: unspecified).
+	Reason int
+	// Comment is a free-text note for the audit log (at most
+	// MaxCommentBytes of UTF-8).
+	Comment string
+	// By names who revokes ("admin:alice", "cert:<serial>"); required.
+	By string
+}
+
+// Result reports a revocation.
+type Result struct {
+	// Certificates are the records revoked: the certificates asked for and
+	// the renewals descending from them, each with its Revocation (the
+	// first one, when it was already revoked).
+	Certificates []*store.Cert
+	// Changed is false when everything was already revoked.
+	Changed bool
+	// CRLNumber is the first CRL listing the certificates (every one that
+	// has not expired).
+	CRLNumber int64
+}
+
+// validate checks a request and returns the normalised serial or CN.
+func validate(req Request) (serial, cn string, err error) {
+	serial, cn = strings.TrimSpace(req.Serial), strings.TrimSpace(req.CN)
+	switch {
+	case serial == "" && cn == "":
+		return "", "", fmt.Errorf("%w: give the serial or the CN of the certificate to revoke", ErrBadRequest)
+	case serial != "" && cn != "":
+		return "", "", fmt.Errorf("%w: give a serial or a CN, not both", ErrBadRequest)
+	}
+	if err := checkReason(req.Reason); err != nil {
+		return "", "", err
+	}
+	if strings.TrimSpace(req.By) == "" {
+		return "", "", fmt.Errorf("%w: say who revokes (By), for the audit log", ErrBadRequest)
+	}
+	if len(req.Comment) > MaxCommentBytes || !utf8.ValidString(req.Comment) {
+		return "", "", fmt.Errorf("%w: the comment must be UTF-8 text of at most %d bytes", ErrBadRequest, MaxCommentBytes)
+	}
+	if serial != "" {
+		serial = strings.ToLower(strings.ReplaceAll(serial, ":", ""))
+		if len(serial) > 40 {
+			return "", "", fmt.Errorf("%w: serial %q is longer than 20 bytes", ErrBadRequest, req.Serial)
+		}
+		if len(serial) < 32 {
+			serial = strings.Repeat("0", 32-len(serial)) + serial
+		} else if len(serial)%2 == 1 {
+			serial = "0" + serial
+		}
+		if _, err := hex.DecodeString(serial); err != nil {
+			return "", "", fmt.Errorf("%w: serial %q is not hexadecimal", ErrBadRequest, req.Serial)
+		}
+		return serial, "", nil
+	}
+	if len(cn) > 1024 || strings.ContainsRune(cn, 0) || !utf8.ValidString(cn) {
+		return "", "", fmt.Errorf("%w: the CN is longer than 1024 bytes, or not UTF-8 text", ErrBadRequest)
+	}
+	return "", cn, nil
+}
+
+// Revoke revokes one certificate (req.Serial), with every renewal
+// descending from it, or every unexpired, unrevoked certificate of
+// req.CN, writes one audit event per certificate asked for, and returns
+// once a CRL listing them is current. Revoking again is idempotent: the
+// first reason and time are kept, Changed is false and no CRL is built.
+// Bad input fails with ErrBadRequest, ErrUnknownReason or ErrNotFound and
+// changes nothing. If the revocation is recorded but its CRL cannot be
+// built, the error says so; the next CRL will list it.
+func (s *Service) Revoke(ctx context.Context, req Request) (*Result, error) {
+	serial, cn, err := validate(req)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var targets []string
+	var already []*store.Cert
+	if serial != "" {
+		targets = []string{serial}
+	} else {
+		targets, already, err = s.byCN(cn, now)
+		if err != nil {
+			return nil, err
+		}
+	}
+	rev := store.Revocation{At: now, Reason: req.Reason, Comment: req.Comment, By: req.By}
+	detail := fmt.Sprintf("reason=%s", ReasonName(req.Reason))
+	if cn != "" {
+		detail += fmt.Sprintf(" cn=%q", cn)
+	}
+	if req.Comment != "" {
+		detail += fmt.Sprintf(" comment=%q", req.Comment)
+	}
+	res := &Result{}
+	var revokeErr error
+	for _, sn := range targets {
+		ev := &store.AuditEvent{At: now, Actor: req.By, Action: AuditAction, Subject: sn, Detail: detail}
+		got, changed, err := s.st.Revoke(ctx, sn, rev, ev)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				revokeErr = fmt.Errorf("revoke %s: %w", sn, ErrNotFound)
+			} else {
+				revokeErr = fmt.Errorf("revoke %s: %w", sn, err)
+			}
+			break
+		}
+		if changed {
+			s.log.Info("certificate revoked", "serial", sn, "with_renewals", len(got), "reason", ReasonName(req.Reason), "by", req.By)
+		}
+		res.Certificates = append(res.Certificates, got...)
+		res.Changed = res.Changed || changed
+	}
+	res.Certificates = append(res.Certificates, already...)
+	if len(res.Certificates) == 0 {
+		return nil, revokeErr
+	}
+	n, err := s.awaitListed(ctx, res.Certificates, now)
+	if revokeErr != nil {
+		return nil, fmt.Errorf("%w (%d certificate(s) revoked before it will be in the next CRL)", revokeErr, len(res.Certificates))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoked %d certificate(s), but no CRL lists them yet: %w", len(res.Certificates), err)
+	}
+	res.CRLNumber = n
+	return res, nil
+}
+
+// byCN returns the unexpired certificates of cn still to revoke, and those
+// already revoked.
+func (s *Service) byCN(cn string, now time.Time) (todo []string, already []*store.Cert, err error) {
+	serials, err := s.st.SerialsByCN(cn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("revoke CN %q: %w", cn, err)
+	}
+	for _, sn := range serials {
+		c, err := s.st.GetCert(sn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("revoke CN %q: read %s: %w", cn, sn, err)
+		}
+		switch {
+		case !c.NotAfter.After(now):
+		case c.Revocation != nil:
+			already = append(already, c)
+		default:
+			todo = append(todo, sn)
+		}
+	}
+	if len(todo) == 0 && len(already) == 0 {
+		return nil, nil, fmt.Errorf("revoke CN %q: no unexpired certificate: %w", cn, ErrNotFound)
+	}
+	return todo, already, nil
+}
+
+// awaitListed adds revoked certificates to the in-memory set, asks for a
+// CRL when one of them is not listed yet (or its build failed), and waits
+// until every one is listed. It returns the number of the first CRL
+// listing them all. Certificates expired at now need no CRL.
+func (s *Service) awaitListed(ctx context.Context, certs []*store.Cert, now time.Time) (int64, error) {
+	s.mu.Lock()
+	var mine, ask []*entry
+	for _, c := range certs {
+		if c.Revocation == nil || !c.NotAfter.After(now) {
+			continue
+		}
+		e, err := newEntry(c)
+		if err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		if old, ok := s.bySerial[e.key]; ok {
+			mine = append(mine, old)
+			if old.build != nil && old.build.failed() {
+				ask = append(ask, old)
+			}
+			continue
+		}
+		s.bySerial[e.key] = e
+		s.entries = append(s.entries, e)
+		mine = append(mine, e)
+		ask = append(ask, e)
+	}
+	if len(ask) > 0 {
+		b := s.requestLocked(false)
+		for _, e := range ask {
+			e.build = b
+		}
+	}
+	var waits []*build
+	for _, e := range mine {
+		if e.build != nil {
+			waits = append(waits, e.build)
+		}
+	}
+	s.mu.Unlock()
+	if len(waits) == 0 {
+		return s.Current().Number, nil
+	}
+	var n int64
+	for _, b := range waits {
+		crl, err := b.wait(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n = max(n, crl.Number)
+	}
+	return n, nil
+}
