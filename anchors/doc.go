@@ -6,7 +6,7 @@
 //
 // The Syncer talks to Roles Anywhere through aws-sdk-go-v2's
 // service/rolesanywhere client (or anything with the same methods, see
-// API); the local emulator in anchors/rolesanywheretest is just another
+// API); the local emulator in anchors/emulator is just another
 // endpoint. Sync compares the anchor's bundle with the CA's roots by
 // certificate (DER), not by text, and calls UpdateTrustAnchor only on
 // drift; it never removes a certificate lanyard did not put there unless

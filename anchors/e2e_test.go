@@ -25,7 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/lanyard/lanyard/anchors"
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/anchors/x509sigv4"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
@@ -126,7 +126,7 @@ func helper(t *testing.T, h hostCreds, endpoint, anchor, profile string) (string
 	cmd := exec.Command(realtools.SigningHelper(t), "credential-process",
 		"--certificate", h.certF, "--private-key", h.keyF, "--intermediates", h.chainF,
 		"--trust-anchor-arn", anchor, "--profile-arn", profile, "--role-arn", role,
-		"--region", rolesanywheretest.DefaultRegion, "--endpoint", endpoint)
+		"--region", emulator.DefaultRegion, "--endpoint", endpoint)
 	cmd.Env = realtools.HelperEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -148,7 +148,7 @@ func createSession(t *testing.T, h hostCreds, endpoint, anchor, profile string) 
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if err := x509sigv4.Sign(req, body, h.key, h.leaf, h.chain, rolesanywheretest.DefaultRegion, time.Now()); err != nil {
+	if err := x509sigv4.Sign(req, body, h.key, h.leaf, h.chain, emulator.DefaultRegion, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -165,10 +165,10 @@ func createSession(t *testing.T, h hostCreds, endpoint, anchor, profile string) 
 // refused once the certificate is revoked (the CRL pushed by PublishCRL).
 func TestEndToEnd(t *testing.T) {
 	c := testca.Start(t, testca.Options{})
-	emu := rolesanywheretest.NewServer(rolesanywheretest.Options{})
+	emu := emulator.NewServer(emulator.Options{})
 	defer emu.Close()
 	ctx := context.Background()
-	cfg := anchors.Config{Region: rolesanywheretest.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
+	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
 		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
 	cl, err := anchors.NewClient(ctx, cfg)
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -113,7 +113,7 @@ func (c *counter) reset() {
 // fixture is an emulator, a real SDK client (through NewClient) counting
 // its requests, and a store.
 type fixture struct {
-	srv *rolesanywheretest.Server
+	srv *emulator.Server
 	cnt *counter
 	db  *store.DB
 	cfg Config
@@ -121,7 +121,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	srv := rolesanywheretest.NewServer(rolesanywheretest.Options{})
+	srv := emulator.NewServer(emulator.Options{})
 	t.Cleanup(srv.Close)
 	db, err := store.Open(filepath.Join(t.TempDir(), "lanyard.db"), store.Options{NoBackup: true})
 	if err != nil {
@@ -130,7 +130,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { db.Close() })
 	f := &fixture{srv: srv, cnt: &counter{}, db: db}
 	f.cfg = Config{
-		Region: rolesanywheretest.DefaultRegion, Endpoint: srv.URL, RoleARN: testRole,
+		Region: emulator.DefaultRegion, Endpoint: srv.URL, RoleARN: testRole,
 		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKeyID(), srv.SecretAccessKey(), ""),
 		HTTPClient:  &http.Client{Transport: f.cnt, Timeout: 10 * time.Second},
 		MaxBackoff:  50 * time.Millisecond,

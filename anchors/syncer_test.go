@@ -12,7 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 )
 
 func TestSyncCreatesThenNoOp(t *testing.T) {
@@ -124,7 +124,7 @@ func TestSyncBundle(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
-			arn, err := f.srv.SeedTrustAnchor(rolesanywheretest.TrustAnchorSpec{BundlePEM: tt.bundle, Disabled: tt.disabled})
+			arn, err := f.srv.SeedTrustAnchor(emulator.TrustAnchorSpec{BundlePEM: tt.bundle, Disabled: tt.disabled})
 			must(t, err)
 			cfg := f.cfg
 			cfg.TrustAnchorARN, cfg.Force = arn, tt.force
@@ -216,7 +216,7 @@ func TestSyncErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
-			arn, err := f.srv.SeedTrustAnchor(rolesanywheretest.TrustAnchorSpec{BundlePEM: pemOf(root.cert)})
+			arn, err := f.srv.SeedTrustAnchor(emulator.TrustAnchorSpec{BundlePEM: pemOf(root.cert)})
 			must(t, err)
 			cfg := f.cfg
 			cfg.TrustAnchorARN = arn

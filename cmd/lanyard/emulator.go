@@ -16,11 +16,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 )
 
 // newEmulatorCmd returns `lanyard emulator`: the local IAM Roles Anywhere
-// emulator (package anchors/rolesanywheretest) as a standalone server, for
+// emulator (package anchors/emulator) as a standalone server, for
 // demos and docker-compose.
 func newEmulatorCmd() *cobra.Command {
 	var (
@@ -44,7 +44,7 @@ their ARNs printed.`,
 				return errors.New("--tls-cert and --tls-key go together")
 			}
 			logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
-			emu := rolesanywheretest.New(rolesanywheretest.Options{
+			emu := emulator.New(emulator.Options{
 				Region: region, AccountID: account, AccessKeyID: accessKey, SecretAccessKey: secretKey, Logger: logger,
 			})
 			out := cmd.OutOrStdout()
@@ -108,12 +108,12 @@ their ARNs printed.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9443", "address to listen on")
-	f.StringVar(&accessKey, "access-key", rolesanywheretest.DefaultAccessKeyID, "the access key ID the control plane accepts")
-	f.StringVar(&secretKey, "secret-key", rolesanywheretest.DefaultSecretAccessKey, "the secret access key of --access-key")
-	f.StringVar(&region, "region", rolesanywheretest.DefaultRegion, "region served (ARNs and SigV4 scope)")
-	f.StringVar(&account, "account-id", rolesanywheretest.DefaultAccountID, "account ID used in ARNs")
+	f.StringVar(&accessKey, "access-key", emulator.DefaultAccessKeyID, "the access key ID the control plane accepts")
+	f.StringVar(&secretKey, "secret-key", emulator.DefaultSecretAccessKey, "the secret access key of --access-key")
+	f.StringVar(&region, "region", emulator.DefaultRegion, "region served (ARNs and SigV4 scope)")
+	f.StringVar(&account, "account-id", emulator.DefaultAccountID, "account ID used in ARNs")
 	f.StringVar(&seedFrom, "seed-anchor-from", "", "PEM file of 1-2 CA certificates: create an enabled trust anchor and profile at start")
-	f.StringVar(&roleArn, "role-arn", "arn:aws:iam::"+rolesanywheretest.DefaultAccountID+":role/lanyard", "role the seeded profile allows")
+	f.StringVar(&roleArn, "role-arn", "arn:aws:iam::"+emulator.DefaultAccountID+":role/lanyard", "role the seeded profile allows")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM, with --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "private key of --tls-cert")
 	return cmd

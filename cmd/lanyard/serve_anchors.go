@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/lanyard/lanyard/anchors"
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/server"
@@ -22,7 +22,7 @@ import (
 // Dev-mode emulator: `lanyard serve` with anchors.emulator runs the Roles
 // Anywhere emulator in-process on its own loopback listener, plain HTTP
 // (aws_signing_helper v1.5 and the SDK take an http:// endpoint), with the
-// emulator's fixed default credentials (rolesanywheretest.DefaultAccessKeyID
+// emulator's fixed default credentials (emulator.DefaultAccessKeyID
 // and DefaultSecretAccessKey), and the sync creates an anchor and a profile
 // for anchorsDevRole in it on every start (the emulator keeps no state).
 const (
@@ -57,13 +57,13 @@ func anchorsConfigFrom(c config.Anchors) anchors.Config {
 			cfg.Endpoint = "http://" + c.EmulatorListen
 		}
 		if cfg.Region == "" {
-			cfg.Region = rolesanywheretest.DefaultRegion
+			cfg.Region = emulator.DefaultRegion
 		}
 		if cfg.RoleARN == "" {
 			cfg.RoleARN = anchorsDevRole
 		}
 		cfg.Create = true
-		cfg.Credentials = credentials.NewStaticCredentialsProvider(rolesanywheretest.DefaultAccessKeyID, rolesanywheretest.DefaultSecretAccessKey, "")
+		cfg.Credentials = credentials.NewStaticCredentialsProvider(emulator.DefaultAccessKeyID, emulator.DefaultSecretAccessKey, "")
 	}
 	return cfg
 }
@@ -84,7 +84,7 @@ func startAnchors(ctx context.Context, a *app, _ io.Writer) error {
 			return fmt.Errorf("anchors: the in-process emulator listens on %s; anchors.endpoint %q points elsewhere (drop it, or turn anchors.emulator off)",
 				devEndpoint, a.cfg.Anchors.Endpoint)
 		}
-		emu := rolesanywheretest.New(rolesanywheretest.Options{Region: cfg.Region, Logger: a.log.With("component", "emulator")})
+		emu := emulator.New(emulator.Options{Region: cfg.Region, Logger: a.log.With("component", "emulator")})
 		ln, err := net.Listen("tcp", a.cfg.Anchors.EmulatorListen)
 		if err != nil {
 			return fmt.Errorf("anchors: start the Roles Anywhere emulator: %w (is another lanyard serve running?)", err)

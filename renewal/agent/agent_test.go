@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
@@ -205,7 +205,7 @@ func TestAgentSuspend(t *testing.T) {
 func TestAgentHooksHelperMetrics(t *testing.T) {
 	helper := realtools.SigningHelper(t)
 	ca := testca.Start(t, testca.Options{})
-	emu := rolesanywheretest.NewServer(rolesanywheretest.Options{})
+	emu := emulator.NewServer(emulator.Options{})
 	t.Cleanup(emu.Close)
 	anchorArn, profileArn, err := emu.Seed(ca.Authority.Roots(), testRole)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
@@ -82,7 +82,7 @@ func TestRenewDirEndToEnd(t *testing.T) {
 func TestRenewDirRealHelper(t *testing.T) {
 	helper := realtools.SigningHelper(t)
 	ca := testca.Start(t, testca.Options{})
-	emu := rolesanywheretest.NewServer(rolesanywheretest.Options{})
+	emu := emulator.NewServer(emulator.Options{})
 	t.Cleanup(emu.Close)
 	anchorArn, profileArn, err := emu.Seed(ca.Authority.Roots(), testRole)
 	if err != nil {

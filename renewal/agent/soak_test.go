@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
@@ -32,7 +32,7 @@ const soakRotationsEnv = "LANYARD_SOAK_ROTATIONS"
 // expires in two minutes: aws_signing_helper serve then refreshes (a new
 // CreateSession, reading certificate and key again) on every GET, which is
 // what the soak needs to exercise.
-func shortCredentials(e *rolesanywheretest.Emulator) http.Handler {
+func shortCredentials(e *emulator.Emulator) http.Handler {
 	h := e.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/sessions" {
@@ -110,7 +110,7 @@ func TestRotationSoak(t *testing.T) {
 		"covalent": {CN: []string{"*.covalent.example.net"}, DNS: []string{"*.covalent.example.net"},
 			DefaultTTL: 5 * time.Minute, MaxTTL: 5 * time.Minute},
 	}})
-	emu := rolesanywheretest.New(rolesanywheretest.Options{})
+	emu := emulator.New(emulator.Options{})
 	emuSrv := httptest.NewServer(shortCredentials(emu))
 	t.Cleanup(emuSrv.Close)
 	anchorArn, profileArn, err := emu.Seed(ca.Authority.Roots(), testRole)

@@ -22,7 +22,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/anchors/x509sigv4"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
@@ -83,7 +83,7 @@ func pkcs8PEM(t *testing.T, key crypto.Signer) []byte {
 // world is a CA, an emulator trusting it, and one enrolled host folder.
 type world struct {
 	ca         *testca.CA
-	emu        *rolesanywheretest.Server
+	emu        *emulator.Server
 	dir        string
 	version    *hostdir.Version
 	anchor     string
@@ -94,13 +94,13 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{ca: testca.Start(t, testca.Options{})}
-	w.emu = rolesanywheretest.NewServer(rolesanywheretest.Options{})
+	w.emu = emulator.NewServer(emulator.Options{})
 	t.Cleanup(w.emu.Close)
 	var err error
 	if w.anchor, w.profile, err = w.emu.Seed(w.ca.Authority.Roots(), roleARN); err != nil {
 		t.Fatal(err)
 	}
-	if w.profileRSN, err = w.emu.SeedProfile(rolesanywheretest.ProfileSpec{Name: "rsn", RoleArns: []string{roleARN}, AcceptRoleSessionName: true}); err != nil {
+	if w.profileRSN, err = w.emu.SeedProfile(emulator.ProfileSpec{Name: "rsn", RoleArns: []string{roleARN}, AcceptRoleSessionName: true}); err != nil {
 		t.Fatal(err)
 	}
 	w.dir, w.version = enroll(t, w.ca, testCN)
@@ -470,7 +470,7 @@ func TestParseAPIError(t *testing.T) {
 
 func TestTransport(t *testing.T) {
 	w := newWorld(t)
-	tlsEmu := rolesanywheretest.NewServer(rolesanywheretest.Options{TLS: true})
+	tlsEmu := emulator.NewServer(emulator.Options{TLS: true})
 	t.Cleanup(tlsEmu.Close)
 	anchor, profile, err := tlsEmu.Seed(w.ca.Authority.Roots(), roleARN)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/lanyard/lanyard/anchors/rolesanywheretest"
+	"github.com/lanyard/lanyard/anchors/emulator"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/testca"
@@ -36,7 +36,7 @@ const (
 // lanyard` leaves it, with a CA and an emulator that trusts it.
 type host struct {
 	ca      *testca.CA
-	emu     *rolesanywheretest.Server
+	emu     *emulator.Server
 	dir     string
 	cfg     string // AWS config file
 	version *hostdir.Version
@@ -47,7 +47,7 @@ type host struct {
 func newHost(t *testing.T, opts testca.Options) *host {
 	t.Helper()
 	h := &host{ca: testca.Start(t, opts)}
-	h.emu = rolesanywheretest.NewServer(rolesanywheretest.Options{})
+	h.emu = emulator.NewServer(emulator.Options{})
 	t.Cleanup(h.emu.Close)
 	var err error
 	if h.anchor, h.profile, err = h.emu.Seed(h.ca.Authority.Roots(), roleARN); err != nil {

@@ -1,4 +1,4 @@
-package rolesanywheretest
+package emulator
 
 import (
 	"context"
@@ -79,7 +79,7 @@ func (e *Emulator) writeError(w http.ResponseWriter, r *http.Request, err error)
 	if reason == "" {
 		reason = ae.msg
 	}
-	e.log.Info("rolesanywheretest: refused", "method", r.Method, "path", r.URL.Path, "status", ae.status, "type", ae.code, "reason", reason)
+	e.log.Info("emulator: refused", "method", r.Method, "path", r.URL.Path, "status", ae.status, "type", ae.code, "reason", reason)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Amzn-ErrorType", ae.code)
 	w.Header().Set(ReasonHeader, sanitizeHeader(reason))
@@ -152,7 +152,7 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		e.writeError(w, r, err)
 		return
 	}
-	e.log.Info("rolesanywheretest: ok", "method", r.Method, "path", r.URL.Path, "status", status)
+	e.log.Info("emulator: ok", "method", r.Method, "path", r.URL.Path, "status", status)
 	writeJSON(w, status, out)
 }
 

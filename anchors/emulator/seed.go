@@ -1,4 +1,4 @@
-package rolesanywheretest
+package emulator
 
 import (
 	"crypto/x509"
@@ -120,7 +120,7 @@ func (e *Emulator) SeedCRL(spec CRLSpec) (string, error) {
 // enabled profile allowing roleArn. It returns both ARNs.
 func (e *Emulator) Seed(roots []*x509.Certificate, roleArn string) (trustAnchorArn, profileArn string, err error) {
 	if len(roots) == 0 {
-		return "", "", errors.New("rolesanywheretest: Seed needs at least one root")
+		return "", "", errors.New("emulator: Seed needs at least one root")
 	}
 	var bundle []byte
 	for _, c := range roots {

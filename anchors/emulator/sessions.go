@@ -1,4 +1,4 @@
-package rolesanywheretest
+package emulator
 
 import (
 	"bytes"
@@ -70,7 +70,7 @@ func (e *Emulator) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		e.writeError(w, r, err)
 		return
 	}
-	e.log.Info("rolesanywheretest: session", "serial", out.sess.Serial, "cn", out.sess.CommonName, "role", out.sess.RoleArn)
+	e.log.Info("emulator: session", "serial", out.sess.Serial, "cn", out.sess.CommonName, "role", out.sess.RoleArn)
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"credentialSet": []credentialSetJSON{out.set},
 		"subjectArn":    out.subjectArn,

@@ -1,4 +1,4 @@
-// Package rolesanywheretest is a local emulator of AWS IAM Roles Anywhere for
+// Package emulator is a local emulator of AWS IAM Roles Anywhere for
 // tests, demos and the dev server. It serves, over plain HTTP or TLS:
 //
 //   - the control plane that lanyard's sync uses (trust anchors, profiles,
@@ -22,7 +22,7 @@
 // enforced (its current value is unknown), the 2-certificate limit is; and
 // revocation is checked for every certificate of the path below the anchor
 // certificate, leaf and intermediates alike.
-package rolesanywheretest
+package emulator
 
 import (
 	"crypto/ecdsa"
@@ -225,7 +225,7 @@ type Server struct {
 func NewServer(opts Options) *Server {
 	s, err := Start(opts)
 	if err != nil {
-		panic("rolesanywheretest: " + err.Error())
+		panic("emulator: " + err.Error())
 	}
 	return s
 }
@@ -294,7 +294,7 @@ func selfSignedTLS() (tls.Certificate, []byte, error) {
 		return tls.Certificate{}, nil, err
 	}
 	caT := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rolesanywheretest CA"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "emulator CA"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}

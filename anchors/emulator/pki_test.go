@@ -1,4 +1,4 @@
-package rolesanywheretest
+package emulator
 
 import (
 	"crypto"
