@@ -244,9 +244,6 @@ func (a *Authority) ChainPEM() []byte { return slices.Clone(a.chainPEM) }
 // without colons (what `lanyard enroll --fingerprint` takes).
 func (a *Authority) Fingerprint() string { return a.fingerprint }
 
-// Signer returns the intermediate key.
-func (a *Authority) Signer() crypto.Signer { return a.signer }
-
 // SignatureAlgorithm returns the algorithm certificates and CRLs are signed
 // with: ECDSA-SHA256 (P-256), ECDSA-SHA384 (P-384) or SHA256-RSA (RSA).
 func (a *Authority) SignatureAlgorithm() x509.SignatureAlgorithm { return a.sigAlg }
@@ -309,30 +306,6 @@ func (a *Authority) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (der []by
 		return nil, nil, fmt.Errorf("ca: parse signed certificate for %q: %w", t.Subject.CommonName, err)
 	}
 	return der, cert, nil
-}
-
-// SignCRL signs a CRL template with the intermediate and returns its DER.
-// tmpl is not modified; it must carry a Number and a NextUpdate. The issuer
-// name and the authority key identifier come from the intermediate;
-// ThisUpdate defaults to now and the signature algorithm is the
-// intermediate's.
-func (a *Authority) SignCRL(tmpl *x509.RevocationList) ([]byte, error) {
-	if tmpl == nil {
-		return nil, errors.New("ca: sign CRL: no template")
-	}
-	t := *tmpl
-	if t.ThisUpdate.IsZero() {
-		t.ThisUpdate = time.Now()
-	}
-	if t.NextUpdate.IsZero() {
-		return nil, errors.New("ca: sign CRL: the template has no NextUpdate")
-	}
-	t.SignatureAlgorithm = a.sigAlg
-	der, err := x509.CreateRevocationList(rand.Reader, &t, a.intermediate, a.signer)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign CRL: %w", err)
-	}
-	return der, nil
 }
 
 // ServerTLSCertificate issues, through Sign, a TLS server certificate for

@@ -20,9 +20,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3"
 )
 
 func TestLoadPassphrase(t *testing.T) {
@@ -281,96 +278,6 @@ func TestSubjectKeyIDFastPath(t *testing.T) {
 	}
 }
 
-func TestSignCRL(t *testing.T) {
-	t.Parallel()
-	for _, keyType := range []string{"P-256", "P-384", "RSA-2048"} {
-		t.Run(keyType, func(t *testing.T) {
-			t.Parallel()
-			p, a := newCA(t, InitOptions{KeyType: keyType})
-			_, leaf, _ := signLeaf(t, a, "revoked.example.net")
-			now := time.Now()
-			tmpl := &x509.RevocationList{
-				Number:     big.NewInt(42),
-				ThisUpdate: now,
-				NextUpdate: now.Add(24 * time.Hour),
-				RevokedCertificateEntries: []x509.RevocationListEntry{
-					{SerialNumber: leaf.SerialNumber, RevocationTime: now, ReasonCode: 1},
-				},
-			}
-			der, err := a.SignCRL(tmpl)
-			if err != nil {
-				t.Fatalf("SignCRL: %v", err)
-			}
-			crl, err := x509.ParseRevocationList(der)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := crl.CheckSignatureFrom(a.Intermediate()); err != nil {
-				t.Errorf("CRL signature: %v", err)
-			}
-			if !bytes.Equal(crl.AuthorityKeyId, a.Intermediate().SubjectKeyId) {
-				t.Errorf("CRL AKI %x, want %x", crl.AuthorityKeyId, a.Intermediate().SubjectKeyId)
-			}
-			if crl.SignatureAlgorithm != a.SignatureAlgorithm() {
-				t.Errorf("CRL signed with %v", crl.SignatureAlgorithm)
-			}
-			zcrl, err := zx509.ParseRevocationList(der)
-			if err != nil {
-				t.Fatalf("zcrypto parse CRL: %v", err)
-			}
-			if f := lintFindings(zlint.LintRevocationListEx(zcrl, rfcLints(t)).Results); len(f) > 0 {
-				t.Errorf("CRL zlint findings:\n  %s", strings.Join(f, "\n  "))
-			}
-
-			crlPath := filepath.Join(t.TempDir(), "crl.der")
-			if err := os.WriteFile(crlPath, der, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			out, err := runOpenSSL(t, "crl", "-inform", "DER", "-in", crlPath, "-noout", "-text")
-			if err != nil {
-				t.Fatalf("openssl crl: %v\n%s", err, out)
-			}
-			serialHex := strings.ToUpper(leaf.SerialNumber.Text(16))
-			for _, want := range []string{"Certificate Revocation List", "X509v3 CRL Number", "42", "Key Compromise", "X509v3 Authority Key Identifier"} {
-				if !strings.Contains(out, want) {
-					t.Errorf("openssl crl -text lacks %q:\n%s", want, out)
-				}
-			}
-			if !strings.Contains(strings.ToUpper(out), serialHex) {
-				t.Errorf("openssl crl -text lacks revoked serial %s", serialHex)
-			}
-			out, err = runOpenSSL(t, "crl", "-inform", "DER", "-in", crlPath, "-noout", "-CAfile", p.IntermediateCert)
-			if err != nil || !strings.Contains(out, "verify OK") {
-				t.Errorf("openssl crl -CAfile: %v\n%s", err, out)
-			}
-			if tmpl.SignatureAlgorithm != 0 {
-				t.Error("SignCRL modified the template")
-			}
-		})
-	}
-}
-
-func TestSignCRLBadTemplate(t *testing.T) {
-	t.Parallel()
-	_, a := newCA(t, InitOptions{})
-	tests := []struct {
-		name string
-		tmpl *x509.RevocationList
-		want string
-	}{
-		{"nil", nil, "no template"},
-		{"no NextUpdate", &x509.RevocationList{Number: big.NewInt(1)}, "no NextUpdate"},
-		{"no Number", &x509.RevocationList{NextUpdate: time.Now().Add(time.Hour)}, "sign CRL"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if _, err := a.SignCRL(tt.tmpl); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("err = %v, want %q", err, tt.want)
-			}
-		})
-	}
-}
-
 func TestTLSCertificatesHandshake(t *testing.T) {
 	t.Parallel()
 	_, a := newCA(t, InitOptions{})
@@ -537,8 +444,8 @@ func TestAccessors(t *testing.T) {
 	if len(a.Chain()) != 1 || !a.Chain()[0].Equal(a.Intermediate()) {
 		t.Error("Chain is not the intermediate")
 	}
-	if !publicKeysEqual(a.Signer().Public(), a.Intermediate().PublicKey) {
-		t.Error("Signer is not the intermediate key")
+	if !publicKeysEqual(a.signer.Public(), a.Intermediate().PublicKey) {
+		t.Error("the signer is not the intermediate key")
 	}
 	if a.SignatureAlgorithm() != x509.ECDSAWithSHA256 {
 		t.Errorf("SignatureAlgorithm %v", a.SignatureAlgorithm())

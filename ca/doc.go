@@ -4,8 +4,12 @@
 // It creates a new root and intermediate CA (Init) or imports existing ones
 // (Import), loads the intermediate signer from an encrypted PEM file or through
 // a go.step.sm/crypto/kms URI (Load), and signs certificates and CRLs with the
-// intermediate (Authority.Sign, Authority.SignCRL). The root key is needed only
-// by Init and may be written outside the CA folder to be kept offline.
+// intermediate (Authority.Sign, Authority.SignLeaf, Authority.SignCRL). The
+// root key is needed only by Init and may be written outside the CA folder to
+// be kept offline. No exported name hands out a private key: whatever needs a
+// signature asks this package for it (boulder's rule of one component per
+// security context), so the CRL encoder lives here too (NewRevokedCert,
+// SignCRL).
 //
 // A CA folder, as Init writes it (keys 0600, folder 0700, every file written
 // atomically and never overwritten by Init or Import):

@@ -10,26 +10,18 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/store"
 )
 
-const (
-	// metaKey is where the latest CRL's DER is kept in the store.
-	metaKey = "revocation.crl"
-	// directEncodeMin is the entry count from which the CRL is encoded
-	// directly when the signer allows it (see KeySigner); smaller CRLs
-	// go through SignCRL.
-	directEncodeMin = 1000
-)
+// metaKey is where the latest CRL's DER is kept in the store.
+const metaKey = "revocation.crl"
 
 // entry is one revoked certificate as the CRL lists it.
 type entry struct {
 	key      string // string(serial.Bytes()): compares with parsed CRLs
-	serial   *big.Int
 	notAfter time.Time
-	at       time.Time
-	reason   int
-	der      []byte // the encoded revokedCertificates entry
+	rc       *ca.RevokedCert // the entry, encoded once
 	// build is the first build listing this entry; nil when the CRL loaded
 	// or built by New lists it. Guarded by Service.mu.
 	build *build
@@ -78,18 +70,11 @@ func newEntry(c *store.Cert) (*entry, error) {
 		return nil, fmt.Errorf("certificate %s: bad serial: %w", c.Serial, err)
 	}
 	n := new(big.Int).SetBytes(raw)
-	der, err := encodeEntry(n, c.Revocation.At, c.Revocation.Reason)
+	rc, err := ca.NewRevokedCert(n, c.Revocation.At, c.Revocation.Reason)
 	if err != nil {
 		return nil, err
 	}
-	return &entry{
-		key:      string(n.Bytes()),
-		serial:   n,
-		notAfter: c.NotAfter,
-		at:       c.Revocation.At,
-		reason:   c.Revocation.Reason,
-		der:      der,
-	}, nil
+	return &entry{key: string(n.Bytes()), notAfter: c.NotAfter, rc: rc}, nil
 }
 
 // loadStored returns the persisted CRL if it can keep serving, or nil and
@@ -131,7 +116,7 @@ func (s *Service) loadStored(now time.Time) (*CRL, string) {
 	defer s.mu.Unlock()
 	for _, e := range s.entries {
 		if e.notAfter.After(now) && !listed[e.key] {
-			return nil, fmt.Sprintf("stored CRL %d does not list revoked certificate %032x", crl.Number, e.serial)
+			return nil, fmt.Sprintf("stored CRL %d does not list revoked certificate %032x", crl.Number, e.rc.Serial())
 		}
 	}
 	return crl, ""
@@ -177,44 +162,13 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 	return crl, nil
 }
 
-// sign encodes and signs the CRL: directly from the encoded entries when
-// the signer allows it and the CRL is large, else through SignCRL.
+// sign has the CA sign a CRL listing live.
 func (s *Service) sign(n int64, thisUpdate, nextUpdate time.Time, live []*entry) ([]byte, error) {
-	issuer := s.signer.Intermediate()
-	if s.keySigner != nil && len(live) >= s.directMin {
-		ders := make([][]byte, len(live))
-		size := 0
-		for i, e := range live {
-			ders[i] = e.der
-			size += len(e.der)
-		}
-		tbs, err := encodeTBS(s.algID, issuer, n, thisUpdate, nextUpdate, ders, size)
-		if err != nil {
-			return nil, err
-		}
-		return signTBS(s.keySigner, issuer, tbs)
-	}
-	tmpl := &x509.RevocationList{
-		Number:                    big.NewInt(n),
-		ThisUpdate:                thisUpdate,
-		NextUpdate:                nextUpdate,
-		RevokedCertificateEntries: make([]x509.RevocationListEntry, len(live)),
-	}
+	req := ca.CRLRequest{Number: n, ThisUpdate: thisUpdate, NextUpdate: nextUpdate, Entries: make([]*ca.RevokedCert, len(live))}
 	for i, e := range live {
-		tmpl.RevokedCertificateEntries[i] = x509.RevocationListEntry{SerialNumber: e.serial, RevocationTime: e.at, ReasonCode: e.reason}
+		req.Entries[i] = e.rc
 	}
-	der, err := s.signer.SignCRL(tmpl)
-	if err != nil {
-		return nil, err
-	}
-	rl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		return nil, fmt.Errorf("parse the signed CRL: %w", err)
-	}
-	if err := rl.CheckSignatureFrom(issuer); err != nil {
-		return nil, fmt.Errorf("the signed CRL does not verify against the intermediate: %w", err)
-	}
-	return der, nil
+	return s.signer.SignCRL(req)
 }
 
 func pemCRL(der []byte) []byte {

@@ -20,17 +20,13 @@
 //
 // The revoked set is kept in memory, so building a CRL after a revocation
 // never re-reads the store: each entry is encoded to DER once, when it is
-// revoked. When the signer exposes its key (ca.Authority does, see
-// KeySigner), large CRLs are assembled from those encoded entries and
-// signed directly, because encoding/asn1's reflection behind
-// x509.CreateRevocationList costs about 230 ms for 100,000 entries; the
-// result is byte-for-byte what x509.CreateRevocationList would produce (the
-// tests compare the two).
+// revoked (ca.NewRevokedCert), and package ca assembles and signs the CRL
+// from those encodings (ca.Authority.SignCRL); the intermediate key never
+// leaves ca.
 //
 // The files follow the concerns: service.go (Config, New, the Service),
 // revoke.go (Request validation and Revoke), builder.go (the coalescing
 // builder revocations wait on), crl.go (the in-memory revoked set and
-// building, signing, persisting and loading a CRL), encode.go (the direct
-// encoder), refresh.go (Rebuild, Tick, Run) and publish.go (handing CRLs
-// to the Publisher).
+// building, signing, persisting and loading a CRL), refresh.go (Rebuild,
+// Tick, Run) and publish.go (handing CRLs to the Publisher).
 package revocation

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -46,10 +47,12 @@ const (
 	AuditAction = "revoke"
 )
 
-// CRLSigner is the CA (ca.Authority satisfies it).
+// CRLSigner is the CA (ca.Authority satisfies it): the intermediate key
+// never leaves package ca, which encodes and signs the CRL.
 type CRLSigner interface {
-	// SignCRL signs a CRL template with the intermediate and returns its DER.
-	SignCRL(*x509.RevocationList) ([]byte, error)
+	// SignCRL signs a CRL with the intermediate, checks the signature and
+	// returns its DER.
+	SignCRL(ca.CRLRequest) ([]byte, error)
 	// Intermediate is the issuing CA certificate.
 	Intermediate() *x509.Certificate
 }
@@ -97,16 +100,13 @@ type Config struct {
 // Service revokes certificates and keeps the CRL. Its methods are safe for
 // concurrent use.
 type Service struct {
-	st        *store.DB
-	signer    CRLSigner
-	keySigner KeySigner // nil: always SignCRL
-	algID     []byte
-	directMin int
-	now       func() time.Time
-	validity  time.Duration
-	coalesce  time.Duration
-	dpURL     string
-	log       *slog.Logger
+	st       *store.DB
+	signer   CRLSigner
+	now      func() time.Time
+	validity time.Duration
+	coalesce time.Duration
+	dpURL    string
+	log      *slog.Logger
 
 	cur atomic.Pointer[CRL]
 	pub atomic.Pointer[publisherBox]
@@ -162,18 +162,16 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Service{
-		st:        cfg.Store,
-		signer:    cfg.Signer,
-		directMin: directEncodeMin,
-		now:       cfg.Now,
-		validity:  cfg.Validity,
-		coalesce:  cfg.Coalesce,
-		dpURL:     cfg.DistributionPointURL,
-		log:       cfg.Logger.With("component", "revocation"),
-		bySerial:  map[string]*entry{},
-		kick:      make(chan struct{}, 1),
+		st:       cfg.Store,
+		signer:   cfg.Signer,
+		now:      cfg.Now,
+		validity: cfg.Validity,
+		coalesce: cfg.Coalesce,
+		dpURL:    cfg.DistributionPointURL,
+		log:      cfg.Logger.With("component", "revocation"),
+		bySerial: map[string]*entry{},
+		kick:     make(chan struct{}, 1),
 	}
-	s.keySigner, s.algID = directAlgID(cfg.Signer)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	now := s.now()
 	if _, err := s.reload(now); err != nil {

@@ -215,16 +215,6 @@ func TestRevokeCascadesToRenewals(t *testing.T) {
 	}
 }
 
-// modes are the two ways a CRL is encoded: through ca's SignCRL, and
-// directly from the pre-encoded entries (KeySigner).
-var modes = []struct {
-	name      string
-	directMin int
-}{
-	{"SignCRL", 1 << 30},
-	{"direct", 0},
-}
-
 // revokedSet revokes one certificate per allowed reason plus a renewal
 // chain and returns them by serial.
 func revokedSet(e *env) map[string]*store.Cert {
@@ -245,136 +235,121 @@ func revokedSet(e *env) map[string]*store.Cert {
 }
 
 func TestCRLContents(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEnv(t, func(c *Config) { c.Validity = 6 * time.Hour })
-			e.svc.directMin = mode.directMin
-			var numbers []int64
-			e.svc.onBuild = func(c *CRL) { numbers = append(numbers, c.Number) }
-			revoked := revokedSet(e)
-			for i, n := range numbers {
-				if n != int64(i+2) {
-					t.Fatalf("CRL numbers %v, want 2, 3, ... one per revocation", numbers)
-				}
+	e := newEnv(t, func(c *Config) { c.Validity = 6 * time.Hour })
+	var numbers []int64
+	e.svc.onBuild = func(c *CRL) { numbers = append(numbers, c.Number) }
+	revoked := revokedSet(e)
+	for i, n := range numbers {
+		if n != int64(i+2) {
+			t.Fatalf("CRL numbers %v, want 2, 3, ... one per revocation", numbers)
+		}
+	}
+	crl := e.svc.Current()
+	rl := parse(t, e.auth, crl.DER)
+	if rl.Number.Int64() != crl.Number || crl.Number != int64(len(revoked)+1) {
+		t.Fatalf("CRL number %v / %d, want %d", rl.Number, crl.Number, len(revoked)+1)
+	}
+	now := e.clock.Now()
+	if !rl.ThisUpdate.Equal(now) || !rl.NextUpdate.Equal(now.Add(6*time.Hour)) || !crl.ThisUpdate.Equal(now) {
+		t.Fatalf("thisUpdate %v nextUpdate %v, clock %v", rl.ThisUpdate, rl.NextUpdate, now)
+	}
+	if !bytes.Equal(rl.AuthorityKeyId, e.auth.Intermediate().SubjectKeyId) {
+		t.Fatalf("AKI %x, intermediate SKI %x", rl.AuthorityKeyId, e.auth.Intermediate().SubjectKeyId)
+	}
+	if !bytes.Equal(rl.RawIssuer, e.auth.Intermediate().RawSubject) {
+		t.Fatal("issuer is not the intermediate's subject")
+	}
+	m := listed(rl)
+	if len(m) != len(revoked) || crl.Entries != len(revoked) {
+		t.Fatalf("CRL lists %d (Entries %d), want %d", len(m), crl.Entries, len(revoked))
+	}
+	for serial, c := range revoked {
+		got, ok := m[serial]
+		if !ok {
+			t.Fatalf("%s not listed", serial)
+		}
+		if got.ReasonCode != c.Revocation.Reason {
+			t.Errorf("%s reason %d, want %d", serial, got.ReasonCode, c.Revocation.Reason)
+		}
+		if !got.RevocationTime.Equal(c.Revocation.At.Truncate(time.Second)) {
+			t.Errorf("%s revoked at %v, want %v", serial, got.RevocationTime, c.Revocation.At)
+		}
+		hasReasonExt := false
+		for _, ext := range got.Extensions {
+			if ext.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 21}) {
+				hasReasonExt = true
 			}
-			crl := e.svc.Current()
-			rl := parse(t, e.auth, crl.DER)
-			if rl.Number.Int64() != crl.Number || crl.Number != int64(len(revoked)+1) {
-				t.Fatalf("CRL number %v / %d, want %d", rl.Number, crl.Number, len(revoked)+1)
-			}
-			now := e.clock.Now()
-			if !rl.ThisUpdate.Equal(now) || !rl.NextUpdate.Equal(now.Add(6*time.Hour)) || !crl.ThisUpdate.Equal(now) {
-				t.Fatalf("thisUpdate %v nextUpdate %v, clock %v", rl.ThisUpdate, rl.NextUpdate, now)
-			}
-			if !bytes.Equal(rl.AuthorityKeyId, e.auth.Intermediate().SubjectKeyId) {
-				t.Fatalf("AKI %x, intermediate SKI %x", rl.AuthorityKeyId, e.auth.Intermediate().SubjectKeyId)
-			}
-			if !bytes.Equal(rl.RawIssuer, e.auth.Intermediate().RawSubject) {
-				t.Fatal("issuer is not the intermediate's subject")
-			}
-			m := listed(rl)
-			if len(m) != len(revoked) || crl.Entries != len(revoked) {
-				t.Fatalf("CRL lists %d (Entries %d), want %d", len(m), crl.Entries, len(revoked))
-			}
-			for serial, c := range revoked {
-				got, ok := m[serial]
-				if !ok {
-					t.Fatalf("%s not listed", serial)
-				}
-				if got.ReasonCode != c.Revocation.Reason {
-					t.Errorf("%s reason %d, want %d", serial, got.ReasonCode, c.Revocation.Reason)
-				}
-				if !got.RevocationTime.Equal(c.Revocation.At.Truncate(time.Second)) {
-					t.Errorf("%s revoked at %v, want %v", serial, got.RevocationTime, c.Revocation.At)
-				}
-				hasReasonExt := false
-				for _, ext := range got.Extensions {
-					if ext.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 21}) {
-						hasReasonExt = true
-					}
-				}
-				if hasReasonExt != (c.Revocation.Reason != ReasonUnspecified) {
-					t.Errorf("%s (reason %d): reasonCode extension present = %v", serial, c.Revocation.Reason, hasReasonExt)
-				}
-			}
-			exts := map[string]bool{}
-			for _, ext := range rl.Extensions {
-				exts[ext.Id.String()] = true
-			}
-			if !exts["2.5.29.35"] || !exts["2.5.29.20"] || len(exts) != 2 {
-				t.Fatalf("CRL extensions %v, want AKI and CRL number", exts)
-			}
-		})
+		}
+		if hasReasonExt != (c.Revocation.Reason != ReasonUnspecified) {
+			t.Errorf("%s (reason %d): reasonCode extension present = %v", serial, c.Revocation.Reason, hasReasonExt)
+		}
+	}
+	exts := map[string]bool{}
+	for _, ext := range rl.Extensions {
+		exts[ext.Id.String()] = true
+	}
+	if !exts["2.5.29.35"] || !exts["2.5.29.20"] || len(exts) != 2 {
+		t.Fatalf("CRL extensions %v, want AKI and CRL number", exts)
 	}
 }
 
 func TestCRLLintsClean(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEnv(t, nil)
-			e.svc.directMin = mode.directMin
-			if err := certlint.CRL(e.svc.Current().DER); err != nil {
-				t.Fatalf("empty CRL: %v", err)
-			}
-			revokedSet(e)
-			if err := certlint.CRL(e.svc.Current().DER); err != nil {
-				t.Fatalf("CRL: %v", err)
-			}
-		})
+	e := newEnv(t, nil)
+	if err := certlint.CRL(e.svc.Current().DER); err != nil {
+		t.Fatalf("empty CRL: %v", err)
+	}
+	revokedSet(e)
+	if err := certlint.CRL(e.svc.Current().DER); err != nil {
+		t.Fatalf("CRL: %v", err)
 	}
 }
 
 func TestOpenSSLParsesCRL(t *testing.T) {
 	openssl := realtools.OpenSSL(t)
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEnv(t, nil)
-			e.svc.directMin = mode.directMin
-			revoked := revokedSet(e)
-			crl := e.svc.Current()
-			dir := t.TempDir()
-			der := filepath.Join(dir, "crl.der")
-			if err := os.WriteFile(der, crl.DER, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err := exec.Command(openssl, "crl", "-inform", "DER", "-in", der, "-noout", "-text").CombinedOutput()
-			if err != nil {
-				t.Fatalf("openssl crl: %v\n%s", err, out)
-			}
-			text := string(out)
-			for _, want := range []string{
-				"Certificate Revocation List (CRL):", "Version 2 (0x1)",
-				"X509v3 Authority Key Identifier", "X509v3 CRL Number",
-				"Key Compromise", "Superseded", "Affiliation Changed", "Cessation Of Operation", "Privilege Withdrawn",
-			} {
-				if !strings.Contains(text, want) {
-					t.Errorf("openssl output lacks %q", want)
-				}
-			}
-			if m := regexp.MustCompile(`X509v3 CRL Number:\s*\n\s*(\d+)`).FindStringSubmatch(text); m == nil || m[1] != fmt.Sprint(crl.Number) {
-				t.Errorf("openssl reads CRL number %v, want %d", m, crl.Number)
-			}
-			if n := strings.Count(text, "Serial Number:"); n != len(revoked) {
-				t.Errorf("openssl lists %d serials, want %d", n, len(revoked))
-			}
-			for serial := range revoked {
-				if !strings.Contains(strings.ToUpper(text), strings.ToUpper(strings.TrimLeft(serial, "0"))) {
-					t.Errorf("openssl output lacks serial %s", serial)
-				}
-			}
-			// The PEM form parses too, and verifies against the intermediate.
-			pemPath, caPath := filepath.Join(dir, "crl.pem"), filepath.Join(dir, "ca.pem")
-			if err := os.WriteFile(pemPath, crl.PEM, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(caPath, e.auth.ChainPEM(), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err = exec.Command(openssl, "crl", "-in", pemPath, "-CAfile", caPath, "-noout").CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "verify OK") {
-				t.Fatalf("openssl crl -CAfile: %v\n%s", err, out)
-			}
-		})
+	e := newEnv(t, nil)
+	revoked := revokedSet(e)
+	crl := e.svc.Current()
+	dir := t.TempDir()
+	der := filepath.Join(dir, "crl.der")
+	if err := os.WriteFile(der, crl.DER, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(openssl, "crl", "-inform", "DER", "-in", der, "-noout", "-text").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl crl: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{
+		"Certificate Revocation List (CRL):", "Version 2 (0x1)",
+		"X509v3 Authority Key Identifier", "X509v3 CRL Number",
+		"Key Compromise", "Superseded", "Affiliation Changed", "Cessation Of Operation", "Privilege Withdrawn",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("openssl output lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`X509v3 CRL Number:\s*\n\s*(\d+)`).FindStringSubmatch(text); m == nil || m[1] != fmt.Sprint(crl.Number) {
+		t.Errorf("openssl reads CRL number %v, want %d", m, crl.Number)
+	}
+	if n := strings.Count(text, "Serial Number:"); n != len(revoked) {
+		t.Errorf("openssl lists %d serials, want %d", n, len(revoked))
+	}
+	for serial := range revoked {
+		if !strings.Contains(strings.ToUpper(text), strings.ToUpper(strings.TrimLeft(serial, "0"))) {
+			t.Errorf("openssl output lacks serial %s", serial)
+		}
+	}
+	// The PEM form parses too, and verifies against the intermediate.
+	pemPath, caPath := filepath.Join(dir, "crl.pem"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(pemPath, crl.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caPath, e.auth.ChainPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(openssl, "crl", "-in", pemPath, "-CAfile", caPath, "-noout").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "verify OK") {
+		t.Fatalf("openssl crl -CAfile: %v\n%s", err, out)
 	}
 }
 
