@@ -2,7 +2,6 @@ package anchors
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -33,12 +32,13 @@ func realCA(t *testing.T) *ca.Authority {
 func bigCRL(t *testing.T, a *ca.Authority, number int64, n int) *revocation.CRL {
 	t.Helper()
 	now := time.Now().Truncate(time.Second)
-	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}
+	req := ca.CRLRequest{Number: number, ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour)}
 	for i := range n {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber: new(big.Int).Lsh(big.NewInt(int64(i+1)), 100), RevocationTime: now})
+		rc, err := ca.NewRevokedCert(new(big.Int).Lsh(big.NewInt(int64(i+1)), 100), now, 0)
+		must(t, err)
+		req.Entries = append(req.Entries, rc)
 	}
-	der, err := a.SignCRL(tmpl)
+	der, err := a.SignCRL(req)
 	must(t, err)
 	return &revocation.CRL{DER: der, PEM: pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), Number: number,
 		ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour), Entries: n}
