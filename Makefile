@@ -1,6 +1,7 @@
 # lanyard — the two set-up commands are `make run` and `make test`.
 # Everything the tests need (openssl, Debian's chromium, the pinned
-# aws_signing_helper) is installed or built by the `deps` target.
+# aws_signing_helper, softhsm2 for the PKCS#11 CA key) is installed or built
+# by the `deps` target.
 
 GO        ?= go
 BIN       := bin
@@ -28,6 +29,7 @@ $(HELPER): tools/signinghelper/go.mod tools/signinghelper/go.sum
 deps: $(HELPER)
 	@command -v openssl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v softhsm2-util >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2; }
 
 # Start the CA in development mode: ./.lanyard is created on first run
 # (CA, store, config, and the in-process Roles Anywhere emulator).

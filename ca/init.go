@@ -126,7 +126,7 @@ func Init(opts InitOptions) (*Paths, error) {
 		keyURI    string
 	)
 	if opts.KMS != "" {
-		k, err := kmsCreateKey(opts.KMS, spec, opts.Passphrase)
+		k, err := kmsCreateKey(opts.KMS, IntermediateKeyFile, spec, opts.Passphrase, now)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.step.sm/crypto/kms"
 	"go.step.sm/crypto/kms/apiv1"
@@ -75,19 +77,67 @@ type kmsKey struct {
 	closer io.Closer
 }
 
+// pkcs11KeyName returns the key URI under which a new key is created in the
+// PKCS#11 token kmsURI names: kmsURI itself when it already names an object
+// (id and object), else kmsURI with a random 8-byte id and the label
+// object added, so that every key lanyard creates in a token (one per
+// rotation) has its own id and no URI needs to be made up by hand.
+func pkcs11KeyName(kmsURI, object string) (string, error) {
+	u, err := uri.ParseWithScheme(string(apiv1.PKCS11), kmsURI)
+	if err != nil {
+		return "", fmt.Errorf("ca: pkcs11 URI %q: %w", kmsURI, err)
+	}
+	hasID, hasObject := len(u.GetEncoded("id")) > 0, u.Get("object") != ""
+	switch {
+	case hasID && hasObject:
+		return kmsURI, nil
+	case hasID || hasObject:
+		return "", fmt.Errorf("ca: pkcs11 URI %q: give both id and object for the new key, or neither (lanyard then picks them)", kmsURI)
+	}
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("ca: pkcs11 key id: %w", err)
+	}
+	var enc strings.Builder
+	for _, b := range id {
+		fmt.Fprintf(&enc, "%%%02x", b)
+	}
+	path, query, _ := strings.Cut(kmsURI, "?")
+	name := path + ";id=" + enc.String() + ";object=" + url.PathEscape(object)
+	if query != "" {
+		name += "?" + query
+	}
+	return name, nil
+}
+
+// kmsKeyLabel is the PKCS#11 object label of an intermediate key created at
+// now: unique per second, so the keys of successive rotations can be told
+// apart in the token (pkcs11-tool --list-objects).
+func kmsKeyLabel(now time.Time) string {
+	return "lanyard-intermediate-" + now.UTC().Format("20060102T150405Z")
+}
+
 // kmsCreateKey creates the intermediate key through the KMS named by kmsURI.
 // With softkms the key is written (encrypted with passphrase when it is
-// non-nil) to Dir/intermediate.key and referenced by a path relative to the
-// CA folder, so the folder can be moved. With other KMS types kmsURI also
-// names the key to create.
-func kmsCreateKey(kmsURI string, spec keySpec, passphrase []byte) (*kmsKey, error) {
+// non-nil) to keyFile (relative to the CA folder, so the folder can be
+// moved). With pkcs11 the key is generated inside the token, not
+// extractable, under kmsURI's id and object or, when kmsURI names no
+// object, a fresh id and the label kmsKeyLabel(now). With other KMS types
+// kmsURI also names the key to create.
+func kmsCreateKey(kmsURI, keyFile string, spec keySpec, passphrase []byte, now time.Time) (*kmsKey, error) {
 	km, t, err := openKMS(kmsURI)
 	if err != nil {
 		return nil, err
 	}
 	name := kmsURI
-	if t == apiv1.SoftKMS {
-		name = softKMSURI(IntermediateKeyFile)
+	switch t {
+	case apiv1.SoftKMS:
+		name = softKMSURI(keyFile)
+	case apiv1.PKCS11:
+		if name, err = pkcs11KeyName(kmsURI, kmsKeyLabel(now)); err != nil {
+			km.Close()
+			return nil, err
+		}
 	}
 	resp, err := km.CreateKey(&apiv1.CreateKeyRequest{
 		Name:               name,

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lanyard/lanyard/internal/realtools"
+)
+
+// caSite is a non-dev CA folder for the lifecycle tests: a config file, a
+// CA initialised with `lanyard init`, and helpers to run the binary in it.
+type caSite struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	cfg    string
+	listen string
+	env    []string
+}
+
+// siteOptions are what a test changes about a caSite; the zero value is a
+// plain bbolt CA with the covalent profile.
+type siteOptions struct {
+	// KMS is the kms key of the configuration and init's --kms.
+	KMS string
+	// Extra is appended to the configuration YAML.
+	Extra string
+}
+
+// newCASite writes a configuration and runs `lanyard init` with it.
+func newCASite(t *testing.T, o siteOptions) *caSite {
+	t.Helper()
+	s := &caSite{t: t, bin: lanyardBinary(t), dir: t.TempDir(), listen: freeAddr(t)}
+	s.cfg = filepath.Join(s.dir, "lanyard.yaml")
+	yaml := fmt.Sprintf(`listen: %s
+data_dir: %s
+server_names: [127.0.0.1]
+default_profile: covalent
+profiles:
+  covalent:
+    cn: ["*.covalent.example.net"]
+    dns: ["*.covalent.example.net"]
+    default_ttl: 24h
+    max_ttl: 24h
+crl:
+  validity: 24h
+`, s.listen, filepath.Join(s.dir, "data"))
+	if o.KMS != "" {
+		yaml += fmt.Sprintf("kms: %q\n", o.KMS)
+	}
+	yaml += o.Extra
+	if err := os.WriteFile(s.cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.env = append(realtools.HelperEnv(), "LANYARD_CONFIG="+s.cfg)
+	args := []string{"init", "--root-key-out", filepath.Join(s.dir, "offline", "root.key")}
+	if o.KMS != "" {
+		args = append(args, "--kms", o.KMS)
+	}
+	s.run(args...)
+	return s
+}
+
+// caDir is the CA folder of the site.
+func (s *caSite) caDir() string { return filepath.Join(s.dir, "data", "ca") }
+
+// command returns an exec.Cmd for the binary in the site.
+func (s *caSite) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir, cmd.Env = s.dir, s.env
+	return cmd
+}
+
+// run runs the binary and fails the test when it fails.
+func (s *caSite) run(args ...string) string {
+	s.t.Helper()
+	out, err := s.command(args...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("lanyard %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// serve starts `lanyard serve` (cmd lets the caller change the process
+// first, e.g. its limits), waits until /healthz answers and stops it at
+// the end of the test.
+func (s *caSite) serve(prepare func(*exec.Cmd)) *exec.Cmd {
+	s.t.Helper()
+	cmd := s.command("serve")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if prepare != nil {
+		prepare(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := s.healthy(); err == nil {
+			return cmd
+		}
+		select {
+		case err := <-exited:
+			s.t.Fatalf("lanyard serve exited before it was healthy: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("lanyard serve not healthy within 60s")
+		}
+	}
+}
+
+// healthy asks /healthz, trusting the site's root.
+func (s *caSite) healthy() error {
+	resp, err := s.httpClient().Get("https://" + s.listen + "/healthz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz: %s", resp.Status)
+	}
+	return nil
+}
+
+// httpClient trusts the roots of the site's CA folder.
+func (s *caSite) httpClient() *http.Client {
+	pool := x509.NewCertPool()
+	for _, f := range []string{"root.crt", "roots.pem"} {
+		if b, err := os.ReadFile(filepath.Join(s.caDir(), f)); err == nil {
+			pool.AppendCertsFromPEM(b)
+		}
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+}
+
+// enroll mints a token for cn and enrolls a host folder with it.
+func (s *caSite) enroll(cn string) (string, error) {
+	s.t.Helper()
+	tok := strings.TrimSpace(s.run("token", "--cn", cn, "-q"))
+	tokFile := filepath.Join(s.t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	out := filepath.Join(s.dir, "hosts", cn)
+	b, err := s.command("enroll", "--ca", "https://"+s.listen, "--roots", filepath.Join(s.caDir(), "root.crt"),
+		"--token", tok, "--out", out).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("enroll %s: %v\n%s", cn, err, b)
+	}
+	return out, nil
+}
+
+// hostCert reads a host folder's current certificate.
+func hostCert(t *testing.T, dir string) *x509.Certificate {
+	t.Helper()
+	c, err := readCertFile(filepath.Join(dir, "cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestPKCS11ServeEndToEnd runs the CA with its intermediate key in a real
+// SoftHSM v2 token: init creates the key in the token, serve loads it
+// from there, a host enrolls, a revocation puts it on a CRL signed in the
+// token, and no private key of the CA is ever a file.
+func TestPKCS11ServeEndToEnd(t *testing.T) {
+	tok := realtools.NewSoftHSMToken(t)
+	s := newCASite(t, siteOptions{KMS: tok.KMS()})
+	s.env = append(s.env, "SOFTHSM2_CONF="+tok.Conf)
+	if _, err := os.Stat(filepath.Join(s.caDir(), "intermediate.key")); !os.IsNotExist(err) {
+		t.Fatalf("intermediate.key exists (%v): the key must stay in the token", err)
+	}
+	s.serve(nil)
+	host, err := s.enroll("hsm1.covalent.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(realtools.OpenSSL(t), "verify", "-CAfile", filepath.Join(s.caDir(), "root.crt"),
+		"-untrusted", filepath.Join(host, "chain.pem"), filepath.Join(host, "cert.pem")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl verify of a certificate signed in the token: %v\n%s", err, out)
+	}
+	leaf := hostCert(t, host)
+	s.run("revoke", "--cn", "hsm1.covalent.example.net", "--reason", "keyCompromise")
+	intermediate, err := readCertFile(filepath.Join(s.caDir(), "intermediate.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crl *x509.RevocationList
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		crl = fetchCRL(t, s)
+		if crlLists(crl, leaf) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !crlLists(crl, leaf) {
+		t.Fatal("the revoked certificate is not on the CRL")
+	}
+	if err := crl.CheckSignatureFrom(intermediate); err != nil {
+		t.Fatalf("CRL signed in the token: %v", err)
+	}
+}
+
+// fetchCRL downloads /crl.
+func fetchCRL(t *testing.T, s *caSite) *x509.RevocationList {
+	t.Helper()
+	resp, err := s.httpClient().Get("https://" + s.listen + "/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	der, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("parse /crl: %v", err)
+	}
+	return crl
+}
+
+func crlLists(crl *x509.RevocationList, c *x509.Certificate) bool {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// readCertFile reads the first certificate of a PEM file.
+func readCertFile(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New(path + ": no PEM certificate")
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
