@@ -97,8 +97,11 @@ func TestPKCS11SoftHSM(t *testing.T) {
 					t.Fatalf("SignLeaf #%d in the token: %v", i, err)
 				}
 			}
-			crlDER, err := a.SignCRL(&x509.RevocationList{Number: big.NewInt(7), NextUpdate: now.Add(time.Hour),
-				RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: leaf.SerialNumber, RevocationTime: now}}})
+			entry, err := NewRevokedCert(leaf.SerialNumber, now, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crlDER, err := a.SignCRL(CRLRequest{Number: 7, ThisUpdate: now, NextUpdate: now.Add(time.Hour), Entries: []*RevokedCert{entry}})
 			if err != nil {
 				t.Fatalf("SignCRL: %v", err)
 			}
