@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lanyard/lanyard/anchors/trust"
 )
 
 // AWS limits the emulator enforces.
@@ -87,6 +89,7 @@ type profile struct {
 	durationSeconds           int
 	acceptRoleSessionName     bool
 	requireInstanceProperties bool
+	mappings                  []trust.Mapping
 	tags                      []tag
 	createdBy                 string
 	created, updated          time.Time
@@ -155,15 +158,31 @@ func (a *trustAnchor) view() trustAnchorJSON {
 	}
 }
 
-var defaultMappings = []attributeMapping{
-	{CertificateField: "x509Issuer", MappingRules: []mappingRule{{"*"}}},
-	{CertificateField: "x509SAN", MappingRules: []mappingRule{{"DNS"}, {"URI"}, {"Name/*"}}},
-	{CertificateField: "x509Subject", MappingRules: []mappingRule{{"*"}}},
+// mappingsJSON is the API's view of a profile's attribute mappings.
+func mappingsJSON(ms []trust.Mapping) []attributeMapping {
+	out := []attributeMapping{}
+	for _, m := range ms {
+		am := attributeMapping{CertificateField: m.Field, MappingRules: []mappingRule{}}
+		for _, s := range m.Specifiers {
+			am.MappingRules = append(am.MappingRules, mappingRule{s})
+		}
+		out = append(out, am)
+	}
+	return out
+}
+
+// cloneMappings deep-copies ms.
+func cloneMappings(ms []trust.Mapping) []trust.Mapping {
+	out := make([]trust.Mapping, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, trust.Mapping{Field: m.Field, Specifiers: append([]string{}, m.Specifiers...)})
+	}
+	return out
 }
 
 func (p *profile) view() profileJSON {
 	return profileJSON{
-		AcceptRoleSessionName: p.acceptRoleSessionName, AttributeMappings: defaultMappings,
+		AcceptRoleSessionName: p.acceptRoleSessionName, AttributeMappings: mappingsJSON(p.mappings),
 		CreatedAt: ts(p.created), CreatedBy: p.createdBy, DurationSeconds: p.durationSeconds, Enabled: p.enabled,
 		ManagedPolicyArns: append([]string{}, p.managedPolicyArns...), Name: p.name, ProfileArn: p.arn, ProfileID: p.id,
 		RequireInstanceProperties: p.requireInstanceProperties, RoleArns: append([]string{}, p.roleArns...),
@@ -242,6 +261,25 @@ func (e *Emulator) route(r *http.Request, body []byte) (int, any, error) {
 			p.updated = e.now()
 			return 200, map[string]any{"profile": p.view()}, nil
 		}
+	case len(segs) == 3 && segs[0] == "profiles" && segs[2] == "mappings":
+		p, err := e.profileByID(segs[1])
+		if err != nil {
+			return 0, nil, err
+		}
+		switch m {
+		case "PUT":
+			return e.putAttributeMapping(p, body)
+		case "DELETE":
+			return e.deleteAttributeMapping(p, r)
+		}
+	case m == "PATCH" && len(segs) == 1 && segs[0] == "put-notifications-settings":
+		return e.putNotificationSettings(body)
+	case m == "PATCH" && len(segs) == 1 && segs[0] == "reset-notifications-settings":
+		return e.resetNotificationSettings(body)
+	case m == "GET" && len(segs) == 1 && segs[0] == "subjects":
+		return e.listSubjects(r)
+	case m == "GET" && len(segs) == 2 && segs[0] == "subject":
+		return e.getSubject(segs[1])
 	case m == "POST" && len(segs) == 1 && segs[0] == "crls":
 		return e.importCRL(body)
 	case m == "GET" && len(segs) == 1 && segs[0] == "crls":
@@ -602,7 +640,7 @@ func (e *Emulator) createProfile(body []byte) (int, any, error) {
 	id := newUUID()
 	p := &profile{
 		id: id, arn: e.arn("profile", id), name: *in.Name, roleArns: in.RoleArns, managedPolicyArns: in.ManagedPolicyArns,
-		durationSeconds: DefaultDurationSeconds, tags: in.Tags, created: now, updated: now,
+		durationSeconds: DefaultDurationSeconds, mappings: cloneMappings(trust.DefaultMappings), tags: in.Tags, created: now, updated: now,
 		createdBy: "arn:aws:iam::" + e.account + ":user/" + e.creds.AccessKeyID,
 	}
 	p.apply(&in)

@@ -43,6 +43,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/lanyard/lanyard/anchors/trust"
 )
 
 // Defaults used when Options leaves a field empty.
@@ -91,14 +93,27 @@ type Emulator struct {
 	now             func() time.Time
 	log             *slog.Logger
 
-	mu        sync.Mutex
-	throttle  int
-	anchors   []*trustAnchor
-	profiles  []*profile
-	crls      []*crl
-	sessions  []Session
-	subjects  map[string]string // x509 subject string -> subject id
-	requestID uint64
+	mu       sync.Mutex
+	throttle int
+	anchors  []*trustAnchor
+	profiles []*profile
+	crls     []*crl
+	sessions []Session
+	issued   map[string]*issuedCreds // access key ID -> what STS checks
+	// subjects by x509 subject string, and in first-seen order.
+	subjects      map[string]*subjectRec
+	subjectOrder  []*subjectRec
+	trustPolicies map[string]*trust.Policy // role ARN -> its trust policy
+	requestID     uint64
+}
+
+// issuedCreds are the temporary credentials of one session, as STS checks
+// them.
+type issuedCreds struct {
+	secret, token string
+	expiration    time.Time
+	arn, userID   string
+	account       string
 }
 
 // New returns an Emulator with empty state.
@@ -109,7 +124,8 @@ func New(opts Options) *Emulator {
 		now:      opts.Now,
 		log:      opts.Logger,
 		throttle: opts.ThrottleFirstN,
-		subjects: map[string]string{},
+		subjects: map[string]*subjectRec{}, issued: map[string]*issuedCreds{},
+		trustPolicies: map[string]*trust.Policy{},
 	}
 	if e.region == "" {
 		e.region = DefaultRegion
@@ -175,6 +191,18 @@ type Session struct {
 	AccessKeyID string
 	// Expiration is when the issued credentials expire.
 	Expiration time.Time
+	// AssumedRoleArn and AssumedRoleID are what STS GetCallerIdentity
+	// answers for the session (Arn, UserId).
+	AssumedRoleArn, AssumedRoleID string
+	// Tags are the session tags the profile's attribute mappings gave
+	// (keys without "aws:PrincipalTag/").
+	Tags map[string]string
+	// SessionPolicy and ManagedPolicyArns are the profile's, passed to the
+	// session (recorded; IAM authorization of later calls is not emulated).
+	SessionPolicy     string
+	ManagedPolicyArns []string
+	// SourceIP is the CreateSession client's address.
+	SourceIP string
 }
 
 // Sessions returns a copy of every session handed out, oldest first.

@@ -133,7 +133,11 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		e.writeError(w, r, err)
 		return
 	}
-	if err := e.verifySigV4(r, body); err != nil {
+	if r.URL.Path == "/" && r.Method == http.MethodPost {
+		e.handleSTS(w, r, body)
+		return
+	}
+	if err := e.verifySigV4(r, body, e.controlPlaneScope()); err != nil {
 		e.writeError(w, r, err)
 		return
 	}
@@ -159,10 +163,29 @@ func (e *Emulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // maxSkew is the SigV4 clock tolerance.
 const maxSkew = 5 * time.Minute
 
-// verifySigV4 checks a control-plane request's standard SigV4 signature by
-// recomputing it with aws-sdk-go-v2's signer over the headers the request
-// says it signed, and comparing.
-func (e *Emulator) verifySigV4(r *http.Request, body []byte) error {
+// sigV4Scope says what verifySigV4 accepts: the service of the credential
+// scope, the region ("" any: STS takes the client's), and the secret of an
+// access key (or why the key is refused).
+type sigV4Scope struct {
+	service, region string
+	secret          func(akid string, r *http.Request) (string, error)
+}
+
+// controlPlaneScope accepts the one configured access key, in the
+// emulator's region, for service rolesanywhere.
+func (e *Emulator) controlPlaneScope() sigV4Scope {
+	return sigV4Scope{service: "rolesanywhere", region: e.region, secret: func(akid string, _ *http.Request) (string, error) {
+		if akid != e.creds.AccessKeyID {
+			return "", newErr(http.StatusForbidden, ErrUnrecognizedClient, "The security token included in the request is invalid.")
+		}
+		return e.creds.SecretAccessKey, nil
+	}}
+}
+
+// verifySigV4 checks a request's standard SigV4 signature by recomputing
+// it with aws-sdk-go-v2's signer over the headers the request says it
+// signed, and comparing.
+func (e *Emulator) verifySigV4(r *http.Request, body []byte, scope sigV4Scope) error {
 	authz := r.Header.Get("Authorization")
 	if authz == "" {
 		return newErr(http.StatusForbidden, ErrMissingAuthentication, "Missing Authentication Token")
@@ -188,8 +211,9 @@ func (e *Emulator) verifySigV4(r *http.Request, body []byte) error {
 		return newErr(http.StatusBadRequest, ErrIncompleteSignature, "Credential must be AKID/date/region/service/aws4_request")
 	}
 	akid, date, region, service := parts[0], parts[1], parts[2], parts[3]
-	if akid != e.creds.AccessKeyID {
-		return newErr(http.StatusForbidden, ErrUnrecognizedClient, "The security token included in the request is invalid.")
+	secret, err := scope.secret(akid, r)
+	if err != nil {
+		return err
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	t, err := time.Parse("20060102T150405Z", amzDate)
@@ -199,11 +223,11 @@ func (e *Emulator) verifySigV4(r *http.Request, body []byte) error {
 	if date != amzDate[:8] {
 		return newErr(http.StatusForbidden, ErrInvalidSignature, "Credential date does not match X-Amz-Date")
 	}
-	if region != e.region {
+	if scope.region != "" && region != scope.region {
 		return newErr(http.StatusForbidden, ErrInvalidSignature, fmt.Sprintf("Credential should be scoped to a valid region, not '%s'.", region))
 	}
-	if service != "rolesanywhere" {
-		return newErr(http.StatusForbidden, ErrInvalidSignature, fmt.Sprintf("Credential should be scoped to correct service: 'rolesanywhere', not '%s'.", service))
+	if service != scope.service {
+		return newErr(http.StatusForbidden, ErrInvalidSignature, fmt.Sprintf("Credential should be scoped to correct service: '%s', not '%s'.", scope.service, service))
 	}
 	now := e.now()
 	if d := now.Sub(t); d > maxSkew || d < -maxSkew {
@@ -245,7 +269,7 @@ func (e *Emulator) verifySigV4(r *http.Request, body []byte) error {
 		return newErr(http.StatusBadRequest, ErrInvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed.")
 	}
 	signer := v4.NewSigner()
-	if err := signer.SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: e.creds.SecretAccessKey},
+	if err := signer.SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret},
 		re, payloadHash, service, region, t); err != nil {
 		return newErr(http.StatusInternalServerError, "InternalServerException", err.Error())
 	}

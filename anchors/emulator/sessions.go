@@ -5,15 +5,18 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/anchors/trust"
 	"github.com/lanyard/lanyard/anchors/x509sigv4"
 )
 
@@ -85,7 +88,7 @@ type sessionResult struct {
 
 // createSession verifies a CreateSession request as IAM Roles Anywhere does
 // (reference §6) and issues credentials.
-func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, error) {
+func (e *Emulator) createSession(r *http.Request, body []byte) (_ *sessionResult, err error) {
 	now := e.now()
 
 	// 1. Authorization header and its scope.
@@ -163,6 +166,15 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, 
 	if err := x509sigv4.VerifySignature(leaf.PublicKey, auth.Algorithm, sts, auth.Signature); err != nil {
 		return nil, badSignature(err.Error())
 	}
+	// From here on the caller has proven the certificate's key: a refusal
+	// is recorded against the subject (ListSubjects), as a success is.
+	defer func() {
+		if err != nil {
+			e.mu.Lock()
+			e.recordSubject(leaf, now, true)
+			e.mu.Unlock()
+		}
+	}()
 
 	// 4. Parameters: ARNs from the query string or the JSON body.
 	var in createSessionInput
@@ -196,7 +208,7 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, 
 
 	// 5. Anchor, profile, role.
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.mu.Unlock() // runs before the recording defer above, which locks again
 	anchor := e.anchorByArn(in.TrustAnchorArn)
 	if anchor == nil {
 		return nil, notFound("Trust anchor %s not found", in.TrustAnchorArn)
@@ -256,7 +268,7 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, 
 		sessionName = *in.RoleSessionName
 	}
 
-	// 8. Credentials.
+	// 8. Session tags and the role's trust policy.
 	cn := leaf.Subject.CommonName
 	sourceIdentity := ""
 	switch {
@@ -265,12 +277,18 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, 
 	case len(cn) <= 61:
 		sourceIdentity = "CN=" + cn
 	}
-	subject := leaf.Subject.String()
-	subjectID, ok := e.subjects[subject]
-	if !ok {
-		subjectID = newUUID()
-		e.subjects[subject] = subjectID
+	tags := trust.SessionTags(leaf, prof.mappings)
+	sourceIP := clientIP(r)
+	if pol := e.trustPolicies[in.RoleArn]; pol != nil {
+		d := trust.Evaluate(pol, trust.Request{Tags: tags, SourceArn: anchor.arn, SourceAccount: e.account,
+			SourceIdentity: sourceIdentity, SourceIP: sourceIP})
+		if !d.Allowed {
+			return nil, accessDenied("Access Denied", d.Reason)
+		}
 	}
+
+	// 9. Credentials.
+	subject := e.recordSubject(leaf, now, false)
 	roleName := in.RoleArn[strings.LastIndex(in.RoleArn, "/")+1:]
 	roleAccount := ""
 	if p := strings.Split(in.RoleArn, ":"); len(p) > 4 {
@@ -281,7 +299,7 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, 
 	set := credentialSetJSON{
 		AssumedRoleUser: assumedRoleUserJSON{
 			Arn:           "arn:aws:sts::" + roleAccount + ":assumed-role/" + roleName + "/" + sessionName,
-			AssumedRoleID: "AROA" + randomString(17, upperAlnum) + ":" + sessionName,
+			AssumedRoleID: e.roleID(in.RoleArn) + ":" + sessionName,
 		},
 		Credentials: credentialsJSON{
 			AccessKeyID: akid, Expiration: exp.Format(time.RFC3339),
@@ -290,12 +308,39 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (*sessionResult, 
 		RoleArn: in.RoleArn, SourceIdentity: sourceIdentity,
 	}
 	sess := Session{
-		Time: now, Serial: leaf.SerialNumber, CommonName: cn, Subject: subject,
+		Time: now, Serial: leaf.SerialNumber, CommonName: cn, Subject: leaf.Subject.String(),
 		TrustAnchorArn: anchor.arn, ProfileArn: prof.arn, RoleArn: in.RoleArn, RoleSessionName: sessionName,
 		SourceIdentity: sourceIdentity, DurationSeconds: duration, AccessKeyID: akid, Expiration: exp,
+		AssumedRoleArn: set.AssumedRoleUser.Arn, AssumedRoleID: set.AssumedRoleUser.AssumedRoleID,
+		Tags: tags, SessionPolicy: prof.sessionPolicy, ManagedPolicyArns: append([]string(nil), prof.managedPolicyArns...),
+	}
+	if sourceIP.IsValid() {
+		sess.SourceIP = sourceIP.String()
 	}
 	e.sessions = append(e.sessions, sess)
-	return &sessionResult{set: set, subjectArn: e.arn("subject", subjectID), sess: sess}, nil
+	e.issued[akid] = &issuedCreds{secret: set.Credentials.SecretAccessKey, token: set.Credentials.SessionToken,
+		expiration: exp, arn: sess.AssumedRoleArn, userID: sess.AssumedRoleID, account: roleAccount}
+	return &sessionResult{set: set, subjectArn: e.arn("subject", subject.id), sess: sess}, nil
+}
+
+// roleID is the role's stable unique ID ("AROA…"), derived from its ARN so
+// that every session of a role shows the same one, as IAM's does.
+func (e *Emulator) roleID(roleArn string) string {
+	sum := sha256.Sum256([]byte(roleArn))
+	b := make([]byte, 17)
+	for i := range b {
+		b[i] = upperAlnum[int(sum[i])%len(upperAlnum)]
+	}
+	return "AROA" + string(b)
+}
+
+// clientIP is the request's peer address (invalid if it has none).
+func clientIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // checkLeaf applies the end-entity rules: X.509 v3, not a CA, digitalSignature
