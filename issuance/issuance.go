@@ -1,11 +1,17 @@
 // Package issuance decides what lanyard signs. It owns profiles (which
 // CNs, SANs, key types and lifetimes a token may get), enrollment tokens
-// (single use, stored hashed), CSR checks, certificate templates,
-// pre-issuance lint, and recording every certificate in the store before
-// it is returned.
+// (single use, stored hashed), the server side of renewal (mTLS with the
+// current certificate, and the ARI-style renewal windows), CSR checks,
+// certificate templates, pre-issuance lint, and recording every
+// certificate in the store before it is returned.
 //
-// A certificate's CN and SANs come from the token and the profile; a CSR
-// can narrow them, never widen them.
+// There is one path to a leaf: an authorization (AuthorizeToken,
+// AuthorizeRenewal) yields a Grant, and Issue checks the CSR against the
+// grant and the profile as it is now, signs through package ca, and
+// records the certificate in the transaction that consumes the
+// authorization. Nothing else in the package, and nothing outside it,
+// signs a leaf. A certificate's CN and SANs are the grant's, which the
+// profile allows; a CSR may ask for no more than them.
 package issuance
 
 import (
@@ -53,21 +59,38 @@ type Signer interface {
 	Intermediate() *x509.Certificate
 }
 
+// Store is what issuance needs of the store (package store's DB, or any
+// engine passing its conformance suite). RedeemToken and InsertRenewal
+// must record the certificate and consume the authorization (mark the
+// token used, link the predecessor) in one durable transaction, and fail
+// writing nothing; concurrent redemptions of one token: exactly one
+// succeeds.
+type Store interface {
+	PutToken(ctx context.Context, t *store.Token, ev *store.AuditEvent) error
+	GetToken(id string) (*store.Token, error)
+	GetCert(serial string) (*store.Cert, error)
+	RedeemToken(ctx context.Context, tokenID string, tokenHash []byte, now time.Time, c *store.Cert, ev *store.AuditEvent) error
+	InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent) error
+}
+
 // Service issues certificates. It is safe for concurrent use; profiles
 // can be swapped at run time with SetProfiles.
 type Service struct {
 	signer   Signer
-	db       *store.DB
+	db       Store
 	now      func() time.Time
 	log      *slog.Logger
 	profiles atomic.Pointer[Profiles]
 	crlDP    string
+	// rotating, when set, makes every renewal window "now" (issuing CA
+	// rotation).
+	rotating func() bool
 }
 
 // Config builds a Service.
 type Config struct {
 	Signer   Signer
-	Store    *store.DB
+	Store    Store
 	Profiles *Profiles
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
@@ -203,48 +226,16 @@ func checkCSRNames(csr *x509.CertificateRequest, cn string, dns []string) error 
 	return nil
 }
 
-// Enroll redeems token for a certificate for the CSR's key. The token is
-// checked before any signing work and consumed atomically with the
-// store write, so concurrent redemptions yield exactly one certificate.
+// Enroll redeems token for a certificate for the CSR's key:
+// AuthorizeToken then Issue. The token is checked before any signing work
+// and consumed atomically with the store write, so concurrent redemptions
+// yield exactly one certificate.
 func (s *Service) Enroll(ctx context.Context, token string, csrDER []byte) (*Issued, error) {
-	id, hash, err := ParseToken(token)
+	g, err := s.AuthorizeToken(token)
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
-	tok, err := s.db.GetToken(id)
-	if err != nil || !tokenUsable(tok, hash, now) {
-		return nil, ErrTokenInvalid
-	}
-	p, err := s.Profiles().Get(tok.Profile)
-	if err != nil {
-		return nil, err
-	}
-	if !p.AllowsCN(tok.CN) {
-		return nil, fmt.Errorf("%w: profile %q no longer allows CN %q", ErrNameNotAllowed, p.Name, tok.CN)
-	}
-	csr, err := ParseCSR(csrDER)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkCSRNames(csr, tok.CN, tok.DNSNames); err != nil {
-		return nil, err
-	}
-	issued, err := s.Sign(p, tok.CN, tok.DNSNames, csr.PublicKey, 0)
-	if err != nil {
-		return nil, err
-	}
-	issued.Record.TokenID = id
-	ev := &store.AuditEvent{At: now, Actor: "token:" + id, Action: "issue", Subject: issued.Record.Serial,
-		Detail: fmt.Sprintf("cn=%s profile=%s key=%s not_after=%s", tok.CN, p.Name, issued.Record.KeyType, issued.Cert.NotAfter.UTC().Format(time.RFC3339))}
-	if err := s.db.RedeemToken(ctx, id, hash, now, issued.Record, ev); err != nil {
-		if errors.Is(err, store.ErrTokenUsed) || errors.Is(err, store.ErrTokenExpired) ||
-			errors.Is(err, store.ErrTokenRevoked) || errors.Is(err, store.ErrNotFound) {
-			return nil, ErrTokenInvalid
-		}
-		return nil, fmt.Errorf("record certificate %s: %w", issued.Record.Serial, err)
-	}
-	return issued, nil
+	return s.Issue(ctx, g, csrDER)
 }
 
 func tokenUsable(t *store.Token, hash []byte, now time.Time) bool {
@@ -254,11 +245,10 @@ func tokenUsable(t *store.Token, hash []byte, now time.Time) bool {
 	return t.UsedAt.IsZero() && !t.Revoked && now.Before(t.ExpiresAt)
 }
 
-// Sign builds the certificate for cn/dns under profile p and signs it for
-// pub, without recording it: the caller stores it (RedeemToken,
-// InsertRenewal) before returning it to anyone. ttl 0 means the profile
-// default.
-func (s *Service) Sign(p *Profile, cn string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
+// sign builds the certificate for cn/dns under profile p and signs it for
+// pub, without recording it: only Issue calls it, and records the result
+// before returning it to anyone. ttl 0 means the profile default.
+func (s *Service) sign(p *Profile, cn string, dns []string, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
 	kt, err := p.AllowsKey(pub)
 	if err != nil {
 		return nil, err

@@ -218,7 +218,7 @@ func badCases() []badCase {
 		{"renew with revoked cert", func(e *badEnv) *http.Client { return e.revoked }, "POST", renewPath, "application/json", renewBody(goodCSR), 403},
 		{"renew garbage CSR", func(e *badEnv) *http.Client { return e.host }, "POST", renewPath, "application/json", renewBody(func(*testing.T) []byte { return []byte("x") }), 400},
 		{"renew changes CN", func(e *badEnv) *http.Client { return e.host }, "POST", renewPath, "application/json", renewBody(csrWith(&x509.CertificateRequest{Subject: pkix.Name{CommonName: "other.covalent.example.net"}})), 403},
-		{"renew changes key type", func(e *badEnv) *http.Client { return e.host }, "POST", renewPath, "application/json", renewBody(rsaCSR(2048)), 400},
+		{"renew to a key type the profile refuses", func(e *badEnv) *http.Client { return e.host }, "POST", renewPath, "application/json", renewBody(curveCSR(elliptic.P521())), 400},
 		// Admin calls.
 		{"token without admin cert", anon, "POST", adminToken, "application/json", tokenReq("x.covalent.example.net"), 401},
 		{"token with host cert", func(e *badEnv) *http.Client { return e.host }, "POST", adminToken, "application/json", tokenReq("x.covalent.example.net"), 403},

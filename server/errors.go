@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
@@ -34,18 +33,17 @@ func codeOf(err error) connect.Code {
 	case errors.Is(err, errNoClientCert), errors.Is(err, errBadClientCert),
 		errors.Is(err, issuance.ErrTokenMalformed),
 		errors.Is(err, issuance.ErrTokenInvalid),
-		errors.Is(err, renewal.ErrNotRenewable):
+		errors.Is(err, issuance.ErrNotRenewable):
 		return connect.CodeUnauthenticated
 	case errors.Is(err, errNotAdmin),
 		errors.Is(err, issuance.ErrNameNotAllowed),
-		errors.Is(err, renewal.ErrRevoked),
+		errors.Is(err, issuance.ErrRevoked),
 		errors.Is(err, store.ErrRevoked):
 		return connect.CodePermissionDenied
 	case errors.Is(err, issuance.ErrBadCSR),
 		errors.Is(err, issuance.ErrKeyType),
 		errors.Is(err, issuance.ErrUnknownProfile),
-		errors.Is(err, renewal.ErrKeyReuse),
-		errors.Is(err, renewal.ErrKeyTypeChange),
+		errors.Is(err, issuance.ErrKeyReuse),
 		errors.Is(err, revocation.ErrUnknownReason),
 		errors.Is(err, revocation.ErrBadRequest),
 		errors.Is(err, errBadArgument):

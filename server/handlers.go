@@ -58,7 +58,7 @@ func (h *certificateService) Renew(ctx context.Context, req *connect.Request[v1.
 		}
 		return nil, toConnect(h.s.log, proc, errNoClientCert)
 	}
-	r, err := h.s.opts.Renewal.Renew(ctx, cur, req.Msg.GetCsr())
+	r, err := h.s.opts.Issuance.Renew(ctx, cur, req.Msg.GetCsr())
 	if err != nil {
 		return nil, toConnect(h.s.log, proc, err)
 	}
@@ -75,7 +75,7 @@ func (h *certificateService) GetRoots(context.Context, *connect.Request[v1.GetRo
 }
 
 func (h *certificateService) GetRenewalInfo(_ context.Context, req *connect.Request[v1.GetRenewalInfoRequest]) (*connect.Response[v1.GetRenewalInfoResponse], error) {
-	w, err := h.s.opts.Renewal.Info(req.Msg.GetSerial())
+	w, err := h.s.opts.Issuance.RenewalInfo(req.Msg.GetSerial())
 	if err != nil {
 		return nil, toConnect(h.s.log, "GetRenewalInfo", err)
 	}

@@ -27,7 +27,6 @@ import (
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
@@ -47,7 +46,6 @@ type Options struct {
 	CA         *ca.Authority
 	Store      *store.DB
 	Issuance   *issuance.Service
-	Renewal    *renewal.Service
 	Revocation *revocation.Service
 	// Web is the admin page, mounted at /admin/ (optional).
 	Web http.Handler

@@ -22,7 +22,6 @@ import (
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
@@ -91,7 +90,6 @@ type app struct {
 	ca   *ca.Authority
 	db   *store.DB
 	iss  *issuance.Service
-	ren  *renewal.Service
 	rev  *revocation.Service
 	srv  *server.Server
 	opts server.Options
@@ -136,8 +134,8 @@ func buildApp(cfg *config.Config) (*app, error) {
 		authority.Close()
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, ca: authority, db: db, iss: iss, rev: rev, ren: renewal.NewService(iss, db, log)}
-	a.opts = server.Options{CA: authority, Store: db, Issuance: iss, Renewal: a.ren, Revocation: rev,
+	a := &app{cfg: cfg, log: log, ca: authority, db: db, iss: iss, rev: rev}
+	a.opts = server.Options{CA: authority, Store: db, Issuance: iss, Revocation: rev,
 		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
 		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
 		IdleTimeout: cfg.Limits.IdleTimeout, Logger: log, Extra: map[string]http.Handler{}}

@@ -1,5 +1,5 @@
 // Package testca starts a real lanyard CA for tests: a CA initialised in
-// t.TempDir(), a bbolt store, the issuance, renewal and revocation
+// t.TempDir(), a bbolt store, the issuance (enroll and renewal) and revocation
 // services, and the server on a loopback TLS port. Tests build it with
 // Start and change only what they are about through Options.
 package testca
@@ -20,7 +20,6 @@ import (
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
@@ -75,7 +74,6 @@ type CA struct {
 	Authority  *ca.Authority
 	Store      *store.DB
 	Issuance   *issuance.Service
-	Renewal    *renewal.Service
 	Revocation *revocation.Service
 	Server     *server.Server
 	Admin      *caclient.Clients
@@ -137,8 +135,8 @@ func Start(t testing.TB, opts Options) *CA {
 	if err != nil {
 		t.Fatalf("testca: revocation: %v", err)
 	}
-	c := &CA{Dir: dir, Authority: a, Store: db, Issuance: iss, Revocation: rev, Renewal: renewal.NewService(iss, db, nil), Paths: p, Now: now}
-	so := server.Options{CA: a, Store: db, Issuance: iss, Renewal: c.Renewal, Revocation: rev, Now: now}
+	c := &CA{Dir: dir, Authority: a, Store: db, Issuance: iss, Revocation: rev, Paths: p, Now: now}
+	so := server.Options{CA: a, Store: db, Issuance: iss, Revocation: rev, Now: now}
 	if opts.Web != nil {
 		so.Web = opts.Web(c)
 	}

@@ -1,6 +1,6 @@
 // Package schedule owns the renewal window: the ARI-style (RFC 9773)
 // answer to "when should this certificate be renewed?". The CA computes it
-// (package renewal) and the agent falls back on it when the CA cannot be
+// (package issuance) and the agent falls back on it when the CA cannot be
 // asked; it depends on nothing else of lanyard, so the host side stays
 // small.
 package schedule

@@ -1,0 +1,108 @@
+package issuance
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lanyard/lanyard/renewal/schedule"
+	"github.com/lanyard/lanyard/store"
+)
+
+// Sentinel errors of renewal (the server maps them to Connect codes).
+var (
+	// ErrNotRenewable: the presented certificate is unknown to the store,
+	// expired, or not issued by this CA. Final: retrying will not help; the
+	// host must enroll again.
+	ErrNotRenewable = errors.New("certificate cannot be renewed")
+	// ErrRevoked: the presented certificate is revoked. Final.
+	ErrRevoked = errors.New("certificate is revoked")
+	// ErrKeyReuse: the CSR carries the current key and the profile wants a
+	// new one. Final for that CSR; a new key fixes it.
+	ErrKeyReuse = errors.New("renewal must use a new key")
+)
+
+// Renewed is the outcome of a renewal.
+type Renewed struct {
+	*Issued
+	// Previous is the serial renewed.
+	Previous string
+	// Window is when to renew the new certificate.
+	Window schedule.Window
+}
+
+// Renew issues the successor of current (AuthorizeRenewal then Issue),
+// which the caller has verified as the TLS client certificate. Subject
+// and SANs come from the record, the lifetime from the profile; the new
+// record links to the old one and is durable before Renew returns.
+//
+// The key type is the profile's business only: a renewal may move to any
+// type the profile allows now. Whether the host can follow a change of
+// signing family (aws_signing_helper fixes it when it starts) is the
+// host's decision (the agent's allow_key_type_change), not the CA's.
+func (s *Service) Renew(ctx context.Context, current *x509.Certificate, csrDER []byte) (*Renewed, error) {
+	g, err := s.AuthorizeRenewal(current)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := s.Issue(ctx, g, csrDER)
+	if err != nil {
+		return nil, err
+	}
+	return &Renewed{Issued: iss, Previous: g.Predecessor, Window: s.window(iss.Record)}, nil
+}
+
+// SetRotating installs the predicate that says the issuing CA is being
+// rotated (every host should renew now). Call it before serving.
+func (s *Service) SetRotating(f func() bool) { s.rotating = f }
+
+// RenewalInfo returns the renewal window for serial: "now" when the server
+// wants the certificate replaced (revoked, CA rotating, the profile no
+// longer issuing it as it is), else the scheduled window.
+func (s *Service) RenewalInfo(serial string) (schedule.Window, error) {
+	rec, err := s.db.GetCert(serial)
+	if err != nil {
+		return schedule.Window{}, fmt.Errorf("renewal info %s: %w", serial, err)
+	}
+	return s.window(rec), nil
+}
+
+func (s *Service) window(rec *store.Cert) schedule.Window {
+	now := s.now()
+	nowWindow := func(reason string) schedule.Window {
+		return schedule.Window{Start: now, End: now.Add(time.Minute), Reason: reason}
+	}
+	if rec.Revocation != nil {
+		return nowWindow(schedule.ReasonRevoked)
+	}
+	if s.rotating != nil && s.rotating() {
+		return nowWindow(schedule.ReasonCARotation)
+	}
+	if !s.reissuable(rec) {
+		return nowWindow(schedule.ReasonProfileChanged)
+	}
+	return schedule.Scheduled(rec.NotBefore, rec.NotAfter)
+}
+
+// reissuable reports whether the profile, as it is now, would issue rec
+// as it is: the profile still exists, allows its CN, its SANs and its key
+// type, and its lifetime is the profile's (issued lifetimes are the TTL
+// plus the backdate; a minute of slack absorbs rounding). A certificate
+// the profile would no longer issue should be replaced now, so the host
+// finds out at its next check rather than at its next renewal.
+func (s *Service) reissuable(rec *store.Cert) bool {
+	p, err := s.Profiles().Get(rec.Profile)
+	if err != nil || p.CheckNames(rec.CN, rec.DNSNames) != nil || !p.keys[rec.KeyType] {
+		return false
+	}
+	return absDuration(rec.NotAfter.Sub(rec.NotBefore)-Backdate-p.Config.DefaultTTL) <= time.Minute
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
