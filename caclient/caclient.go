@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
+	"github.com/lanyard/lanyard/internal/pembundle"
 )
 
 // ErrFingerprint means the CA presented roots none of which has the
@@ -35,38 +35,28 @@ func Fingerprint(c *x509.Certificate) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// normaliseFingerprint accepts the forms people paste: hex with or
+// without colons or spaces, in either case, optionally prefixed with
+// "SHA256:" or "sha256=" (openssl x509 -fingerprint prints the latter).
 func normaliseFingerprint(fp string) string {
-	return strings.ToLower(strings.NewReplacer(":", "", " ", "", "SHA256=", "", "sha256:", "").Replace(strings.TrimSpace(fp)))
+	fp = strings.ToLower(strings.TrimSpace(fp))
+	for _, p := range []string{"sha256:", "sha256="} {
+		fp = strings.TrimPrefix(fp, p)
+	}
+	return strings.NewReplacer(":", "", " ", "").Replace(fp)
 }
 
-// ParseCertificates parses every CERTIFICATE block of PEM data.
+// ParseCertificates parses a PEM bundle of one or more certificates
+// (the policy of package pembundle).
 func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate found")
-	}
-	return out, nil
+	return pembundle.ParseNonEmpty(data)
 }
 
 // Bootstrap fetches /roots.pem from caURL without trusting the TLS
-// connection, keeps it only if a root matches fingerprint, and then
-// checks that the server's TLS chain verifies to that root. It returns
-// the roots PEM.
+// connection, keeps of it only what [PinnedRoots] trusts under
+// fingerprint, and then checks that the server's TLS chain verifies to
+// those roots. It returns the trusted roots, PEM: what a host stores in
+// DIR/ca.pem.
 func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]byte, error) {
 	insecure := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, //nolint:gosec // verified below by fingerprint
@@ -87,20 +77,13 @@ func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("bootstrap %s: /roots.pem answered %s", caURL, resp.Status)
 	}
-	roots, err := ParseCertificates(body)
+	trusted, err := PinnedRoots(body, fingerprint, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap %s: roots.pem: %w", caURL, err)
 	}
-	want := normaliseFingerprint(fingerprint)
-	var pool *x509.CertPool
-	for _, r := range roots {
-		if Fingerprint(r) == want {
-			pool = x509.NewCertPool()
-			pool.AddCert(r)
-		}
-	}
-	if pool == nil {
-		return nil, fmt.Errorf("bootstrap %s: %w %s", caURL, ErrFingerprint, want)
+	pool, err := Pool(trusted)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap %s: %w", caURL, err)
 	}
 	// The TLS chain must verify to the pinned root: fetch again, verified.
 	c := HTTPClient(pool, nil)
@@ -110,7 +93,7 @@ func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]byte, error) {
 		return nil, fmt.Errorf("bootstrap %s: the server's certificate does not verify to the pinned root: %w", caURL, err)
 	}
 	resp2.Body.Close()
-	return body, nil
+	return trusted, nil
 }
 
 // HTTPClient returns an HTTP client that trusts roots and presents cert

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -25,14 +26,22 @@ type awsSettings = agent.AWSSettings
 func newEnrollCmd() *cobra.Command {
 	var caURL, fingerprint, token, tokenFile, out, keyType, rootsPath string
 	var aws awsSettings
+	var want caclient.Names
 	cmd := &cobra.Command{
-		Use:   "enroll --ca URL --fingerprint SHA256 --token T --out DIR [--aws-profile NAME ...]",
+		Use:   "enroll --ca URL --fingerprint SHA256 --token-file FILE --out DIR [--cn NAME [--dns-name NAME ...]] [--aws-profile NAME ...]",
 		Short: "Enroll this host: new key, certificate, Certbot-style files, and an AWS config profile",
 		Long: `enroll makes a new private key on this host, redeems the single-use token for
 a certificate, and writes DIR/{cert,chain,fullchain,privkey}.pem (Certbot's names;
 the key 0600) as links into an immutable version folder. With --aws-profile it
 writes a one-line credential_process profile to the AWS config file
-($AWS_CONFIG_FILE or ~/.aws/config), leaving every other profile untouched.`,
+($AWS_CONFIG_FILE or ~/.aws/config), leaving every other profile untouched.
+
+Trust: with --fingerprint only the root with that SHA-256 is trusted and stored
+in DIR/ca.pem, plus a second root only when the bundle also carries a
+cross-certificate of it signed by the pinned root (a root rotation). The
+certificate the CA returns must chain to those roots for client authentication
+and, with --cn, carry exactly that CN and the --dns-name SANs; otherwise
+nothing is written.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tokenFile != "" {
 				b, err := os.ReadFile(tokenFile)
@@ -53,7 +62,13 @@ writes a one-line credential_process profile to the AWS config file
 			if aws.Signer != "aws_signing_helper" && aws.Signer != "lanyard" {
 				return fmt.Errorf("--signer %q: want aws_signing_helper or lanyard", aws.Signer)
 			}
-			return enroll(cmd, caURL, fingerprint, rootsPath, token, out, keyType, &aws)
+			var names *caclient.Names
+			if want.CN != "" {
+				names = &want
+			} else if len(want.DNSNames) > 0 {
+				return errors.New("--dns-name needs --cn")
+			}
+			return enroll(cmd, caURL, fingerprint, rootsPath, token, out, keyType, names, &aws)
 		},
 	}
 	f := cmd.Flags()
@@ -63,6 +78,8 @@ writes a one-line credential_process profile to the AWS config file
 	f.StringVar(&token, "token", "", "enrollment token")
 	f.StringVar(&tokenFile, "token-file", "", "read the token from this file")
 	f.StringVar(&out, "out", "", "host folder to write")
+	f.StringVar(&want.CN, "cn", "", "the CN the token is for: asked for in the CSR and checked in the certificate (lanyard token prints it)")
+	f.StringSliceVar(&want.DNSNames, "dns-name", nil, "a DNS SAN the token grants (repeatable; with --cn the certificate must carry exactly these)")
 	f.StringVar(&keyType, "key-type", "P-256", "key type: P-256, P-384, RSA-2048, RSA-3072, RSA-4096")
 	f.StringVar(&aws.Profile, "aws-profile", "", "write this AWS config profile")
 	f.StringVar(&aws.ConfigFile, "aws-config-file", "", "AWS config file (default $AWS_CONFIG_FILE or ~/.aws/config)")
@@ -75,7 +92,10 @@ writes a one-line credential_process profile to the AWS config file
 	return cmd
 }
 
-func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyType string, aws *awsSettings) error {
+// enroll redeems token for a certificate asking for want (nil: whatever the
+// token grants), verifies the answer against the roots it trusts and only
+// then writes the host folder.
+func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyType string, want *caclient.Names, aws *awsSettings) error {
 	ctx := cmd.Context()
 	roots, err := trustRoots(ctx, caURL, fingerprint, rootsPath)
 	if err != nil {
@@ -89,7 +109,11 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 	if err != nil {
 		return err
 	}
-	csr, keyPEM, err := agent.NewCSR(key)
+	var asked caclient.Names
+	if want != nil {
+		asked = *want
+	}
+	csr, keyPEM, err := agent.NewCSR(key, asked)
 	if err != nil {
 		return err
 	}
@@ -98,6 +122,14 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 		return fmt.Errorf("enroll at %s: %w", caURL, err)
 	}
 	b := resp.Msg.GetBundle()
+	leaf, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), want, time.Now())
+	if err != nil {
+		return fmt.Errorf("enroll at %s: nothing written: %w", caURL, err)
+	}
+	if want == nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: no --cn given, so the certificate's names (CN %q, DNS %q) were not checked against what you expected\n",
+			leaf.Subject.CommonName, leaf.DNSNames)
+	}
 	d, err := hostdir.Open(out)
 	if err != nil {
 		return err
@@ -126,24 +158,29 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 	return nil
 }
 
+// trustRoots returns the roots the host folder will trust (and store in
+// DIR/ca.pem): with --fingerprint only the pinned root and the roots it
+// cross-signs (caclient.PinnedRoots), taken from --roots or from the CA's
+// /roots.pem; with --roots alone, the whole file the user provided.
 func trustRoots(ctx context.Context, caURL, fingerprint, rootsPath string) ([]byte, error) {
-	if rootsPath != "" {
-		roots, err := os.ReadFile(rootsPath)
-		if err != nil {
-			return nil, err
-		}
-		if fingerprint != "" {
-			certs, err := caclient.ParseCertificates(roots)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", rootsPath, err)
-			}
-			if caclient.Fingerprint(certs[0]) != strings.ToLower(strings.ReplaceAll(fingerprint, ":", "")) {
-				return nil, fmt.Errorf("%s: %w", rootsPath, caclient.ErrFingerprint)
-			}
+	if rootsPath == "" {
+		return caclient.Bootstrap(ctx, caURL, fingerprint)
+	}
+	roots, err := os.ReadFile(rootsPath)
+	if err != nil {
+		return nil, err
+	}
+	if fingerprint == "" {
+		if _, err := caclient.ParseCertificates(roots); err != nil {
+			return nil, fmt.Errorf("%s: %w", rootsPath, err)
 		}
 		return roots, nil
 	}
-	return caclient.Bootstrap(ctx, caURL, fingerprint)
+	pinned, err := caclient.PinnedRoots(roots, fingerprint, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rootsPath, err)
+	}
+	return pinned, nil
 }
 
 // writeAWSProfile writes the one-line credential_process profile. The line

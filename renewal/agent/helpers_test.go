@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
@@ -196,7 +197,7 @@ func enrollInto(t *testing.T, ca *testca.CA, caURL, dir, cn, keyType string) *v1
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, keyPEM, err := NewCSR(key)
+	csr, keyPEM, err := NewCSR(key, caclient.Names{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/lanyard/lanyard/caclient"
 )
 
 // NewKey makes a private key of the named type: P-256 (also ""), P-384,
@@ -62,11 +64,17 @@ func normaliseKeyType(t string) string {
 	return t
 }
 
-// NewCSR returns a DER certificate request signed by key (the CA takes
+// NewCSR returns a DER certificate request signed by key, asking for names
+// (the zero Names asks for none), and the key as PKCS#8 PEM. The CA takes
 // subject and SANs from the enrollment token or the current certificate,
-// never from the CSR) and the key as PKCS#8 PEM.
-func NewCSR(key crypto.Signer) (csrDER, keyPEM []byte, err error) {
-	csrDER, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+// never from the CSR, but it refuses an enrollment CSR that asks for a CN
+// other than the token's or a SAN the token does not grant, so a host that
+// knows its names says them (as step-ca's `step ca certificate SUBJECT`
+// does) and checks the answer with [caclient.VerifyIssued].
+func NewCSR(key crypto.Signer, names caclient.Names) (csrDER, keyPEM []byte, err error) {
+	tmpl := &x509.CertificateRequest{DNSNames: names.DNSNames}
+	tmpl.Subject.CommonName = names.CN
+	csrDER, err = x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create CSR: %w", err)
 	}

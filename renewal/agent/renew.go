@@ -50,7 +50,8 @@ var (
 
 // IsFinal reports whether err is one that retrying cannot fix: an expired
 // certificate, a refused request, a key type change, a folder that is not
-// enrolled or holds invalid material, or a cancelled context. Every other
+// enrolled or holds invalid material, an answer from the CA that does not
+// verify (caclient.ErrUntrustedIssue), or a cancelled context. Every other
 // error (the CA unreachable, a write that failed) is worth retrying.
 func IsFinal(err error) bool {
 	switch {
@@ -61,6 +62,7 @@ func IsFinal(err error) bool {
 		errors.Is(err, ErrKeyTypeChange),
 		errors.Is(err, ErrRejected),
 		errors.Is(err, ErrNotEnrolled),
+		errors.Is(err, caclient.ErrUntrustedIssue),
 		errors.Is(err, hostdir.ErrNotEnrolled),
 		errors.Is(err, hostdir.ErrInvalidMaterial),
 		errors.Is(err, hostdir.ErrMismatch),
@@ -203,7 +205,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 		}
 		log.Warn("certificate expired; enrolling again with the re-enrollment token",
 			"dir", d.Path, "serial", prevSerial, "not_after", cur.Cert.NotAfter, "token_file", opts.ReenrollTokenFile)
-		res, err := reenroll(ctx, d, enr, roots, cur, keyType, opts.ReenrollTokenFile)
+		res, err := reenroll(ctx, d, enr, roots, cur, keyType, opts.ReenrollTokenFile, now)
 		if err != nil {
 			return nil, fmt.Errorf("%w; re-enrollment failed: %w", expired, err)
 		}
@@ -215,7 +217,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 	if err != nil {
 		return nil, fmt.Errorf("renew %s: %w", d.Path, err)
 	}
-	csr, keyPEM, err := NewCSR(key)
+	csr, keyPEM, err := NewCSR(key, caclient.Names{})
 	if err != nil {
 		return nil, fmt.Errorf("renew %s: %w", d.Path, err)
 	}
@@ -232,7 +234,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 	if err != nil {
 		return nil, classifyRPC(ctx, fmt.Sprintf("renew %s (serial %s) at %s", d.Path, prevSerial, enr.CA), err)
 	}
-	res, err := store(d, cur, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
+	res, err := store(d, cur, roots, now, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +244,9 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 }
 
 // reenroll enrolls the folder again with the single-use token in tokenFile.
-func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte, cur *hostdir.Version, keyType, tokenFile string) (*Result, error) {
+// The new certificate must carry the current one's names: the CSR asks for
+// them, so the CA refuses a token for another identity.
+func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte, cur *hostdir.Version, keyType, tokenFile string, now time.Time) (*Result, error) {
 	raw, err := os.ReadFile(tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("re-enrollment token: %w", err)
@@ -255,7 +259,7 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte
 	if err != nil {
 		return nil, err
 	}
-	csr, keyPEM, err := NewCSR(key)
+	csr, keyPEM, err := NewCSR(key, caclient.NamesOf(cur.Cert))
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +272,7 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte
 	if err != nil {
 		return nil, classifyRPC(ctx, "enroll at "+enr.CA, err)
 	}
-	res, err := store(d, cur, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
+	res, err := store(d, cur, roots, now, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -276,8 +280,14 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte
 	return res, nil
 }
 
-// store writes a bundle from the CA as the folder's new version.
-func store(d *hostdir.Dir, cur *hostdir.Version, b *v1.Bundle, info *v1.RenewalInfo, keyPEM []byte) (*Result, error) {
+// store checks a bundle from the CA and writes it as the folder's new
+// version. The check comes first, so nothing is written unless the leaf
+// chains to the folder's stored roots (DIR/ca.pem) for client
+// authentication and carries exactly the current certificate's names.
+func store(d *hostdir.Dir, cur *hostdir.Version, roots []byte, now time.Time, b *v1.Bundle, info *v1.RenewalInfo, keyPEM []byte) (*Result, error) {
+	if _, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), new(caclient.NamesOf(cur.Cert)), now); err != nil {
+		return nil, fmt.Errorf("renew %s: version %s stays current: %w", d.Path, cur.Name, err)
+	}
 	ver, err := d.Write(hostdir.Material{CertPEM: []byte(b.GetCertificatePem()), ChainPEM: []byte(b.GetChainPem()), KeyPEM: keyPEM})
 	switch {
 	case ver == "" && errors.Is(err, hostdir.ErrKeyTypeChanged):

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
@@ -215,15 +217,19 @@ func TestRenewDirFaults(t *testing.T) {
 	})
 
 	t.Run("expired with re-enrollment token: enrolls again", func(t *testing.T) {
-		ca := testca.Start(t, testca.Options{})
+		// One clock for the CA and the host: the re-enrolled certificate
+		// must be valid when the host checks it.
+		clock := testca.NewClock(time.Now())
+		ca := testca.Start(t, testca.Options{Clock: clock})
 		cn := "f4.covalent.example.net"
 		dir := enroll(t, ca, ca.URL, cn, "P-256")
 		v := currentVersion(t, dir)
+		clock.Set(v.Cert.NotAfter.Add(time.Hour))
 		tok := filepath.Join(t.TempDir(), "reenroll.token")
 		if err := os.WriteFile(tok, []byte(ca.Token(t, cn)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		res, err := RenewDir(ctx, dir, RenewOptions{ReenrollTokenFile: tok, Now: func() time.Time { return v.Cert.NotAfter.Add(time.Hour) }})
+		res, err := RenewDir(ctx, dir, RenewOptions{ReenrollTokenFile: tok, Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,4 +344,53 @@ func TestRenewDirFaults(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+// TestRenewDirRefusesUntrustedAnswer is issue 9 item 1 for renewals: the
+// answer must chain to DIR/ca.pem for client authentication and carry the
+// current certificate's names exactly, or nothing is written. The CA
+// front here holds a TLS certificate under the folder's root (a leaked
+// server key, or a buggy CA) and signs the CSR's key as the test says.
+func TestRenewDirRefusesUntrustedAnswer(t *testing.T) {
+	ca := testca.Start(t, testca.Options{})
+	other := testca.Start(t, testca.Options{})
+	cn := "front.covalent.example.net"
+	tests := []struct {
+		name  string
+		issue testca.Issue
+		ok    bool
+	}{
+		{"leaf under another root", func(csr *x509.CertificateRequest) (string, string) {
+			return other.SignAs(t, csr.PublicKey, cn)
+		}, false},
+		{"other CN", func(csr *x509.CertificateRequest) (string, string) {
+			return ca.SignAs(t, csr.PublicKey, "admin.covalent.example.net")
+		}, false},
+		{"an added SAN", func(csr *x509.CertificateRequest) (string, string) {
+			return ca.SignAs(t, csr.PublicKey, cn, "db.covalent.example.net")
+		}, false},
+		{"same names, same root: written", func(csr *x509.CertificateRequest) (string, string) {
+			return ca.SignAs(t, csr.PublicKey, cn)
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := enroll(t, ca, ca.Impostor(t, tt.issue), cn, "P-256")
+			before := snapshot(t, dir)
+			_, err := RenewDir(context.Background(), dir, RenewOptions{Logger: discardLogger})
+			if tt.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, caclient.ErrUntrustedIssue) || !IsFinal(err) {
+				t.Fatalf("err = %v, want a final caclient.ErrUntrustedIssue", err)
+			}
+			sameSnapshot(t, "after a refused answer", before, snapshot(t, dir))
+			if vs, _ := os.ReadDir(filepath.Join(dir, hostdir.VersionsDir)); len(vs) != 1 {
+				t.Errorf("%d version folders after a refused answer, want 1", len(vs))
+			}
+		})
+	}
 }
