@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 // NewKey makes a private key of the named type: P-256 (also ""), P-384,
@@ -46,6 +47,14 @@ func KeyTypeOf(key any) string {
 		return "RSA-" + strconv.Itoa(k.N.BitLen())
 	}
 	return ""
+}
+
+// familyOf names the signing family of a key type NewKey takes.
+func familyOf(keyType string) hostdir.KeyType {
+	if strings.HasPrefix(normaliseKeyType(keyType), "RSA") {
+		return hostdir.KeyTypeRSA
+	}
+	return hostdir.KeyTypeECDSA
 }
 
 func normaliseKeyType(t string) string {

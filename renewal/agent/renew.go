@@ -26,9 +26,10 @@ var (
 	// authenticate a renewal over mTLS. Final: the host must enroll again
 	// (RenewOptions.ReenrollTokenFile does that automatically).
 	ErrExpired = errors.New("the current certificate has expired and cannot authenticate a renewal; enroll again")
-	// ErrKeyTypeChange means the renewal would change the key type (say
-	// P-256 to RSA), which a running aws_signing_helper cannot follow.
-	// Final unless RenewOptions.AllowKeyTypeChange is set.
+	// ErrKeyTypeChange means the renewal would change the key's signing
+	// family (say P-256 to RSA), which a running aws_signing_helper cannot
+	// follow (hostdir.CheckKeyTypeChange is the rule). Final unless
+	// RenewOptions.AllowKeyTypeChange is set.
 	ErrKeyTypeChange = errors.New("renewal would change the key type")
 	// ErrRejected means the CA answered and refused (Connect codes
 	// Unauthenticated, PermissionDenied, InvalidArgument, FailedPrecondition,
@@ -109,9 +110,10 @@ type RenewOptions struct {
 	Now func() time.Time
 	// KeyType of the new key; "" keeps the current key's type.
 	KeyType string
-	// AllowKeyTypeChange lets KeyType differ from the current key's type
-	// (the CA may still refuse). Without it such a renewal fails with
-	// ErrKeyTypeChange before anything is sent.
+	// AllowKeyTypeChange lets KeyType change the current key's signing
+	// family (the CA still refuses a type the profile does not allow).
+	// Without it such a renewal fails with ErrKeyTypeChange before anything
+	// is sent; a change within a family needs no permission.
 	AllowKeyTypeChange bool
 	// ReenrollTokenFile, when set, is read when the current certificate
 	// has expired: RenewDir then enrolls again with that single-use token
@@ -190,9 +192,9 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 	if opts.KeyType != "" {
 		keyType = normaliseKeyType(opts.KeyType)
 	}
-	if keyType != curType && !opts.AllowKeyTypeChange {
-		return nil, fmt.Errorf("renew %s: %w: version %s holds a %s key, %s asked for (allow it explicitly; a running aws_signing_helper must then be restarted)",
-			d.Path, ErrKeyTypeChange, cur.Name, curType, keyType)
+	if err := hostdir.CheckKeyTypeChange(hostdir.KeyTypeOf(cur.Key), familyOf(keyType), opts.AllowKeyTypeChange); err != nil {
+		return nil, fmt.Errorf("renew %s: %w: version %s holds a %s key, %s asked for: %w",
+			d.Path, ErrKeyTypeChange, cur.Name, curType, keyType, err)
 	}
 	now := opts.now()
 	prevSerial := v1.FormatSerial(cur.Cert.SerialNumber)

@@ -261,9 +261,8 @@ func (d *Dir) Write(m Material) (version string, err error) {
 	}
 	if prev != "" && !d.AllowKeyTypeChange {
 		if old, err := d.Load(prev); err == nil {
-			was, now := KeyTypeOf(old.Key), KeyTypeOf(pm.key)
-			if was != now {
-				return "", fmt.Errorf("%w: version %s holds an %s key, the new one is %s", ErrKeyTypeChanged, prev, was, now)
+			if err := CheckKeyTypeChange(KeyTypeOf(old.Key), KeyTypeOf(pm.key), false); err != nil {
+				return "", fmt.Errorf("version %s: %w", prev, err)
 			}
 		}
 	}

@@ -130,6 +130,20 @@ func parsePrivateKey(data []byte) (crypto.Signer, error) {
 	}
 }
 
+// CheckKeyTypeChange is lanyard's one rule on changing a host's key type,
+// used by the host folder (Write) and the agent (before it asks the CA): a
+// change of signing family (ECDSA ↔ RSA) fails with ErrKeyTypeChanged
+// unless allow is set, because a running aws_signing_helper fixes the
+// family when it starts; a change within a family (P-256 → P-384,
+// RSA-2048 → RSA-3072) is no change. The CA does not rule on changes: it
+// issues for any key type the profile allows.
+func CheckKeyTypeChange(was, now KeyType, allow bool) error {
+	if was == now || allow {
+		return nil
+	}
+	return fmt.Errorf("%w: from %s to %s (allow it explicitly; a running aws_signing_helper must then be restarted)", ErrKeyTypeChanged, was, now)
+}
+
 // KeyTypeOf returns the algorithm family of a public or private key, or ""
 // for anything else.
 func KeyTypeOf(key any) KeyType {
