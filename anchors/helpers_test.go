@@ -115,7 +115,7 @@ func (c *counter) reset() {
 type fixture struct {
 	srv *emulator.Server
 	cnt *counter
-	db  *store.DB
+	db  store.Store
 	cfg Config
 }
 

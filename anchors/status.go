@@ -83,7 +83,7 @@ type Status struct {
 }
 
 // LoadStatus reads the persisted Status; ErrNoStatus if there is none.
-func LoadStatus(db *store.DB) (*Status, error) {
+func LoadStatus(db store.Meta) (*Status, error) {
 	var st Status
 	if err := db.GetMeta(StatusKey, &st); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

@@ -40,7 +40,7 @@ type Syncer struct {
 	cfg Config
 	api API
 	src Source
-	db  *store.DB
+	db  store.Meta
 	now func() time.Time
 	log *slog.Logger
 
@@ -67,7 +67,7 @@ type Syncer struct {
 // not persisted), now the clock (nil: time.Now), log the logger (nil:
 // discard). A status persisted earlier is loaded, so an anchor lanyard
 // created is found again after a restart.
-func New(cfg Config, api API, src Source, db *store.DB, now func() time.Time, log *slog.Logger) *Syncer {
+func New(cfg Config, api API, src Source, db store.Meta, now func() time.Time, log *slog.Logger) *Syncer {
 	cfg = cfg.withDefaults()
 	if now == nil {
 		now = time.Now

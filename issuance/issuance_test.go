@@ -26,7 +26,7 @@ var testNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 
 type fixture struct {
 	svc *Service
-	db  *store.DB
+	db  store.Store
 	ca  *ca.Authority
 	now time.Time
 }

@@ -53,7 +53,7 @@ func newAuthority(t testing.TB, keyType string) *ca.Authority {
 	return a
 }
 
-func openStore(t testing.TB, path string) *store.DB {
+func openStore(t testing.TB, path string) store.Store {
 	t.Helper()
 	db, err := store.Open(path, store.Options{Logger: quiet})
 	if err != nil {
@@ -68,7 +68,7 @@ type env struct {
 	clock *clock
 	auth  *ca.Authority
 	path  string
-	db    *store.DB
+	db    store.Store
 	svc   *Service
 	cfg   Config
 }
@@ -130,7 +130,7 @@ func (e *env) addCert(cn string, ttl time.Duration) *store.Cert {
 	return addCertTo(e.t, e.db, randomSerial(e.t), cn, e.clock.Now(), ttl)
 }
 
-func addCertTo(t testing.TB, db *store.DB, serial, cn string, now time.Time, ttl time.Duration) *store.Cert {
+func addCertTo(t testing.TB, db store.Store, serial, cn string, now time.Time, ttl time.Duration) *store.Cert {
 	t.Helper()
 	c := &store.Cert{
 		Serial: serial, CN: cn, Profile: "covalent", KeyType: "P-256",
@@ -177,7 +177,7 @@ func listed(rl *x509.RevocationList) map[string]x509.RevocationListEntry {
 	return m
 }
 
-func auditCount(t testing.TB, db *store.DB) int {
+func auditCount(t testing.TB, db store.Store) int {
 	t.Helper()
 	evs, _, err := db.ListAudit(store.AuditQuery{Action: AuditAction, Limit: 500})
 	if err != nil {
@@ -186,7 +186,7 @@ func auditCount(t testing.TB, db *store.DB) int {
 	return len(evs)
 }
 
-func crlNumber(t testing.TB, db *store.DB) int64 {
+func crlNumber(t testing.TB, db store.Store) int64 {
 	t.Helper()
 	n, err := db.CRLNumber()
 	if err != nil {

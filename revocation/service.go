@@ -78,7 +78,7 @@ func (c *CRL) RefreshAt() time.Time {
 // Config configures New.
 type Config struct {
 	// Store holds the certificates, the CRL number and the latest CRL.
-	Store *store.DB
+	Store store.Store
 	// Signer signs CRLs with the intermediate.
 	Signer CRLSigner
 	// Now is the clock (default time.Now).
@@ -100,7 +100,7 @@ type Config struct {
 // Service revokes certificates and keeps the CRL. Its methods are safe for
 // concurrent use.
 type Service struct {
-	st       *store.DB
+	st       store.Store
 	signer   CRLSigner
 	now      func() time.Time
 	validity time.Duration

@@ -17,7 +17,7 @@ type metrics struct {
 	limited  prometheus.Counter
 }
 
-func newMetrics(reg *prometheus.Registry, db *store.DB) *metrics {
+func newMetrics(reg *prometheus.Registry, db store.Operations) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lanyard_rpc_requests_total", Help: "Connect/gRPC requests by procedure and code.",

@@ -44,7 +44,7 @@ const (
 // Options configure a Server.
 type Options struct {
 	CA         *ca.Authority
-	Store      *store.DB
+	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
 	// Web is the admin page, mounted at /admin/ (optional).

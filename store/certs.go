@@ -47,6 +47,10 @@ func putCertTx(tx *bolt.Tx, c *Cert) error {
 		return err
 	}
 	certs := tx.Bucket(m.BucketCerts)
+	if certs.Get(sk) != nil {
+		// Overwriting would drop a record (and leave stale index keys).
+		return fmt.Errorf("certificate %s: %w", c.Serial, ErrExists)
+	}
 	if err := certs.Put(sk, raw); err != nil {
 		return err
 	}

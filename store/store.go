@@ -1,6 +1,10 @@
 // Package store owns lanyard's durable state: certificates and their
 // indexes (by CN, profile, expiry, renewal and revocation), enrollment
-// tokens, the audit log, CRL numbers and admin sessions, in one bbolt file.
+// tokens, the audit log, CRL numbers and admin sessions. The contract
+// every engine implements is the Store interface (contract.go), proved by
+// the conformance suite in store/storetest; services depend on Store, or
+// on one of its parts, never on an engine. DB is the embedded engine: one
+// bbolt file.
 //
 // Writes go through a single writer goroutine that groups concurrent
 // requests into one transaction (group commit): every caller returns only
@@ -35,6 +39,13 @@ var (
 	ErrRevoked      = errors.New("certificate revoked")
 	ErrClosed       = errors.New("store closed")
 	ErrExists       = errors.New("already exists")
+	// ErrUnavailable means the engine could not be reached (a database
+	// restarting, a lost connection); the write did not happen and the
+	// client may retry. The server answers it with a retryable status.
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrStaleCRL means a CRL number at or below the newest stored one
+	// was offered: a CRL can never go back.
+	ErrStaleCRL = errors.New("CRL number not newer than the stored one")
 )
 
 // Options tune Open.

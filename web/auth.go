@@ -61,7 +61,7 @@ type passwordHash struct {
 // SetPassword replaces the admin password of the web page: it stores an
 // argon2id hash (random salt) under PasswordMetaKey and records an audit
 // event. The password must have at least MinPasswordLen characters.
-func SetPassword(ctx context.Context, db *store.DB, password string) error {
+func SetPassword(ctx context.Context, db store.Store, password string) error {
 	n := utf8.RuneCountInString(password)
 	switch {
 	case !utf8.ValidString(password):
@@ -89,7 +89,7 @@ func SetPassword(ctx context.Context, db *store.DB, password string) error {
 // CheckPassword reports whether password is the admin password, comparing
 // argon2id hashes in constant time. It fails with ErrNoPassword when none
 // is set.
-func CheckPassword(db *store.DB, password string) (bool, error) {
+func CheckPassword(db store.Meta, password string) (bool, error) {
 	var ph passwordHash
 	if err := db.GetMeta(PasswordMetaKey, &ph); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

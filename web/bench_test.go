@@ -47,7 +47,7 @@ func benchRecords() int {
 // fillStore inserts n certificate records with CNs host0000000… in an order
 // unrelated to their (time-ordered) serials, each with a DER-sized blob,
 // through many concurrent writers so the store's group commit batches them.
-func fillStore(db *store.DB, n int, now time.Time) error {
+func fillStore(db store.Store, n int, now time.Time) error {
 	const writers = 1024
 	var next atomic.Int64
 	var firstErr atomic.Pointer[error]

@@ -129,7 +129,7 @@ func enrollCert(t testing.TB, c *testca.CA, cn string) *store.Cert {
 
 // insertRecord puts a certificate record straight into the store (no DER),
 // as an import would.
-func insertRecord(t testing.TB, db *store.DB, cn string, now time.Time) *store.Cert {
+func insertRecord(t testing.TB, db store.Store, cn string, now time.Time) *store.Cert {
 	t.Helper()
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)

@@ -63,7 +63,7 @@ type AnchorStatus struct {
 // Config configures New.
 type Config struct {
 	// Store, Issuance and Revocation are the services the pages call.
-	Store      *store.DB
+	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
 	// Anchors reports the trust-anchor sync; nil means not configured.

@@ -91,7 +91,7 @@ type anchorsEnv struct {
 	acfg      anchors.Config
 	persisted *anchors.Status // nil if unknown
 	from      string          // where persisted came from
-	db        *store.DB       // nil unless the store could be opened
+	db        store.Store     // nil unless the store could be opened
 }
 
 func (e *anchorsEnv) close() {

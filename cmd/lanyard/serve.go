@@ -88,7 +88,7 @@ type app struct {
 	cfg  *config.Config
 	log  *slog.Logger
 	ca   *ca.Authority
-	db   *store.DB
+	db   store.Store
 	iss  *issuance.Service
 	rev  *revocation.Service
 	srv  *server.Server

@@ -166,7 +166,7 @@ func anchorsEnrollFlags(_ *app) []string {
 
 // anchorsOpenStore opens the store for a CLI command, giving up after one
 // second when `lanyard serve` holds its lock.
-func anchorsOpenStore(path string) (*store.DB, error) {
+func anchorsOpenStore(path string) (store.Store, error) {
 	db, err := store.Open(path, store.Options{Timeout: time.Second, NoBackup: true})
 	if err != nil {
 		return nil, fmt.Errorf("open the store %s: %w (is `lanyard serve` running? it holds the store)", path, err)

@@ -39,7 +39,7 @@ func startWeb(_ context.Context, a *app, _ io.Writer) error {
 
 // readAnchorStatus reads the anchors sync's persisted status from the
 // store, lazily on every page view; none yet means "never synced".
-func readAnchorStatus(db *store.DB) web.AnchorStatus {
+func readAnchorStatus(db store.Meta) web.AnchorStatus {
 	st, err := anchors.LoadStatus(db)
 	if err != nil {
 		if errors.Is(err, anchors.ErrNoStatus) {

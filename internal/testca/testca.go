@@ -72,7 +72,7 @@ type CA struct {
 	Dir        string
 	URL        string
 	Authority  *ca.Authority
-	Store      *store.DB
+	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
 	Server     *server.Server

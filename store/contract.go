@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Store is what lanyard's services need from durable state. *DB (bbolt,
+// one process) implements it; other engines (PostgreSQL, shared by
+// several replicas) implement it too and must pass the conformance suite
+// in package storetest unchanged. Services take a Store (or one of its
+// parts below), never an engine's concrete type.
+//
+// Contract, for every engine:
+//
+//   - Concurrency: every method is safe for concurrent use by any number
+//     of goroutines, and (for a shared engine) by any number of processes
+//     on the same database. Read-modify-write rules (a token is redeemed
+//     once, a revoked certificate is never renewed, the CRL number only
+//     grows) hold across all of them, not just within one process.
+//   - Atomicity and durability: each write method is one transaction. It
+//     returns nil only once its whole effect is durable (fsynced, or
+//     committed with synchronous_commit on); on error nothing of it is
+//     visible. Engines may group concurrent writes into one commit (group
+//     commit), never at the cost of either property.
+//   - Context: a write whose context ends before it is handed to the
+//     engine returns ctx.Err() and writes nothing; once handed over it
+//     runs to its outcome, which is returned, so a caller never reports a
+//     failure for a write that then commits.
+//   - Errors: callers branch on the sentinel errors of this package with
+//     errors.Is (ErrNotFound, ErrExists, ErrTokenUsed, ErrTokenExpired,
+//     ErrTokenRevoked, ErrRevoked, ErrStaleCRL, ErrClosed,
+//     ErrUnavailable). ErrUnavailable means the engine could not be
+//     reached and the write did not happen (an unknown commit outcome is
+//     resolved by the engine before it answers); the client may retry.
+//     Any other error is a bug or damage and is reported, not retried.
+//   - Retries: engines retry internally only what is safe (a transaction
+//     that failed before commit, a serialization failure). Callers do not
+//     retry writes themselves, except that a client may repeat a request
+//     that failed with ErrUnavailable.
+//   - Reads see every write that returned nil before the read started, on
+//     any replica. Reads are bounded by the engine's own timeout (reads
+//     take no context so that the many read sites stay simple).
+//   - Time: the store compares against the times it is given (now
+//     arguments, record fields); it does not decide validity by its own
+//     clock.
+//
+// Adding a method: add it to the part it belongs to (or a new part),
+// implement it in every engine, and add its rules to package storetest;
+// an engine that does not pass the suite does not build its tests.
+type Store interface {
+	Tokens
+	Certs
+	Audit
+	CRLs
+	Meta
+	Sessions
+	Operations
+}
+
+// Tokens holds enrollment tokens. The secret is never stored, only its
+// SHA-256, compared in constant time.
+type Tokens interface {
+	// PutToken stores a new token (ErrExists if its ID is taken) and ev.
+	PutToken(ctx context.Context, t *Token, ev *AuditEvent) error
+	// GetToken returns the token with id, or ErrNotFound.
+	GetToken(id string) (*Token, error)
+	// ListUnusedTokens returns tokens neither used, revoked nor expired at
+	// now, newest first, without their hashes.
+	ListUnusedTokens(now time.Time) ([]*Token, error)
+	// RevokeToken withdraws an unused token (idempotent); ErrTokenUsed if
+	// it was redeemed.
+	RevokeToken(ctx context.Context, id string, ev *AuditEvent) error
+	// RedeemToken marks the token used and records c and ev in the same
+	// transaction; it fails with ErrNotFound (unknown id or wrong secret),
+	// ErrTokenUsed, ErrTokenExpired or ErrTokenRevoked and then writes
+	// nothing. Of any number of concurrent redemptions of one token, on
+	// any replicas, exactly one succeeds.
+	RedeemToken(ctx context.Context, tokenID string, tokenHash []byte, now time.Time, c *Cert, ev *AuditEvent) error
+}
+
+// Certs holds certificate records, their lineage and revocations.
+type Certs interface {
+	// InsertRenewal records c as the renewal of prev (ErrNotFound,
+	// ErrRevoked): a renewal racing a revocation of prev either commits
+	// first and is revoked with it, or is refused. Renewing twice is
+	// allowed; prev then points to the newest successor.
+	InsertRenewal(ctx context.Context, prev string, c *Cert, ev *AuditEvent) error
+	// InsertCert records a certificate no token paid for.
+	InsertCert(ctx context.Context, c *Cert, ev *AuditEvent) error
+	// GetCert returns the record of serial (hex), or ErrNotFound.
+	GetCert(serial string) (*Cert, error)
+	// Revoke revokes serial and every renewal descending from it;
+	// idempotent (first reason kept, changed false). It returns every
+	// record this call revoked (and serial itself if already revoked).
+	Revoke(ctx context.Context, serial string, rev Revocation, ev *AuditEvent) (revoked []*Cert, changed bool, err error)
+	// SerialsByCN returns the serials of every certificate issued to cn.
+	SerialsByCN(cn string) ([]string, error)
+	// RevokedUnexpired returns the revoked certificates with NotAfter
+	// after now (what a CRL lists), without their DER.
+	RevokedUnexpired(now time.Time) ([]*Cert, error)
+	// ListCerts returns one page matching q and the next page token ("" at
+	// the end). Every matching record appears on exactly one page.
+	ListCerts(q CertQuery) ([]*Cert, string, error)
+	// CountCerts summarises records by status and profile and counts valid
+	// ones expiring in each of the next hours.
+	CountCerts(now time.Time, hours int) (*Counts, error)
+}
+
+// Audit is the append-only audit log.
+type Audit interface {
+	// AppendAudit records one event on its own (ID and At filled in when
+	// empty; IDs sort by time).
+	AppendAudit(ctx context.Context, ev *AuditEvent) error
+	// ListAudit returns events newest first matching q and the next page
+	// token.
+	ListAudit(q AuditQuery) ([]*AuditEvent, string, error)
+}
+
+// CRLs holds the CRL number (RFC 5280 5.2.3: monotonically increasing).
+type CRLs interface {
+	// NextCRLNumber increments and returns the CRL number; the new value is
+	// durable before it returns, so no number is handed out twice.
+	NextCRLNumber(ctx context.Context) (int64, error)
+	// CRLNumber returns the last number handed out (0 if none).
+	CRLNumber() (int64, error)
+}
+
+// Meta holds small JSON values under a key (trust-anchor sync status,
+// the admin password hash, the latest CRL).
+type Meta interface {
+	// PutMeta stores v (JSON) under key, replacing any value.
+	PutMeta(ctx context.Context, key string, v any) error
+	// GetMeta decodes the value under key into v; ErrNotFound if absent.
+	GetMeta(key string, v any) error
+}
+
+// Sessions holds admin web sessions, keyed by the SHA-256 of the cookie.
+type Sessions interface {
+	// PutSession stores (or replaces) a session.
+	PutSession(ctx context.Context, key string, s *Session) error
+	// GetSession returns a session, or ErrNotFound.
+	GetSession(key string) (*Session, error)
+	// DeleteSession removes a session; absent is not an error.
+	DeleteSession(ctx context.Context, key string) error
+}
+
+// Operations are what an operator and /metrics need.
+type Operations interface {
+	// Backup writes a consistent copy of the whole store to the file dst
+	// (atomically, mode 0600) while the store stays online. The copy is a
+	// bbolt store that Open accepts, whatever the engine.
+	Backup(dst string) error
+	// BackupTo streams the same copy to w.
+	BackupTo(w io.Writer) error
+	// Stats reports the store's size in bytes.
+	Stats() (size int64, err error)
+	// CommitStats reports how many durable transactions the engine made
+	// and how many writes they held (their ratio is the group size).
+	CommitStats() (commits, writes uint64)
+	// Close waits for pending writes and releases the store.
+	Close() error
+}
+
+// Compile-time check that the bbolt engine implements the contract.
+var _ Store = (*DB)(nil)
