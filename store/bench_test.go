@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,7 @@ import (
 // concurrent writers, which is where group commit earns its keep. It
 // reports commits/s and writes per commit beside ns/op.
 func BenchmarkRedeemParallel(b *testing.B) {
-	db, err := Open(filepath.Join(b.TempDir(), "lanyard.db"), Options{})
+	db, err := Open(filepath.Join(b.TempDir(), "lanyard.db"), Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
