@@ -18,6 +18,7 @@ import (
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -112,7 +113,7 @@ func anchorsSetup(cmd *cobra.Command) (*anchorsEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &anchorsEnv{cfg: cfg, ca: c, acfg: anchorsConfigFrom(cfg.Anchors)}
+	e := &anchorsEnv{cfg: cfg, ca: c, acfg: app.AnchorsConfig(cfg.Anchors)}
 	if st, err := anchorsStatusFromServer(cmd); err == nil {
 		e.persisted, e.from = st, "the running server"
 	} else {
@@ -145,7 +146,7 @@ func anchorsStatusFromServer(cmd *cobra.Command) (*anchors.Status, error) {
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cl.URL+anchorsStatusPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cl.URL+app.AnchorsStatusPath, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -155,11 +156,11 @@ func anchorsStatusFromServer(cmd *cobra.Command) (*anchors.Status, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", anchorsStatusPath, resp.Status)
+		return nil, fmt.Errorf("%s: %s", app.AnchorsStatusPath, resp.Status)
 	}
 	var st anchors.Status
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("%s: %w", anchorsStatusPath, err)
+		return nil, fmt.Errorf("%s: %w", app.AnchorsStatusPath, err)
 	}
 	return &st, nil
 }

@@ -19,8 +19,6 @@ import (
 // version is set with -ldflags "-X main.version=…".
 var version = "dev"
 
-var extraCommands []func() *cobra.Command
-
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "lanyard",
@@ -32,9 +30,6 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().String("config", "", "configuration file (default ./lanyard.yaml, else ./.lanyard/lanyard.yaml)")
 	root.AddCommand(newInitCmd(), newServeCmd(), newTokenCmd(), newEnrollCmd(), newCertsCmd(), newRevokeCmd(),
 		newMigrateCmd(), newBackupCmd(), newEmulatorCmd(), newAdminCmd(), newAgentCmd(), newRenewCmd(), newExecHelperCmd(), newAnchorsCmd(), newCredentialProcessCmd(), newDoctorCmd())
-	for _, f := range extraCommands {
-		root.AddCommand(f())
-	}
 	return root
 }
 

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,10 +19,8 @@ import (
 
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/revocation"
-	"github.com/lanyard/lanyard/server"
-	"github.com/lanyard/lanyard/store"
 )
 
 func newServeCmd() *cobra.Command {
@@ -83,70 +79,6 @@ func prepareDev(cmd *cobra.Command) error {
 	return cmd.Flags().Set("config", path)
 }
 
-// app is everything serve runs, built once from the configuration.
-type app struct {
-	cfg  *config.Config
-	log  *slog.Logger
-	ca   *ca.Authority
-	db   store.Store
-	iss  *issuance.Service
-	rev  *revocation.Service
-	srv  *server.Server
-	opts server.Options
-}
-
-// startHooks run after the services exist and before the server is built
-// (web page, anchors sync, emulator); stopHooks at shutdown.
-var startHooks []func(ctx context.Context, a *app, out io.Writer) error
-
-func buildApp(cfg *config.Config) (*app, error) {
-	log := newLogger(cfg.LogLevel)
-	pass, err := cfg.Passphrase()
-	if err != nil {
-		return nil, err
-	}
-	authority, err := ca.Load(ca.LoadOptions{Dir: cfg.CADir, Passphrase: pass, KMS: cfg.KMS})
-	if err != nil {
-		return nil, fmt.Errorf("load CA from %s: %w (create one with `lanyard init`)", cfg.CADir, err)
-	}
-	db, err := store.Open(cfg.Store, store.Options{Logger: log})
-	if err != nil {
-		authority.Close()
-		return nil, err
-	}
-	profiles, err := cfg.CompileProfiles()
-	if err != nil {
-		db.Close()
-		authority.Close()
-		return nil, err
-	}
-	iss, err := issuance.New(issuance.Config{Signer: authority, Store: db, Profiles: profiles, Logger: log,
-		CRLDistributionPoint: cfg.CRL.DistributionURL})
-	if err != nil {
-		db.Close()
-		authority.Close()
-		return nil, err
-	}
-	rev, err := revocation.New(revocation.Config{Store: db, Signer: authority, Validity: cfg.CRL.Validity, Logger: log,
-		DistributionPointURL: cfg.CRL.DistributionURL})
-	if err != nil {
-		db.Close()
-		authority.Close()
-		return nil, err
-	}
-	a := &app{cfg: cfg, log: log, ca: authority, db: db, iss: iss, rev: rev}
-	a.opts = server.Options{CA: authority, Store: db, Issuance: iss, Revocation: rev,
-		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
-		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
-		IdleTimeout: cfg.Limits.IdleTimeout, Logger: log, Extra: map[string]http.Handler{}}
-	return a, nil
-}
-
-func (a *app) close() {
-	a.db.Close()
-	a.ca.Close()
-}
-
 // serveGCPercent is the garbage collector's target for the server unless
 // GOGC says otherwise: the live heap is a few MB, and at the default (100)
 // the collector took about a tenth of the CPU under load; 400 trades a few
@@ -172,69 +104,45 @@ func serve(ctx context.Context, out io.Writer, cfg *config.Config, cfgPath strin
 			f.Close()
 		}()
 	}
-	a, err := buildApp(cfg)
+	a, err := app.Build(ctx, cfg, app.Options{Logger: newLogger(cfg.LogLevel), AdminPage: newAdminPage})
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for _, h := range startHooks {
-		if err := h(ctx, a, out); err != nil {
-			return err
-		}
-	}
-	a.srv, err = server.New(a.opts)
-	if err != nil {
-		return err
-	}
+	defer a.Close()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	go a.rev.Run(ctx)
-	a.log.Info("lanyard serving", "listen", ln.Addr().String(), "url", cfg.URL, "config", cfgPath, "root_sha256", a.ca.Fingerprint())
+	a.Log.Info("lanyard serving", "listen", ln.Addr().String(), "url", cfg.URL, "config", cfgPath, "root_sha256", a.CA.Fingerprint())
 	if cfg.Dev {
 		if err := printDevWelcome(ctx, a, out); err != nil {
-			a.log.Warn("dev welcome", "err", err)
+			a.Log.Warn("dev welcome", "err", err)
 		}
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-	err = a.srv.Serve(ctx, ln)
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
-	return err
+	return a.Serve(ctx, ln)
 }
 
 // devHostCN is the host name the dev welcome's enroll command uses.
 const devHostCN = "host1.covalent.example.net"
 
-// devEnrollExtra adds flags to the printed enroll command (the anchors
-// hook adds the emulator's ARNs and endpoint).
-var devEnrollExtra []func(a *app) []string
-
-// devWelcomeExtra prints more lines in the dev welcome (admin login).
-var devWelcomeExtra []func(ctx context.Context, a *app, out io.Writer) error
-
-func printDevWelcome(ctx context.Context, a *app, out io.Writer) error {
-	secret, _, err := a.iss.CreateToken(ctx, issuance.TokenRequest{CN: devHostCN, Profile: "covalent", By: "serve --dev"})
+// printDevWelcome prints, in dev mode, how to log in to the admin page
+// and a ready-to-paste enroll command with a fresh token (and, with the
+// emulator, the flags that make the written AWS profile work).
+func printDevWelcome(ctx context.Context, a *app.App, out io.Writer) error {
+	secret, _, err := a.Issuance.CreateToken(ctx, issuance.TokenRequest{CN: devHostCN, Profile: "covalent", By: "serve --dev"})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nlanyard is running (development mode)\n")
-	fmt.Fprintf(out, "  admin page:   %s/admin/\n", a.cfg.URL)
-	for _, f := range devWelcomeExtra {
-		if err := f(ctx, a, out); err != nil {
-			return err
-		}
+	fmt.Fprintf(out, "  admin page:   %s/admin/\n", a.Config.URL)
+	if err := devAdminLogin(ctx, a, out); err != nil {
+		return err
 	}
 	self := selfCommand()
-	args := []string{self, "enroll", "--ca", a.cfg.URL, "--fingerprint", a.ca.Fingerprint(), "--token", secret,
+	args := []string{self, "enroll", "--ca", a.Config.URL, "--fingerprint", a.CA.Fingerprint(), "--token", secret,
 		"--out", "./host1-pki"}
-	for _, f := range devEnrollExtra {
-		args = append(args, f(a)...)
-	}
+	args = append(args, anchorsEnrollFlags(a)...)
 	fmt.Fprintf(out, "  enroll a host (token for %s, valid 1h):\n    %s\n", devHostCN, strings.Join(args, " "))
 	fmt.Fprintf(out, "  more tokens:  %s token --cn NAME.covalent.example.net\n\n", self)
 	return nil

@@ -11,30 +11,21 @@ import (
 
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 	"github.com/lanyard/lanyard/web"
 )
 
-func init() {
-	startHooks = append(startHooks, startWeb)
-	devWelcomeExtra = append(devWelcomeExtra, devAdminLogin)
-}
-
-// startWeb builds the admin web page and mounts it at /admin/.
-func startWeb(_ context.Context, a *app, _ io.Writer) error {
+// newAdminPage builds the admin web page app.Build mounts at /admin/.
+func newAdminPage(a *app.App) (http.Handler, error) {
 	var anchorStatus func() web.AnchorStatus
-	if a.cfg.Anchors.Enabled || a.cfg.Anchors.Emulator {
-		anchorStatus = func() web.AnchorStatus { return readAnchorStatus(a.db) }
+	if a.Config.Anchors.Enabled || a.Config.Anchors.Emulator {
+		anchorStatus = func() web.AnchorStatus { return readAnchorStatus(a.Store) }
 	}
-	h, err := web.New(web.Config{Store: a.db, Issuance: a.iss, Revocation: a.rev, Anchors: anchorStatus,
-		CAURL: a.cfg.URL, Fingerprint: a.ca.Fingerprint(), SessionTTL: a.cfg.Web.SessionTTL, Logger: a.log,
+	return web.New(web.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, Anchors: anchorStatus,
+		CAURL: a.Config.URL, Fingerprint: a.CA.Fingerprint(), SessionTTL: a.Config.Web.SessionTTL, Logger: a.Log,
 		ClientCert: func(r *http.Request) *x509.Certificate { return server.ClientCert(r.Context()) }})
-	if err != nil {
-		return fmt.Errorf("admin web page: %w", err)
-	}
-	a.opts.Web = h
-	return nil
 }
 
 // readAnchorStatus reads the anchors sync's persisted status from the
@@ -56,17 +47,17 @@ func readAnchorStatus(db store.Meta) web.AnchorStatus {
 
 // devAdminLogin sets a fresh one-time admin password in dev mode and
 // prints it with the admin certificate's path.
-func devAdminLogin(ctx context.Context, a *app, out io.Writer) error {
-	if !a.cfg.Dev {
+func devAdminLogin(ctx context.Context, a *app.App, out io.Writer) error {
+	if !a.Config.Dev {
 		return nil
 	}
 	pw, err := web.NewOneTimePassword()
 	if err != nil {
 		return err
 	}
-	if err := web.SetPassword(ctx, a.db, pw); err != nil {
+	if err := web.SetPassword(ctx, a.Store, pw); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  admin login:  password %s  (or the admin client certificate %s)\n", pw, ca.PathsIn(a.cfg.CADir).AdminCert)
+	fmt.Fprintf(out, "  admin login:  password %s  (or the admin client certificate %s)\n", pw, ca.PathsIn(a.Config.CADir).AdminCert)
 	return nil
 }

@@ -1,12 +1,14 @@
 // Package testca starts a real lanyard CA for tests: a CA initialised in
-// t.TempDir(), a bbolt store, the issuance (enroll and renewal) and revocation
-// services, and the server on a loopback TLS port. Tests build it with
-// Start and change only what they are about through Options.
+// t.TempDir(), assembled by app.Build exactly as `lanyard serve` assembles
+// it (the bbolt store, the issuance (enroll and renewal) and revocation services with
+// the CRL refresh loop) and served on a loopback TLS port. Tests build it
+// with Start and change only what they are about through Options.
 package testca
 
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -19,6 +21,8 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
@@ -69,6 +73,8 @@ type Options struct {
 
 // CA is a running test CA.
 type CA struct {
+	// App is the assembled server; the fields below are its parts.
+	App        *app.App
 	Dir        string
 	URL        string
 	Authority  *ca.Authority
@@ -106,63 +112,55 @@ func Start(t testing.TB, opts Options) *CA {
 		dir = t.TempDir()
 	}
 	p := ca.PathsIn(filepath.Join(dir, "ca"))
-	if _, err := ca.Load(ca.LoadOptions{Dir: p.Dir}); err != nil {
+	if old, err := ca.Load(ca.LoadOptions{Dir: p.Dir}); err == nil {
+		old.Close()
+	} else {
 		if _, err := ca.Init(ca.InitOptions{Dir: p.Dir, KeyType: opts.KeyType, Now: func() time.Time { return now().Add(-time.Hour) }}); err != nil {
 			t.Fatalf("testca: init: %v", err)
 		}
 	}
-	a, err := ca.Load(ca.LoadOptions{Dir: p.Dir})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testca: load: %v", err)
-	}
-	db, err := store.Open(filepath.Join(dir, "lanyard.db"), store.Options{})
-	if err != nil {
-		t.Fatalf("testca: store: %v", err)
+		t.Fatal(err)
 	}
 	def := ""
 	if _, ok := opts.Profiles["covalent"]; ok {
 		def = "covalent"
 	}
-	ps, err := issuance.CompileProfiles(opts.Profiles, def)
-	if err != nil {
-		t.Fatalf("testca: profiles: %v", err)
+	cfg := &config.Config{
+		Listen:         ln.Addr().String(),
+		URL:            "https://" + ln.Addr().String(),
+		DataDir:        dir,
+		CADir:          p.Dir,
+		Store:          filepath.Join(dir, "lanyard.db"),
+		Profiles:       opts.Profiles,
+		DefaultProfile: def,
 	}
-	iss, err := issuance.New(issuance.Config{Signer: a, Store: db, Profiles: ps, Now: now})
-	if err != nil {
-		t.Fatalf("testca: issuance: %v", err)
-	}
-	rev, err := revocation.New(revocation.Config{Store: db, Signer: a, Now: now})
-	if err != nil {
-		t.Fatalf("testca: revocation: %v", err)
-	}
-	c := &CA{Dir: dir, Authority: a, Store: db, Issuance: iss, Revocation: rev, Paths: p, Now: now}
-	so := server.Options{CA: a, Store: db, Issuance: iss, Revocation: rev, Now: now}
+	c := &CA{Dir: dir, URL: cfg.URL, Paths: p, Now: now}
+	ao := app.Options{Now: now, Logger: slog.New(slog.DiscardHandler), ServerOptions: opts.Server}
 	if opts.Web != nil {
-		so.Web = opts.Web(c)
+		ao.AdminPage = func(a *app.App) (http.Handler, error) {
+			c.fill(a)
+			return opts.Web(c), nil
+		}
 	}
-	if opts.Server != nil {
-		opts.Server(&so)
-	}
-	srv, err := server.New(so)
+	a, err := app.Build(context.Background(), cfg, ao)
 	if err != nil {
-		t.Fatalf("testca: server: %v", err)
+		ln.Close()
+		t.Fatalf("testca: %v", err)
 	}
-	c.Server = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.URL = "https://" + ln.Addr().String()
+	c.fill(a)
+	c.Server = a.Server
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = srv.Serve(ctx, ln)
+		_ = a.Serve(ctx, ln)
 	}()
 	c.stop = func() {
 		cancel()
 		<-done
-		db.Close()
 		a.Close()
 	}
 	t.Cleanup(c.Stop)
@@ -170,13 +168,18 @@ func Start(t testing.TB, opts Options) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Admin, err = caclient.New(c.URL, a.RootsPEM(), &c.AdminCert); err != nil {
+	if c.Admin, err = caclient.New(c.URL, c.Authority.RootsPEM(), &c.AdminCert); err != nil {
 		t.Fatal(err)
 	}
-	if c.Anonymous, err = caclient.New(c.URL, a.RootsPEM(), nil); err != nil {
+	if c.Anonymous, err = caclient.New(c.URL, c.Authority.RootsPEM(), nil); err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// fill copies the assembled parts into c.
+func (c *CA) fill(a *app.App) {
+	c.App, c.Authority, c.Store, c.Issuance, c.Revocation = a, a.CA, a.Store, a.Issuance, a.Revocation
 }
 
 // Stop shuts the server down and closes the store (idempotent).

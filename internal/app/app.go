@@ -1,0 +1,164 @@
+// Package app assembles a lanyard CA server from its configuration: the CA
+// (package ca), the store, the issuance (enroll and renewal) and revocation services,
+// the IAM Roles Anywhere trust-anchor sync (and, in development, the
+// in-process Roles Anywhere emulator), and the TLS server that serves them.
+// It is the one composition root: `lanyard serve` and the tests (through
+// internal/testca) build the server with Build, so what the tests run is
+// what production runs.
+//
+// The admin web page is the one part passed in (Options.AdminPage) rather
+// than built here: package web's own tests run on internal/testca, so this
+// package cannot import web.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/lanyard/lanyard/anchors"
+	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/server"
+	"github.com/lanyard/lanyard/store"
+)
+
+// Options are what Build takes besides the configuration. The zero value
+// is what `lanyard serve` uses but for AdminPage.
+type Options struct {
+	// Now is the clock every service reads (default time.Now).
+	Now func() time.Time
+	// Logger (default slog.Default).
+	Logger *slog.Logger
+	// AdminPage, when set, builds the handler mounted at /admin/ from the
+	// assembled App (serve passes the web package's page).
+	AdminPage func(*App) (http.Handler, error)
+	// ServerOptions, when set, adjusts the server's options just before
+	// the server is built (tests).
+	ServerOptions func(*server.Options)
+}
+
+// App is an assembled server. Build makes it, Serve runs it, Close
+// releases it. Its fields are the parts, for the commands and tests that
+// need one; they must not be replaced.
+type App struct {
+	Config     *config.Config
+	Log        *slog.Logger
+	Now        func() time.Time
+	CA         *ca.Authority
+	Store      *store.DB
+	Issuance   *issuance.Service
+	Revocation *revocation.Service
+	// Anchors is the trust-anchor sync; nil unless anchors.enabled.
+	Anchors *anchors.Syncer
+	// AnchorsConfig is the configuration Anchors runs with.
+	AnchorsConfig anchors.Config
+	Server        *server.Server
+
+	closers []func() error // in the order they run
+}
+
+// Build loads the CA and opens the store named by cfg, builds the
+// services on them and, when anchors.enabled, starts the emulator (dev)
+// and runs the first trust-anchor sync. ctx bounds that start-up work
+// only. On error everything opened so far is closed again.
+func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	a := &App{Config: cfg, Log: opts.Logger, Now: opts.Now}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	pass, err := cfg.Passphrase()
+	if err != nil {
+		return nil, err
+	}
+	a.CA, err = ca.Load(ca.LoadOptions{Dir: cfg.CADir, Passphrase: pass, KMS: cfg.KMS})
+	if err != nil {
+		return nil, fmt.Errorf("load CA from %s: %w (create one with `lanyard init`)", cfg.CADir, err)
+	}
+	a.closers = append(a.closers, a.CA.Close)
+	a.Store, err = store.Open(cfg.Store, store.Options{Logger: a.Log})
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append([]func() error{a.Store.Close}, a.closers...)
+	profiles, err := cfg.CompileProfiles()
+	if err != nil {
+		return nil, err
+	}
+	a.Issuance, err = issuance.New(issuance.Config{Signer: a.CA, Store: a.Store, Profiles: profiles, Logger: a.Log, Now: a.Now,
+		CRLDistributionPoint: cfg.CRL.DistributionURL})
+	if err != nil {
+		return nil, err
+	}
+	a.Revocation, err = revocation.New(revocation.Config{Store: a.Store, Signer: a.CA, Validity: cfg.CRL.Validity, Logger: a.Log,
+		Now: a.Now, DistributionPointURL: cfg.CRL.DistributionURL})
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append([]func() error{a.Revocation.Close}, a.closers...)
+	if err := a.startAnchors(ctx); err != nil {
+		return nil, err
+	}
+	so := server.Options{CA: a.CA, Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation,
+		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
+		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
+		IdleTimeout: cfg.Limits.IdleTimeout, Logger: a.Log, Now: a.Now, Extra: map[string]http.Handler{}}
+	if a.Anchors != nil {
+		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors)
+	}
+	if opts.AdminPage != nil {
+		if so.Web, err = opts.AdminPage(a); err != nil {
+			return nil, fmt.Errorf("admin web page: %w", err)
+		}
+	}
+	if opts.ServerOptions != nil {
+		opts.ServerOptions(&so)
+	}
+	if a.Server, err = server.New(so); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Serve runs the server on ln, the CRL refresh loop and the trust-anchor
+// drift checks until ctx ends; it returns nil then.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go a.Revocation.Run(ctx)
+	if a.Anchors != nil {
+		go a.Anchors.Run(ctx, a.Revocation.Current)
+	}
+	err := a.Server.Serve(ctx, ln)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close stops the anchors sync and the emulator and closes the services,
+// the store and the CA, in that order. It is safe to call more than once.
+func (a *App) Close() error {
+	var errs []error
+	for _, c := range a.closers {
+		if err := c(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
