@@ -98,6 +98,10 @@ func (s *Service) AuthorizeRenewal(current *x509.Certificate) (*Grant, error) {
 	if !now.Before(rec.NotAfter) {
 		return nil, fmt.Errorf("renew %s: %w: expired at %s; enroll again with a new token", serial, ErrNotRenewable, rec.NotAfter.UTC().Format(time.RFC3339))
 	}
+	if first := s.renewedAt(rec); !first.IsZero() && now.Sub(first) > RenewalRetryGrace {
+		return nil, fmt.Errorf("renew %s: %w: renewed at %s (newest successor %s); renew with the newest certificate",
+			serial, ErrSuperseded, first.UTC().Format(time.RFC3339), rec.NextSerial)
+	}
 	return &Grant{
 		CN: rec.CN, DNSNames: slices.Clone(rec.DNSNames), Profile: rec.Profile, Predecessor: serial,
 		currentKey: current.PublicKey, actor: "cert:" + serial, action: "renew", at: now,

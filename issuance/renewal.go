@@ -19,10 +19,36 @@ var (
 	ErrNotRenewable = errors.New("certificate cannot be renewed")
 	// ErrRevoked: the presented certificate is revoked. Final.
 	ErrRevoked = errors.New("certificate is revoked")
+	// ErrSuperseded: the presented certificate was renewed longer ago than
+	// RenewalRetryGrace; only its newest successor may renew. Final.
+	ErrSuperseded = errors.New("certificate was already renewed")
 	// ErrKeyReuse: the CSR carries the current key and the profile wants a
 	// new one. Final for that CSR; a new key fixes it.
 	ErrKeyReuse = errors.New("renewal must use a new key")
 )
+
+// RenewalRetryGrace is how long after its first renewal a certificate may
+// still renew. A host that crashed after the CA recorded its renewal but
+// before it wrote the answer retries with the certificate it still holds:
+// the agent retries with capped backoff (1 s doubling to 10 minutes,
+// agent.DefaultBackoffMax), so 15 minutes covers a restart and the retry
+// at the cap. After that the old certificate is superseded: a copy of it
+// (the host folder keeps old versions) cannot start a second, unrevoked
+// lineage. The grace runs from the first renewal, so renewing an old
+// certificate again does not extend it.
+const RenewalRetryGrace = 15 * time.Minute
+
+// renewedAt returns when rec was first renewed (records written before
+// RenewedAt existed fall back on their newest successor's issue time).
+func (s *Service) renewedAt(rec *store.Cert) time.Time {
+	if !rec.RenewedAt.IsZero() || rec.NextSerial == "" {
+		return rec.RenewedAt
+	}
+	if next, err := s.db.GetCert(rec.NextSerial); err == nil {
+		return next.IssuedAt
+	}
+	return time.Time{}
+}
 
 // Renewed is the outcome of a renewal.
 type Renewed struct {

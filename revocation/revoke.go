@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -32,8 +33,8 @@ type Request struct {
 // Result reports a revocation.
 type Result struct {
 	// Certificates are the records revoked: the certificates asked for and
-	// the renewals descending from them, each with its Revocation (the
-	// first one, when it was already revoked).
+	// the rest of their lineages, each with its Revocation (the first one,
+	// when it was already revoked).
 	Certificates []*store.Cert
 	// Changed is false when everything was already revoked.
 	Changed bool
@@ -81,9 +82,9 @@ func validate(req Request) (serial, cn string, err error) {
 	return "", cn, nil
 }
 
-// Revoke revokes one certificate (req.Serial), with every renewal
-// descending from it, or every unexpired, unrevoked certificate of
-// req.CN, writes one audit event per certificate asked for, and returns
+// Revoke revokes one certificate (req.Serial) or every unexpired,
+// unrevoked certificate of req.CN, each with its whole lineage (see
+// the package documentation), writes one audit event per certificate asked for, and returns
 // once a CRL listing them is current. Revoking again is idempotent: the
 // first reason and time are kept, Changed is false and no CRL is built.
 // Bad input fails with ErrBadRequest, ErrUnknownReason or ErrNotFound and
@@ -114,10 +115,31 @@ func (s *Service) Revoke(ctx context.Context, req Request) (*Result, error) {
 		detail += fmt.Sprintf(" comment=%q", req.Comment)
 	}
 	res := &Result{}
+	seen := map[string]bool{}
 	var revokeErr error
 	for _, sn := range targets {
-		ev := &store.AuditEvent{At: now, Actor: req.By, Action: AuditAction, Subject: sn, Detail: detail}
-		got, changed, err := s.st.Revoke(ctx, sn, rev, ev)
+		root, err := s.lineageRoot(sn)
+		if err != nil {
+			revokeErr = err
+			break
+		}
+		d := detail
+		if root != sn {
+			d += " lineage=" + root
+		}
+		ev := &store.AuditEvent{At: now, Actor: req.By, Action: AuditAction, Subject: sn, Detail: d}
+		// Revoking the lineage's first certificate revokes it and every
+		// renewal descending from it, in one transaction: the whole
+		// lineage, up and down, including the side branches crash
+		// retries leave. A renewal racing it either commits first (and is
+		// revoked with it) or is refused.
+		got, changed, err := s.st.Revoke(ctx, root, rev, ev)
+		if err == nil && !slices.ContainsFunc(got, func(c *store.Cert) bool { return c.Serial == sn }) {
+			// Already revoked: report the certificate asked for as it is.
+			if c, gerr := s.st.GetCert(sn); gerr == nil {
+				got = append(got, c)
+			}
+		}
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				revokeErr = fmt.Errorf("revoke %s: %w", sn, ErrNotFound)
@@ -129,10 +151,20 @@ func (s *Service) Revoke(ctx context.Context, req Request) (*Result, error) {
 		if changed {
 			s.log.Info("certificate revoked", "serial", sn, "with_renewals", len(got), "reason", ReasonName(req.Reason), "by", req.By)
 		}
-		res.Certificates = append(res.Certificates, got...)
+		for _, c := range got {
+			if !seen[c.Serial] {
+				seen[c.Serial] = true
+				res.Certificates = append(res.Certificates, c)
+			}
+		}
 		res.Changed = res.Changed || changed
 	}
-	res.Certificates = append(res.Certificates, already...)
+	for _, c := range already {
+		if !seen[c.Serial] {
+			seen[c.Serial] = true
+			res.Certificates = append(res.Certificates, c)
+		}
+	}
 	if len(res.Certificates) == 0 {
 		return nil, revokeErr
 	}
@@ -145,6 +177,37 @@ func (s *Service) Revoke(ctx context.Context, req Request) (*Result, error) {
 	}
 	res.CRLNumber = n
 	return res, nil
+}
+
+// maxLineage bounds the walk to a lineage's first certificate: a host
+// renewing every five minutes (the shortest lifetime, issuance.MinTTL,
+// renewed at half) for a year makes about 100,000 links. The bound only
+// stops a damaged store (a loop of PreviousSerial) from hanging Revoke.
+const maxLineage = 200_000
+
+// lineageRoot returns the first certificate of serial's lineage, following
+// PreviousSerial up. An ancestor missing from the store (tidied away after
+// it expired) ends the walk: the oldest one still recorded is the root.
+func (s *Service) lineageRoot(serial string) (root string, err error) {
+	c, err := s.st.GetCert(serial)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return "", fmt.Errorf("revoke %s: %w", serial, ErrNotFound)
+		}
+		return "", fmt.Errorf("revoke %s: %w", serial, err)
+	}
+	root = serial
+	for i := 0; c.PreviousSerial != "" && i < maxLineage; i++ {
+		p, err := s.st.GetCert(c.PreviousSerial)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("revoke %s: read ancestor %s: %w", serial, c.PreviousSerial, err)
+		}
+		c, root = p, p.Serial
+	}
+	return root, nil
 }
 
 // byCN returns the unexpired certificates of cn still to revoke, and those

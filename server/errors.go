@@ -50,7 +50,7 @@ func codeOf(err error) connect.Code {
 		return connect.CodeInvalidArgument
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, revocation.ErrNotFound):
 		return connect.CodeNotFound
-	case errors.Is(err, store.ErrTokenUsed):
+	case errors.Is(err, store.ErrTokenUsed), errors.Is(err, issuance.ErrSuperseded):
 		return connect.CodeFailedPrecondition
 	}
 	return connect.CodeInternal

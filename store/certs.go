@@ -131,9 +131,11 @@ func (db *DB) RedeemToken(ctx context.Context, tokenID string, tokenHash []byte,
 // transaction. It fails with ErrNotFound if prev is unknown and
 // ErrRevoked if prev has been revoked (so a renewal racing a revocation
 // either commits first, and is then revoked with it, or is refused).
-// Renewing a certificate that was already renewed is allowed (an agent
-// that crashed after the CA answered must be able to retry); prev then
-// points to the newest successor and every successor is recorded.
+// Renewing a certificate that was already renewed is allowed here (an
+// agent that crashed after the CA answered must be able to retry; the
+// issuance service bounds how long); prev then points to the newest
+// successor, keeps the time of its first renewal (RenewedAt), and every
+// successor is recorded.
 func (db *DB) InsertRenewal(ctx context.Context, prev string, c *Cert, ev *AuditEvent) error {
 	return db.update(ctx, func(tx *bolt.Tx) error {
 		p, err := getCertTx(tx, prev)
@@ -144,6 +146,9 @@ func (db *DB) InsertRenewal(ctx context.Context, prev string, c *Cert, ev *Audit
 			return fmt.Errorf("renew %s: %w", prev, ErrRevoked)
 		}
 		p.NextSerial = c.Serial
+		if p.RenewedAt.IsZero() {
+			p.RenewedAt = c.IssuedAt
+		}
 		if err := updateCertTx(tx, p); err != nil {
 			return err
 		}

@@ -27,9 +27,13 @@ type Cert struct {
 	TokenID string `json:"token,omitempty"`
 	// PreviousSerial is the certificate this one renews; NextSerial the
 	// newest certificate that renewed this one.
-	PreviousSerial string      `json:"prev,omitempty"`
-	NextSerial     string      `json:"next,omitempty"`
-	Revocation     *Revocation `json:"rev,omitempty"`
+	PreviousSerial string `json:"prev,omitempty"`
+	NextSerial     string `json:"next,omitempty"`
+	// RenewedAt is when the first renewal of this certificate was
+	// recorded (the IssuedAt of its first successor; zero: never renewed).
+	// Renewal refuses a certificate renewed longer ago than a short grace.
+	RenewedAt  time.Time   `json:"renewed,omitzero"`
+	Revocation *Revocation `json:"rev,omitempty"`
 }
 
 // Status returns valid, expired or revoked at now.
