@@ -85,7 +85,8 @@ type Certs interface {
 	// InsertRenewal records c as the renewal of prev (ErrNotFound,
 	// ErrRevoked): a renewal racing a revocation of prev either commits
 	// first and is revoked with it, or is refused. Renewing twice is
-	// allowed; prev then points to the newest successor.
+	// allowed; prev then points to the newest successor and keeps, in
+	// RenewedAt, the IssuedAt of its first.
 	InsertRenewal(ctx context.Context, prev string, c *Cert, ev *AuditEvent) error
 	// InsertCert records a certificate no token paid for.
 	InsertCert(ctx context.Context, c *Cert, ev *AuditEvent) error

@@ -272,7 +272,7 @@ func testTokens(t *testing.T, s store.Store) {
 func testRevokeCascade(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	a := insert(t, s, NewCert())
-	b := NewCert(func(c *store.Cert) { c.CN = a.CN })
+	b := NewCert(func(c *store.Cert) { c.CN = a.CN; c.IssuedAt = T0.Add(time.Hour) })
 	if err := s.InsertRenewal(ctx, a.Serial, b, &store.AuditEvent{Action: "renew"}); err != nil {
 		t.Fatal(err)
 	}
@@ -281,12 +281,17 @@ func testRevokeCascade(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	// Renewing a again (an agent retrying) is allowed; a points to the newest.
-	b2 := NewCert(func(c *store.Cert) { c.CN = a.CN })
+	b2 := NewCert(func(c *store.Cert) { c.CN = a.CN; c.IssuedAt = T0.Add(2 * time.Hour) })
 	if err := s.InsertRenewal(ctx, a.Serial, b2, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.GetCert(a.Serial); got.NextSerial != b2.Serial {
 		t.Fatalf("a.NextSerial = %q, want %q", got.NextSerial, b2.Serial)
+	}
+	// RenewedAt keeps the first renewal's time (issuance's retry grace
+	// runs from it, so renewing again must not move it).
+	if got, _ := s.GetCert(a.Serial); !got.RenewedAt.Equal(b.IssuedAt) {
+		t.Fatalf("a.RenewedAt = %s, want the first renewal's %s", got.RenewedAt, b.IssuedAt)
 	}
 	if got, _ := s.GetCert(c.Serial); got.PreviousSerial != b.Serial {
 		t.Fatalf("c.PreviousSerial = %q, want %q", got.PreviousSerial, b.Serial)
