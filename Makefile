@@ -12,7 +12,7 @@ export LANYARD_SIGNING_HELPER := $(abspath $(HELPER))
 # This machine exports AWS_CA_BUNDLE, which makes aws_signing_helper v1.5
 # exit before it sends anything; tests that run the helper unset it.
 
-.PHONY: all build run test test-crash fuzz bench generate lint deps clean
+.PHONY: all build run test test-quick test-crash fuzz bench generate lint deps clean
 
 all: build
 
@@ -44,6 +44,12 @@ test: deps lint
 	$(GO) test $(GOFLAGS) -count=1 -timeout 15m ./...
 	$(GO) test $(GOFLAGS) -count=1 -race -timeout 15m ./...
 
+# The quick loop while editing: every test with -short, which skips the
+# soak, crash-safety, footprint and headless-browser tests, without the
+# race pass. `make test` stays the CI command.
+test-quick:
+	$(GO) test $(GOFLAGS) -count=1 -short -timeout 15m ./...
+
 # The long crash-safety run: 20 SIGKILL cycles (make test runs 3).
 test-crash:
 	LANYARD_CRASH_CYCLES=20 $(GO) test -count=1 -v -run TestCrashSafety -timeout 20m ./crashtest/
@@ -61,10 +67,19 @@ bench: deps build
 generate:
 	$(GO) tool -modfile=tools/proto/go.mod buf generate
 
+# gofmt, go vet, staticcheck, a tidy go.mod, and generated code that is
+# what `make generate` writes (generated into a temporary folder and
+# compared, so lint changes nothing).
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) tool -modfile=tools/lint/go.mod staticcheck ./...
+	$(GO) mod tidy -diff
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(GO) tool -modfile=tools/proto/go.mod buf generate -o "$$tmp" && \
+	for f in $$(cd "$$tmp" && find . -type f); do \
+		cmp -s "$$tmp/$$f" "$$f" || { echo "$$f differs from what make generate writes: run make generate and commit"; exit 1; }; \
+	done
 
 clean:
 	rm -rf $(BIN)

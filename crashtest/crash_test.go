@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -37,6 +38,10 @@ var lanyardBin string
 var totals string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run()) // TestCrashSafety skips itself: no binary to build
+	}
 	dir, err := os.MkdirTemp("", "lanyard-crash-bin-")
 	if err != nil {
 		panic(err)
@@ -166,6 +171,9 @@ func crlNumber(t *testing.T, cl *caclient.Clients) int64 {
 // recorded with its token (or predecessor), no token paid for two
 // certificates, and the CRL number never went backwards.
 func TestCrashSafety(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash-safety cycles: make test runs them, make test-quick (-short) does not")
+	}
 	dir := t.TempDir()
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := ln.Addr().(*net.TCPAddr).Port

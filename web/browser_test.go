@@ -55,6 +55,9 @@ func (f *fakeAnchor) status() AnchorStatus {
 // TestBrowser drives Debian's chromium (headless) against a real CA on
 // loopback TLS with the admin page mounted.
 func TestBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("headless Chromium test: make test runs it, make test-quick (-short) does not")
+	}
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("install chromium: make deps (%v)", err)
 	}

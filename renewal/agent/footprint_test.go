@@ -92,6 +92,9 @@ func contextSwitches(t *testing.T, pid int) int64 {
 // asks for ≤ 15 MB and no periodic wake-ups but the cheap suspend check
 // (once a minute, so none in the measured seconds).
 func TestAgentIdleFootprint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("footprint measurement: make test runs it, make test-quick (-short) does not")
+	}
 	ca := testca.Start(t, testca.Options{})
 	dir := enroll(t, ca, ca.URL, "idle.covalent.example.net", "P-256")
 	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")

@@ -97,6 +97,9 @@ func (s *syncBuffer) String() string {
 // are counted and logged, and a poll that has not got credentials within
 // 5 s counts as a failure.
 func TestRotationSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak test (200 rotations): make test runs it, make test-quick (-short) does not")
+	}
 	rotations := 200
 	if v := os.Getenv(soakRotationsEnv); v != "" {
 		n, err := strconv.Atoi(v)
