@@ -53,6 +53,7 @@ type Config struct {
 	Anchors  Anchors                           `mapstructure:"anchors" yaml:"anchors"`
 	Limits   Limits                            `mapstructure:"limits" yaml:"limits"`
 	Web      Web                               `mapstructure:"web" yaml:"web"`
+	Tidy     Tidy                              `mapstructure:"tidy" yaml:"tidy"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level" yaml:"log_level"`
 	// Dev is set by `serve --dev`.
@@ -111,6 +112,24 @@ type Web struct {
 	SessionTTL time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
 }
 
+// Tidy says how long records are kept once they stop mattering, and how
+// often the leader prunes them (`lanyard tidy` runs it by hand). A
+// retention of 0 keeps that kind of record forever.
+type Tidy struct {
+	// Interval between automatic tidies on the leader; 0 turns them off.
+	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
+	// Certs is how long a certificate record is kept after it expired
+	// (revoked or not: it is off the CRL once expired).
+	Certs time.Duration `mapstructure:"certs" yaml:"certs"`
+	// Tokens is how long an enrollment token is kept after it was used or
+	// expired.
+	Tokens time.Duration `mapstructure:"tokens" yaml:"tokens"`
+	// Sessions is how long a web session is kept after it expired.
+	Sessions time.Duration `mapstructure:"sessions" yaml:"sessions"`
+	// Audit is how long an audit event is kept.
+	Audit time.Duration `mapstructure:"audit" yaml:"audit"`
+}
+
 // SetDefaults registers every default on v.
 func SetDefaults(v *viper.Viper) {
 	v.SetDefault("listen", ":8443")
@@ -130,6 +149,15 @@ func SetDefaults(v *viper.Viper) {
 	v.SetDefault("limits.idle_timeout", 120*time.Second)
 	v.SetDefault("web.session_ttl", 8*time.Hour)
 	v.SetDefault("log_level", "info")
+	// Tidy defaults: a month of expired certificates (history for the
+	// admin page, and more than Vault PKI's 72 h safety buffer), a week of
+	// spent tokens, a day of expired sessions, and 400 days of audit
+	// events (a year plus a month, so a yearly audit sees a whole year).
+	v.SetDefault("tidy.interval", 6*time.Hour)
+	v.SetDefault("tidy.certs", 30*24*time.Hour)
+	v.SetDefault("tidy.tokens", 7*24*time.Hour)
+	v.SetDefault("tidy.sessions", 24*time.Hour)
+	v.SetDefault("tidy.audit", 400*24*time.Hour)
 }
 
 // NewViper returns a viper with lanyard's defaults and environment binding.
@@ -142,7 +170,8 @@ func NewViper() *viper.Viper {
 	for _, k := range []string{"listen", "url", "data_dir", "ca_dir", "store", "passphrase_file", "kms", "default_profile",
 		"crl.validity", "crl.distribution_url", "anchors.enabled", "anchors.region", "anchors.endpoint",
 		"anchors.trust_anchor_arn", "anchors.profile_arn", "anchors.role_arn", "anchors.create", "anchors.interval",
-		"anchors.emulator", "anchors.emulator_listen", "limits.max_body", "limits.rate_per_client", "limits.burst", "log_level"} {
+		"anchors.emulator", "anchors.emulator_listen", "limits.max_body", "limits.rate_per_client", "limits.burst", "log_level",
+		"tidy.interval", "tidy.certs", "tidy.tokens", "tidy.sessions", "tidy.audit"} {
 		_ = v.BindEnv(k)
 	}
 	return v
@@ -221,6 +250,15 @@ func (c *Config) finish() error {
 	}
 	if _, err := c.CompileProfiles(); err != nil {
 		return err
+	}
+	for name, d := range map[string]time.Duration{"tidy.interval": c.Tidy.Interval, "tidy.certs": c.Tidy.Certs,
+		"tidy.tokens": c.Tidy.Tokens, "tidy.sessions": c.Tidy.Sessions, "tidy.audit": c.Tidy.Audit} {
+		if d < 0 {
+			return fmt.Errorf("%s %s is negative (0 turns it off)", name, d)
+		}
+	}
+	if c.Tidy.Interval > 0 && c.Tidy.Interval < time.Minute {
+		return fmt.Errorf("tidy.interval %s is below one minute", c.Tidy.Interval)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

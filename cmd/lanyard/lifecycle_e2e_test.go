@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/store"
 )
 
 // caSite is a non-dev CA folder for the lifecycle tests: a config file, a
@@ -265,4 +266,48 @@ func readCertFile(path string) (*x509.Certificate, error) {
 		return nil, errors.New(path + ": no PEM certificate")
 	}
 	return x509.ParseCertificate(blk.Bytes)
+}
+
+// TestTidyAndCompactCommands: `lanyard tidy` in the running server (dry
+// run, then for real, audited), then offline, and `lanyard store compact`
+// on the stopped store.
+func TestTidyAndCompactCommands(t *testing.T) {
+	s := newCASite(t, siteOptions{Extra: "tidy:\n  tokens: 1ms\n  interval: 0s\n"})
+	serve := s.serve(nil)
+	if _, err := s.enroll("tidy1.covalent.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if out := s.run("tidy", "--dry-run"); !strings.Contains(out, "in the server, would remove (dry run)") || !strings.Contains(out, "      1 tokens") {
+		t.Fatalf("tidy --dry-run:\n%s", out)
+	}
+	if out := s.run("tidy"); !strings.Contains(out, "in the server, removed") || !strings.Contains(out, "      1 tokens") {
+		t.Fatalf("tidy:\n%s", out)
+	}
+	if out := s.run("tidy"); !strings.Contains(out, "      0 tokens") {
+		t.Fatalf("second tidy:\n%s", out)
+	}
+	_ = serve.Process.Signal(os.Interrupt)
+	for deadline := time.Now().Add(20 * time.Second); s.healthy() == nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the store's lock goes with the process
+	if out := s.run("tidy", "--dry-run"); !strings.Contains(out, "tidy offline") {
+		t.Fatalf("offline tidy:\n%s", out)
+	}
+	if out := s.run("store", "compact", "--dry-run"); !strings.Contains(out, "dry run:") {
+		t.Fatalf("store compact --dry-run:\n%s", out)
+	}
+	if out := s.run("store", "compact"); !strings.Contains(out, "compacted") {
+		t.Fatalf("store compact:\n%s", out)
+	}
+	db, err := store.Open(filepath.Join(s.dir, "data", "lanyard.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for action, want := range map[string]int{"tidy": 2, "store.compact": 1} {
+		if evs, _, _ := db.ListAudit(store.AuditQuery{Action: action}); len(evs) != want {
+			t.Errorf("%d %s audit events, want %d", len(evs), action, want)
+		}
+	}
 }

@@ -1,0 +1,6 @@
+//go:build !race
+
+package store
+
+// yearHostsDefault is the fleet of TestTidyBoundsAYear.
+const yearHostsDefault = 1000

@@ -1,0 +1,138 @@
+// Package tidy owns retention: it turns the configured retentions into a
+// store tidy (expired certificates, spent tokens, expired sessions, old
+// audit events), runs it by hand (`lanyard tidy`, with a dry run) or on a
+// schedule on the leader replica, and audits every tidy that removed
+// anything or was asked for.
+package tidy
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/lanyard/lanyard/store"
+)
+
+// Store is what tidy needs of the store: one consistent, batched tidy.
+type Store interface {
+	Tidy(ctx context.Context, req store.TidyRequest) (*store.TidyResult, error)
+}
+
+// Leader reports whether this replica does the cluster's periodic work.
+// With bbolt the single server is always the leader (Config.Leader nil).
+type Leader interface {
+	IsLeader() bool
+}
+
+// Retention is how long each kind of record is kept once it stops
+// mattering; 0 keeps it forever.
+type Retention struct {
+	Certs, Tokens, Sessions, Audit time.Duration
+}
+
+// Config builds a Service.
+type Config struct {
+	Store     Store
+	Retention Retention
+	// Leader, when set, gates Loop: only the leader tidies.
+	Leader Leader
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Service runs tidies.
+type Service struct {
+	cfg Config
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{cfg: cfg}
+}
+
+// Request turns the retentions into the store's cut-offs at now.
+func (r Retention) Request(now time.Time) store.TidyRequest {
+	cut := func(d time.Duration) time.Time {
+		if d <= 0 {
+			return time.Time{}
+		}
+		return now.Add(-d)
+	}
+	return store.TidyRequest{
+		CertsExpiredBefore:    cut(r.Certs),
+		TokensBefore:          cut(r.Tokens),
+		SessionsExpiredBefore: cut(r.Sessions),
+		AuditBefore:           cut(r.Audit),
+	}
+}
+
+// Report is what one tidy did.
+type Report struct {
+	store.TidyResult
+	// Request is the cut-offs it applied.
+	Request store.TidyRequest
+	DryRun  bool
+	At      time.Time
+	Took    time.Duration
+}
+
+// Run tidies once now as actor ("admin:cli", "server"). A dry run only
+// counts. A real run is audited (action "tidy", detail the counts) even
+// when it removed nothing, so the audit log shows every tidy asked for.
+func (s *Service) Run(ctx context.Context, actor string, dryRun bool) (*Report, error) {
+	now := s.cfg.Now()
+	req := s.cfg.Retention.Request(now)
+	req.DryRun = dryRun
+	if !dryRun {
+		req.Event = &store.AuditEvent{At: now, Actor: actor, Action: "tidy", Subject: "store"}
+	}
+	res, err := s.cfg.Store.Tidy(ctx, req)
+	rep := &Report{Request: req, DryRun: dryRun, At: now, Took: time.Since(now)}
+	if res != nil {
+		rep.TidyResult = *res
+	}
+	if err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// Loop tidies every interval while ctx lives, on the leader only; a
+// follower checks again at the next tick. Errors are logged and the next
+// tick tries again. tick, when non-nil, replaces the interval ticker
+// (tests drive it).
+func (s *Service) Loop(ctx context.Context, interval time.Duration, tick <-chan time.Time) {
+	if tick == nil {
+		if interval <= 0 {
+			return
+		}
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		}
+		if s.cfg.Leader != nil && !s.cfg.Leader.IsLeader() {
+			continue
+		}
+		rep, err := s.Run(ctx, "server", false)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.cfg.Logger.Error("tidy", "err", err)
+			}
+			continue
+		}
+		s.cfg.Logger.Info("tidy", "certs", rep.Certs, "tokens", rep.Tokens, "sessions", rep.Sessions, "audit", rep.Audit, "took", rep.Took)
+	}
+}
