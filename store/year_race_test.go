@@ -5,4 +5,4 @@ package store
 // yearHostsDefault is the fleet of TestTidyBoundsAYear under the race
 // detector (ten times slower): the race detector checks tidy running
 // between concurrent writers, the bound is checked without it.
-const yearHostsDefault = 100
+const yearHostsDefault = 50

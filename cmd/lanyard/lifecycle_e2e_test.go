@@ -311,3 +311,97 @@ func TestTidyAndCompactCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreNeverUnrevokes is issue 12's restore test: backup, revoke,
+// restore → the certificate is still revoked and the next CRL is numbered
+// above every CRL published; a token minted after the backup, and an
+// unused one of the backup, are refused.
+func TestRestoreNeverUnrevokes(t *testing.T) {
+	s := newCASite(t, siteOptions{})
+	serve := s.serve(nil)
+	hostA, err := s.enroll("restore-a.covalent.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certA := hostCert(t, hostA)
+	unusedBefore := strings.TrimSpace(s.run("token", "--cn", "restore-b.covalent.example.net", "-q"))
+	backup := filepath.Join(s.dir, "backup.db")
+	s.run("backup", backup)
+	s.run("revoke", "--cn", "restore-a.covalent.example.net", "--reason", "keyCompromise")
+	mintedAfter := strings.TrimSpace(s.run("token", "--cn", "restore-c.covalent.example.net", "-q"))
+	published := fetchCRL(t, s)
+	if !crlLists(published, certA) {
+		t.Fatal("the revocation is not on the published CRL")
+	}
+	crlFile := filepath.Join(s.dir, "published.crl")
+	if err := os.WriteFile(crlFile, published.Raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stopServe(t, s, serve)
+
+	// Without any CRL, restore refuses (it would un-revoke).
+	cmd := s.command("restore", backup, "--crl", filepath.Join(s.dir, "missing.crl"))
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("restore with a missing CRL file succeeded:\n%s", out)
+	}
+	dry := s.run("restore", backup, "--dry-run")
+	if !strings.Contains(dry, "dry run:") || !strings.Contains(dry, "1 revocations re-applied") {
+		t.Fatalf("restore --dry-run:\n%s", dry)
+	}
+	out := s.run("restore", backup, "--crl", crlFile)
+	t.Log(out)
+	for _, want := range []string{"1 revocations re-applied", certA.SerialNumber.Text(16), "unused enrollment tokens of the backup withdrawn", "before-restore-"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("restore output lacks %q", want)
+		}
+	}
+
+	s.serve(nil)
+	var crl *x509.RevocationList
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		crl = fetchCRL(t, s)
+		if crl.Number.Cmp(published.Number) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if crl.Number.Cmp(published.Number) <= 0 {
+		t.Fatalf("CRL number after restore %v, want above the published %v", crl.Number, published.Number)
+	}
+	if !crlLists(crl, certA) {
+		t.Fatal("restore un-revoked the certificate: it is not on the CRL")
+	}
+	if out := s.run("certs", "--status", "revoked"); !strings.Contains(out, "restore-a.covalent.example.net") {
+		t.Fatalf("certs --status revoked after restore:\n%s", out)
+	}
+	for name, tok := range map[string]string{"minted after the backup": mintedAfter, "unused in the backup": unusedBefore} {
+		out, err := s.command("enroll", "--ca", "https://"+s.listen, "--roots", filepath.Join(s.caDir(), "root.crt"),
+			"--token", tok, "--out", filepath.Join(s.dir, "hosts", "after-restore")).CombinedOutput()
+		if err == nil {
+			t.Errorf("a token %s was redeemed after the restore:\n%s", name, out)
+		}
+	}
+}
+
+// stopServe interrupts serve and waits until it no longer answers (and so
+// no longer holds the store's lock).
+func stopServe(t *testing.T, s *caSite, serve *exec.Cmd) {
+	t.Helper()
+	_ = serve.Process.Signal(os.Interrupt)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if serve.ProcessState != nil || s.healthy() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The lock goes when the process exits; wait for the store to open.
+	for time.Now().Before(deadline) {
+		db, err := store.Open(filepath.Join(s.dir, "data", "lanyard.db"), store.Options{Timeout: 100 * time.Millisecond, NoBackup: true})
+		if err == nil {
+			db.Close()
+			return
+		}
+	}
+	t.Fatal("the store is still locked 20s after serve was interrupted")
+}
