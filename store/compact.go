@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // compactTxMaxSize is how many bytes of keys and values bbolt's Compact
@@ -38,7 +39,7 @@ func Compact(path string, timeout time.Duration, dryRun bool, ev *AuditEvent) (*
 	res := &CompactResult{Before: fi.Size(), DryRun: dryRun}
 	src, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: true})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("compact %s: the store is in use (stop lanyard serve first): %w", path, err)
 		}
 		return nil, fmt.Errorf("compact %s: %w", path, err)
