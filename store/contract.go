@@ -57,6 +57,7 @@ type Store interface {
 	Meta
 	Sessions
 	Operations
+	Retention
 }
 
 // Tokens holds enrollment tokens. The secret is never stored, only its
@@ -162,6 +163,24 @@ type Operations interface {
 	CommitStats() (commits, writes uint64)
 	// Close waits for pending writes and releases the store.
 	Close() error
+}
+
+// Retention prunes what the retentions no longer need, keeping every index
+// consistent with the records.
+type Retention interface {
+	// Tidy removes certificates expired before req.CertsExpiredBefore (with
+	// every index entry and lineage link naming them; a successor keeps
+	// its PreviousSerial), tokens used or expired before req.TokensBefore,
+	// sessions expired before req.SessionsExpiredBefore and audit events
+	// before req.AuditBefore; a zero cut-off keeps that kind. It works in
+	// bounded transactions, each consistent on its own, so concurrent
+	// writes keep flowing and an interrupted tidy leaves a consistent
+	// store. A dry run counts and writes nothing; otherwise req.Event (if
+	// set) is audited with the counts in Detail.
+	Tidy(ctx context.Context, req TidyRequest) (*TidyResult, error)
+	// CheckIndexes reports the first disagreement between the records and
+	// their indexes (ErrInconsistent), or nil.
+	CheckIndexes() error
 }
 
 // Compile-time check that the bbolt engine implements the contract.

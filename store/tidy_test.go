@@ -351,3 +351,14 @@ func TestTidyBoundsAYear(t *testing.T) {
 		t.Errorf("tidy kept %d of %d certificates written", tidied.live, written)
 	}
 }
+
+// newTestDB opens an empty store in a temp dir.
+func newTestDB(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(filepath.Join(t.TempDir(), "lanyard.db"), Options{NoBackup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}

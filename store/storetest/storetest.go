@@ -58,6 +58,7 @@ func Run(t *testing.T, open Opener) {
 		{"Sessions", testSessions},
 		{"Meta", testMeta},
 		{"BackupOpensAsBboltStore", testBackup},
+		{"TidyPrunesAndKeepsIndexesConsistent", testTidy},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -712,5 +713,68 @@ func testBackup(t *testing.T, s store.Store) {
 	}
 	if rev, _ := b.RevokedUnexpired(T0); len(rev) != 1 {
 		t.Fatalf("backup lists %d revoked, want 1", len(rev))
+	}
+}
+
+func testTidy(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	day := 24 * time.Hour
+	old := insert(t, s, NewCert(func(c *store.Cert) { c.CN = "tidy.covalent.example.net"; c.NotAfter = T0.Add(-40 * day) }))
+	next := NewCert(func(c *store.Cert) { c.CN = old.CN; c.NotAfter = T0.Add(day) })
+	if err := s.InsertRenewal(ctx, old.Serial, next, nil); err != nil {
+		t.Fatal(err)
+	}
+	revokedLive := insert(t, s, NewCert(func(c *store.Cert) { c.NotAfter = T0.Add(day) }))
+	if _, _, err := s.Revoke(ctx, revokedLive.Serial, store.Revocation{At: T0, Reason: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	PutToken(t, s, "tidy-token") // expires T0+1h, unused
+	if err := s.PutSession(ctx, "tidy-session", &store.Session{ID: "x", ExpiresAt: T0.Add(-2 * day)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, &store.AuditEvent{At: T0.Add(-500 * day), Action: "issue"}); err != nil {
+		t.Fatal(err)
+	}
+	req := store.TidyRequest{CertsExpiredBefore: T0.Add(-30 * day), TokensBefore: T0.Add(2 * time.Hour),
+		SessionsExpiredBefore: T0.Add(-day), AuditBefore: T0.Add(-400 * day)}
+	want := store.TidyResult{Certs: 1, Tokens: 1, Sessions: 1, Audit: 1}
+	dry := req
+	dry.DryRun = true
+	if got, err := s.Tidy(ctx, dry); err != nil || *got != want {
+		t.Fatalf("dry run: %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := s.GetCert(old.Serial); err != nil {
+		t.Fatalf("a dry run removed a record: %v", err)
+	}
+	req.Event = &store.AuditEvent{At: T0, Actor: "admin:test", Action: "tidy"}
+	if got, err := s.Tidy(ctx, req); err != nil || *got != want {
+		t.Fatalf("tidy: %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := s.GetCert(old.Serial); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired certificate: %v, want ErrNotFound", err)
+	}
+	if serials, _ := s.SerialsByCN(old.CN); len(serials) != 1 || serials[0] != next.Serial {
+		t.Errorf("CN index after tidy: %v", serials)
+	}
+	if c, err := s.GetCert(next.Serial); err != nil || c.PreviousSerial != old.Serial {
+		t.Errorf("successor after tidy: %+v, %v", c, err)
+	}
+	if crl, _ := s.RevokedUnexpired(T0); len(crl) != 1 {
+		t.Errorf("%d revoked unexpired after tidy, want 1", len(crl))
+	}
+	if _, err := s.GetToken("tidy-token"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired token: %v", err)
+	}
+	if _, err := s.GetSession("tidy-session"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired session: %v", err)
+	}
+	if evs, _, _ := s.ListAudit(store.AuditQuery{Action: "tidy"}); len(evs) != 1 {
+		t.Errorf("%d tidy audit events, want 1", len(evs))
+	}
+	if err := s.CheckIndexes(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Tidy(ctx, req); err != nil || *got != (store.TidyResult{}) {
+		t.Fatalf("second tidy: %+v, %v", got, err)
 	}
 }
