@@ -14,14 +14,11 @@ import (
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/restore"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
-
-func init() {
-	extraCommands = append(extraCommands, newRestoreCmd)
-}
 
 func newRestoreCmd() *cobra.Command {
 	var crlFiles []string
@@ -98,7 +95,7 @@ func restoreSources(ctx context.Context, cfg *config.Config, files []string, noA
 		db.Close()
 	}
 	if cfg.Anchors.Enabled && !noAnchor {
-		acfg := anchorsConfigFrom(cfg.Anchors)
+		acfg := app.AnchorsConfig(cfg.Anchors)
 		if acfg.TrustAnchorARN == "" {
 			acfg.TrustAnchorARN = anchorARN
 		}

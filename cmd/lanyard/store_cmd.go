@@ -9,10 +9,6 @@ import (
 	"github.com/lanyard/lanyard/store"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newStoreCmd)
-}
-
 // newStoreCmd is `lanyard store …`: operations on the store itself.
 func newStoreCmd() *cobra.Command {
 	cmd := &cobra.Command{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,49 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lanyard/lanyard/ca"
-	"github.com/lanyard/lanyard/config"
-	"github.com/lanyard/lanyard/server"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/store"
 	"github.com/lanyard/lanyard/tidy"
 )
-
-// TidyPath runs a tidy in the server (admin client certificate only), for
-// `lanyard tidy` while the server holds the bbolt store's lock.
-const TidyPath = "/_tidy"
-
-func init() {
-	startHooks = append(startHooks, startTidy)
-	extraCommands = append(extraCommands, newTidyCmd)
-}
-
-// retention is the configured tidy retention.
-func retention(cfg *config.Config) tidy.Retention {
-	return tidy.Retention{Certs: cfg.Tidy.Certs, Tokens: cfg.Tidy.Tokens, Sessions: cfg.Tidy.Sessions, Audit: cfg.Tidy.Audit}
-}
-
-// startTidy mounts TidyPath and runs the automatic tidy every
-// tidy.interval. The single bbolt server is its own leader.
-func startTidy(ctx context.Context, a *app, _ io.Writer) error {
-	svc := tidy.New(tidy.Config{Store: a.db, Retention: retention(a.cfg), Logger: a.log})
-	a.opts.Extra["POST "+TidyPath] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := server.ClientCert(r.Context())
-		if c == nil || !ca.IsAdminCertificate(c) {
-			http.Error(w, "this needs the admin client certificate", http.StatusForbidden)
-			return
-		}
-		rep, err := svc.Run(r.Context(), "admin:cli", r.URL.Query().Get("dry_run") == "1")
-		if err != nil {
-			a.log.Error("tidy", "err", err)
-			http.Error(w, "tidy failed: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(rep)
-	})
-	go svc.Loop(ctx, a.cfg.Tidy.Interval, nil)
-	return nil
-}
 
 func newTidyCmd() *cobra.Command {
 	var dryRun bool
@@ -77,7 +37,7 @@ itself every tidy.interval (on the leader).`,
 			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
 			if err == nil {
 				defer db.Close()
-				rep, err = tidy.New(tidy.Config{Store: db, Retention: retention(cfg)}).Run(cmd.Context(), "admin:cli", dryRun)
+				rep, err = tidy.New(tidy.Config{Store: db, Retention: app.TidyRetention(cfg.Tidy)}).Run(cmd.Context(), "admin:cli", dryRun)
 				if err != nil {
 					return err
 				}
@@ -106,7 +66,7 @@ func remoteTidy(cmd *cobra.Command, dryRun bool, openErr error) (*tidy.Report, e
 	if dryRun {
 		q.Set("dry_run", "1")
 	}
-	resp, err := cl.HTTP.Post(cl.URL+TidyPath+"?"+q.Encode(), "application/json", nil)
+	resp, err := cl.HTTP.Post(cl.URL+app.TidyPath+"?"+q.Encode(), "application/json", nil)
 	if err != nil {
 		return nil, fmt.Errorf("tidy in the server: %w", err)
 	}

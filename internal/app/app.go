@@ -27,6 +27,7 @@ import (
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/tidy"
 )
 
 // Options are what Build takes besides the configuration. The zero value
@@ -60,6 +61,9 @@ type App struct {
 	// AnchorsConfig is the configuration Anchors runs with.
 	AnchorsConfig anchors.Config
 	Server        *server.Server
+	// Tidy prunes the store after the configured retentions (TidyPath by
+	// hand, every tidy.interval by itself).
+	Tidy *tidy.Service
 
 	closers []func() error // in the order they run
 }
@@ -120,6 +124,8 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	if a.Anchors != nil {
 		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors)
 	}
+	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log})
+	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Log)
 	if opts.AdminPage != nil {
 		if so.Web, err = opts.AdminPage(a); err != nil {
 			return nil, fmt.Errorf("admin web page: %w", err)
@@ -140,6 +146,8 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.Revocation.Run(ctx)
+	// The single bbolt server is its own leader.
+	go a.Tidy.Loop(ctx, a.Config.Tidy.Interval, nil)
 	if a.Anchors != nil {
 		go a.Anchors.Run(ctx, a.Revocation.Current)
 	}
