@@ -355,6 +355,26 @@ func (a *Authority) ClientTLSCertificate(cn string, ttl time.Duration, now time.
 	return a.tlsCertificate(tmpl, ttl, now)
 }
 
+// AdminCertificate signs, through Sign, an admin credential certificate
+// for pub (a key its holder made: rotation and renewal over the network),
+// with the admin marker (see IsAdminCertificate), valid from now
+// (backdated a minute) for ttl (AdminValidity when ttl <= 0).
+func (a *Authority) AdminCertificate(pub crypto.PublicKey, ttl time.Duration, now time.Time) ([]byte, *x509.Certificate, error) {
+	if ttl <= 0 {
+		ttl = AdminValidity
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return a.Sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: AdminCommonName, OrganizationalUnit: []string{AdminOrganizationalUnit}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore:   now.Add(-tlsBackdate),
+		NotAfter:    now.Add(ttl),
+	}, pub)
+}
+
 // tlsCertificate signs tmpl for a fresh P-256 key.
 func (a *Authority) tlsCertificate(tmpl *x509.Certificate, ttl time.Duration, now time.Time) (*tls.Certificate, error) {
 	if ttl <= 0 {
@@ -383,8 +403,9 @@ func (a *Authority) tlsCertificate(tmpl *x509.Certificate, ttl time.Duration, no
 
 // IsAdminCertificate reports whether cert carries the admin credential
 // marker: Subject CN AdminCommonName, an OU AdminOrganizationalUnit and
-// ExtKeyUsage clientAuth. It does not verify the chain: use it only on a
-// client certificate the TLS layer has already verified against the CA.
+// ExtKeyUsage clientAuth. It checks neither the chain nor revocation: it
+// is not an authorization check. Admin checks go through package
+// admincred (Checker.Check: marker, recorded in the store, not revoked).
 func IsAdminCertificate(cert *x509.Certificate) bool {
 	return cert != nil &&
 		cert.Subject.CommonName == AdminCommonName &&

@@ -19,9 +19,15 @@ const (
 	DefaultName                 = "lanyard"
 	DefaultRootValidity         = 10 * 365 * 24 * time.Hour
 	DefaultIntermediateValidity = 5 * 365 * 24 * time.Hour
-	// AdminValidity is the validity of the admin credential Init and Import
-	// issue (capped at the intermediate's NotAfter).
-	AdminValidity = 365 * 24 * time.Hour
+	// AdminValidity is the validity of every admin credential (Init, Import,
+	// `lanyard admin rotate-cert`, admin renewal; capped at the
+	// intermediate's NotAfter). The admin certificate grants full control
+	// of the CA, so its life bounds what a leaked key is worth even if
+	// nobody revokes it: 90 days, as Let's Encrypt chose for its leaves
+	// (short enough to limit a leak to one quarter, long enough that
+	// rotating it stays a quarterly chore that the CLI reminds of a week
+	// ahead).
+	AdminValidity = 90 * 24 * time.Hour
 )
 
 // caBackdate is how far CA certificates are backdated to tolerate clock skew.

@@ -12,7 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/admincred"
 )
 
 type ctxKey int
@@ -77,25 +77,37 @@ func ClientCert(ctx context.Context) *x509.Certificate {
 	return c
 }
 
-// adminOnly refuses every AdminService call whose TLS client certificate
-// is not the admin credential (ca.IsAdminCertificate, verified against
-// the CA's roots by the TLS layer).
-func adminOnly() connect.UnaryInterceptorFunc {
+// adminOnly refuses every AdminService call that is not authorised by a
+// live admin credential (admincred.Check: the marker, recorded in the
+// store, not revoked, not expired; read on every call, never cached).
+func (s *Server) adminOnly() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			c := ClientCert(ctx)
-			if c == nil {
-				if err := clientCertError(ctx); err != nil {
-					return nil, connect.NewError(connect.CodeUnauthenticated, err)
-				}
-				return nil, connect.NewError(connect.CodeUnauthenticated, errNotAdmin)
-			}
-			if !ca.IsAdminCertificate(c) {
-				return nil, connect.NewError(connect.CodePermissionDenied, errNotAdmin)
+			if err := s.checkAdmin(ctx); err != nil {
+				return nil, toConnect(s.log, req.Spec().Procedure, err)
 			}
 			return next(ctx, req)
 		}
 	}
+}
+
+// checkAdmin is the one admin check of the server's entry points (Connect
+// admin calls, online backup; the web page and the anchors status call
+// admincred.Check with server.ClientCert themselves). It returns
+// errNoClientCert / errBadClientCert when no verified certificate came,
+// else admincred's verdict.
+func (s *Server) checkAdmin(ctx context.Context) error {
+	c := ClientCert(ctx)
+	if c == nil {
+		if err := clientCertError(ctx); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errNoClientCert, admincred.ErrNotAdmin)
+	}
+	if err := s.admin.Check(c); err != nil {
+		return fmt.Errorf("%w: %w", errNotAdmin, err)
+	}
+	return nil
 }
 
 // verifiedCacheSize bounds the cache of verified client certificates: one

@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -33,9 +34,13 @@ func codeOf(err error) connect.Code {
 	case errors.Is(err, errNoClientCert), errors.Is(err, errBadClientCert),
 		errors.Is(err, issuance.ErrTokenMalformed),
 		errors.Is(err, issuance.ErrTokenInvalid),
-		errors.Is(err, issuance.ErrNotRenewable):
+		errors.Is(err, issuance.ErrNotRenewable),
+		errors.Is(err, admincred.ErrExpired):
 		return connect.CodeUnauthenticated
 	case errors.Is(err, errNotAdmin),
+		errors.Is(err, admincred.ErrNotAdmin),
+		errors.Is(err, admincred.ErrNotRecorded),
+		errors.Is(err, admincred.ErrRevoked),
 		errors.Is(err, issuance.ErrNameNotAllowed),
 		errors.Is(err, issuance.ErrRevoked),
 		errors.Is(err, store.ErrRevoked):
@@ -44,6 +49,7 @@ func codeOf(err error) connect.Code {
 		errors.Is(err, issuance.ErrKeyType),
 		errors.Is(err, issuance.ErrUnknownProfile),
 		errors.Is(err, issuance.ErrKeyReuse),
+		errors.Is(err, admincred.ErrKeyReuse),
 		errors.Is(err, revocation.ErrUnknownReason),
 		errors.Is(err, revocation.ErrBadRequest),
 		errors.Is(err, errBadArgument):

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
+	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
@@ -58,6 +60,9 @@ func (h *certificateService) Renew(ctx context.Context, req *connect.Request[v1.
 		}
 		return nil, toConnect(h.s.log, proc, errNoClientCert)
 	}
+	if ca.IsAdminCertificate(cur) {
+		return h.renewAdmin(ctx, cur, req.Msg.GetCsr())
+	}
 	r, err := h.s.opts.Issuance.Renew(ctx, cur, req.Msg.GetCsr())
 	if err != nil {
 		return nil, toConnect(h.s.log, proc, err)
@@ -65,6 +70,20 @@ func (h *certificateService) Renew(ctx context.Context, req *connect.Request[v1.
 	h.s.metrics.issued.WithLabelValues("renew", r.Record.Profile).Inc()
 	return connect.NewResponse(&v1.RenewResponse{
 		Bundle: h.bundle(r.Issued), RenewalInfo: windowPB(r.Window), PreviousSerial: r.Previous,
+	}), nil
+}
+
+// renewAdmin renews the admin credential over mTLS like a host's
+// certificate, under the admin checks (admincred.Service.Renew).
+func (h *certificateService) renewAdmin(ctx context.Context, cur *x509.Certificate, csr []byte) (*connect.Response[v1.RenewResponse], error) {
+	cert, rec, err := h.s.admin.Renew(ctx, cur, csr)
+	if err != nil {
+		return nil, toConnect(h.s.log, "Renew", err)
+	}
+	h.s.metrics.issued.WithLabelValues("renew", rec.Profile).Inc()
+	return connect.NewResponse(&v1.RenewResponse{
+		Bundle:      h.bundle(&issuance.Issued{Cert: cert, DER: rec.DER, Record: rec}),
+		RenewalInfo: windowPB(schedule.Scheduled(cert.NotBefore, cert.NotAfter)), PreviousSerial: rec.PreviousSerial,
 	}), nil
 }
 
@@ -116,7 +135,7 @@ type adminService struct {
 
 func adminName(ctx context.Context) string {
 	if c := ClientCert(ctx); c != nil {
-		return "admin:cert:" + c.Subject.CommonName
+		return "admin:cert:" + issuance.SerialHex(c.SerialNumber)
 	}
 	return "admin"
 }
@@ -199,6 +218,20 @@ func (h *adminService) RevokeCertificate(ctx context.Context, req *connect.Reque
 		out.Certificates = append(out.Certificates, certPB(c, h.s.opts.Now(), false))
 	}
 	return connect.NewResponse(out), nil
+}
+
+func (h *adminService) RotateAdminCertificate(ctx context.Context, req *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error) {
+	const proc = "RotateAdminCertificate"
+	// adminOnly has checked the caller's certificate.
+	r, err := h.s.admin.Rotate(ctx, ClientCert(ctx), req.Msg.GetCsr(), int(req.Msg.GetReason()), adminName(ctx))
+	if err != nil {
+		return nil, toConnect(h.s.log, proc, err)
+	}
+	h.s.metrics.issued.WithLabelValues("rotate", r.Record.Profile).Inc()
+	return connect.NewResponse(&v1.RotateAdminCertificateResponse{
+		Bundle:         (&certificateService{s: h.s}).bundle(&issuance.Issued{Cert: r.Cert, DER: r.Record.DER, Record: r.Record}),
+		RevokedSerials: r.Revoked, CrlNumber: r.CRLNumber,
+	}), nil
 }
 
 // certPB converts a store record for the wire (PEM only when asked).

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/issuance"
@@ -47,6 +48,9 @@ type Options struct {
 	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
+	// Admin checks, rotates and renews the admin credential (default: one
+	// built from CA, Store, Revocation and Now).
+	Admin *admincred.Service
 	// Web is the admin page, mounted at /admin/ (optional).
 	Web http.Handler
 	// Extra handlers mounted as given (e.g. an in-process emulator).
@@ -81,6 +85,7 @@ type Server struct {
 	verified           verifiedCache
 	metrics            *metrics
 	limiter            *clientLimiter
+	admin              *admincred.Service
 	handler            http.Handler
 }
 
@@ -114,7 +119,10 @@ func New(opts Options) (*Server, error) {
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	s := &Server{opts: opts, log: opts.Logger, pool: x509.NewCertPool(), clientPool: x509.NewCertPool()}
+	if opts.Admin == nil {
+		opts.Admin = admincred.New(admincred.Config{Signer: opts.CA, Store: opts.Store, Revocation: opts.Revocation, Now: opts.Now, Logger: opts.Logger})
+	}
+	s := &Server{opts: opts, log: opts.Logger, pool: x509.NewCertPool(), clientPool: x509.NewCertPool(), admin: opts.Admin}
 	for _, r := range opts.CA.Roots() {
 		s.pool.AddCert(r)
 	}
@@ -170,7 +178,7 @@ func (s *Server) routes() http.Handler {
 	path, h := lanyardv1connect.NewCertificateServiceHandler(&certificateService{s: s}, interceptors, readMax)
 	mux.Handle(path, h)
 	path, h = lanyardv1connect.NewAdminServiceHandler(&adminService{s: s}, interceptors, readMax,
-		connect.WithInterceptors(adminOnly()))
+		connect.WithInterceptors(s.adminOnly()))
 	mux.Handle(path, h)
 	mux.HandleFunc("GET /roots.pem", s.handleRoots)
 	mux.HandleFunc("GET /crl", s.handleCRL)
@@ -243,9 +251,8 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
 const BackupPath = "/_backup"
 
 func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
-	c := ClientCert(r.Context())
-	if c == nil || !ca.IsAdminCertificate(c) {
-		http.Error(w, errNotAdmin.Error(), http.StatusForbidden)
+	if err := s.checkAdmin(r.Context()); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
-	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -199,10 +199,21 @@ func verifiedChainLeaf(r *http.Request) *x509.Certificate {
 	return nil
 }
 
-// adminCert reports whether the request came with the admin client
-// certificate, verified against the CA.
+// adminCert reports whether the request came with a live admin client
+// certificate: verified against the CA (Config.ClientCert), then
+// admincred.Check (recorded, not revoked, not expired), on every request.
 func (h *handler) adminCert(r *http.Request) bool {
-	return ca.IsAdminCertificate(h.cfg.ClientCert(r))
+	c := h.cfg.ClientCert(r)
+	if c == nil {
+		return false
+	}
+	if err := admincred.Check(h.cfg.Store, c, h.cfg.Now()); err != nil {
+		if !errors.Is(err, admincred.ErrNotAdmin) {
+			h.log.Warn("web: admin certificate refused", "remote", r.RemoteAddr, "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // auth wraps a page: a visitor without a session is sent to the login

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -35,6 +36,9 @@ type dashboardData struct {
 	Anchors  *AnchorStatus
 	CRL      *revocation.CRL
 	Events   []*store.AuditEvent
+	// Warnings are doctor-style lines shown first (the admin credential
+	// about to expire).
+	Warnings []string
 }
 
 type profileCount struct {
@@ -63,6 +67,11 @@ func (h *handler) dashboard(w http.ResponseWriter, r *http.Request, s *store.Ses
 		return
 	}
 	d := dashboardData{Counts: counts, Anchors: h.anchorStatus(), CRL: h.cfg.Revocation.Current(), Events: events}
+	if warn, err := admincred.StoreWarning(h.cfg.Store, now); err != nil {
+		h.log.Error("web: check the admin credential", "err", err)
+	} else if warn != "" {
+		d.Warnings = append(d.Warnings, warn)
+	}
 	for name, n := range counts.ByProfile {
 		d.Profiles = append(d.Profiles, profileCount{name, n})
 		d.Total += n

@@ -9,21 +9,155 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/term"
 
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/renewal/agent"
+	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 	"github.com/lanyard/lanyard/web"
 )
 
-// newAdminCmd groups the commands that administer the admin web page.
+// newAdminCmd groups the commands that administer the admin credential
+// and the admin web page.
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
-		Short: "Administer the admin web page",
+		Short: "Administer the admin credential (admin.crt) and the admin web page",
 	}
-	cmd.AddCommand(newAdminPasswdCmd())
+	cmd.AddCommand(newAdminPasswdCmd(), newAdminRotateCertCmd(), newAdminRenewCertCmd())
+	return cmd
+}
+
+// newAdminRotateCertCmd replaces the admin credential and revokes the old one.
+func newAdminRotateCertCmd() *cobra.Command {
+	var reason string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "rotate-cert [--reason superseded|keyCompromise] [--dry-run]",
+		Short: "Issue a new admin credential (admin.crt, admin.key) and revoke every other admin certificate",
+		Long: "rotate-cert makes a new key here, has the running server issue a new admin certificate for it (valid " +
+			fmt.Sprint(ca.AdminValidity/(24*time.Hour)) + " days),\n" +
+			"revokes every other live admin certificate (the current one included; --reason keyCompromise when the key leaked)\n" +
+			"and replaces admin.crt and admin.key in the CA folder atomically (key mode 0600). All of it is in the audit log.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			code, err := revocation.ParseReason(reason)
+			if err != nil {
+				return err
+			}
+			cl, cfg, err := adminClients(cmd)
+			if err != nil {
+				return err
+			}
+			p := ca.PathsIn(cfg.CADir)
+			out := cmd.OutOrStdout()
+			if dryRun {
+				fmt.Fprintf(out, "dry run: would issue a new admin certificate for a new P-256 key, revoke every other live admin certificate (reason %s)\n"+
+					"  and replace %s and %s; nothing was changed\n", revocation.ReasonName(code), p.AdminCert, p.AdminKey)
+				return nil
+			}
+			key, err := agent.NewKey("P-256")
+			if err != nil {
+				return err
+			}
+			csr, keyPEM, err := agent.NewCSR(key, caclient.Names{CN: ca.AdminCommonName})
+			if err != nil {
+				return err
+			}
+			resp, err := cl.Admin.RotateAdminCertificate(cmd.Context(), connect.NewRequest(&v1.RotateAdminCertificateRequest{Csr: csr, Reason: int32(code)}))
+			if err != nil {
+				return fmt.Errorf("rotate the admin credential: %w", err)
+			}
+			b := resp.Msg.GetBundle()
+			if err := checkAdminIssued(p, b); err != nil {
+				return err
+			}
+			if err := ca.ReplaceAdminCredential(p, []byte(b.GetCertificatePem()), keyPEM); err != nil {
+				return fmt.Errorf("the server issued admin certificate %s but writing it failed (run rotate-cert again): %w", b.GetSerial(), err)
+			}
+			fmt.Fprintf(out, "new admin certificate %s, valid until %s, written to %s (key %s)\n", b.GetSerial(),
+				b.GetNotAfter().AsTime().UTC().Format(time.RFC3339), p.AdminCert, p.AdminKey)
+			for _, s := range resp.Msg.GetRevokedSerials() {
+				fmt.Fprintf(out, "revoked admin certificate %s (%s)\n", s, revocation.ReasonName(code))
+			}
+			if n := resp.Msg.GetCrlNumber(); n > 0 {
+				fmt.Fprintf(out, "listed in CRL #%d\n", n)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "superseded", "why the old admin certificates are revoked: superseded, or keyCompromise when the key leaked")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be done and change nothing")
+	return cmd
+}
+
+// checkAdminIssued verifies, before anything is written, that the
+// certificate the CA returned chains to the CA folder's root and is an
+// admin credential (the key pair is checked by ReplaceAdminCredential).
+func checkAdminIssued(p *ca.Paths, b *v1.Bundle) error {
+	roots, err := os.ReadFile(p.RootCert)
+	if err != nil {
+		return fmt.Errorf("CA root: %w", err)
+	}
+	leaf, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), &caclient.Names{CN: ca.AdminCommonName}, time.Now())
+	if err != nil {
+		return err
+	}
+	if !ca.IsAdminCertificate(leaf) {
+		return fmt.Errorf("%w: the CA returned certificate %s without the admin marker", caclient.ErrUntrustedIssue, b.GetSerial())
+	}
+	return nil
+}
+
+// newAdminRenewCertCmd renews the admin credential over mTLS, as a host renews.
+func newAdminRenewCertCmd() *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "renew-cert [--dry-run]",
+		Short: "Renew the admin credential over mTLS with itself, as a host renews (a new key; the old certificate is not revoked)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, cfg, err := adminClients(cmd)
+			if err != nil {
+				return err
+			}
+			p := ca.PathsIn(cfg.CADir)
+			out := cmd.OutOrStdout()
+			if dryRun {
+				fmt.Fprintf(out, "dry run: would renew the admin certificate for a new P-256 key and replace %s and %s; nothing was changed\n", p.AdminCert, p.AdminKey)
+				return nil
+			}
+			key, err := agent.NewKey("P-256")
+			if err != nil {
+				return err
+			}
+			csr, keyPEM, err := agent.NewCSR(key, caclient.Names{CN: ca.AdminCommonName})
+			if err != nil {
+				return err
+			}
+			resp, err := cl.Certificates.Renew(cmd.Context(), connect.NewRequest(&v1.RenewRequest{Csr: csr}))
+			if err != nil {
+				return fmt.Errorf("renew the admin credential: %w", err)
+			}
+			b := resp.Msg.GetBundle()
+			if err := checkAdminIssued(p, b); err != nil {
+				return err
+			}
+			if err := ca.ReplaceAdminCredential(p, []byte(b.GetCertificatePem()), keyPEM); err != nil {
+				return fmt.Errorf("the server issued admin certificate %s but writing it failed (run renew-cert again): %w", b.GetSerial(), err)
+			}
+			fmt.Fprintf(out, "admin certificate renewed: %s (renews %s), valid until %s, written to %s\n", b.GetSerial(), resp.Msg.GetPreviousSerial(),
+				b.GetNotAfter().AsTime().UTC().Format(time.RFC3339), p.AdminCert)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be done and change nothing")
 	return cmd
 }
 

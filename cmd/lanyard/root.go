@@ -1,16 +1,18 @@
 package main
 
 import (
-	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/config"
@@ -70,6 +72,17 @@ func newLogger(level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
+// warnAdminExpiry prints on stderr, for every admin command, that the
+// admin certificate ends within admincred.WarnBefore.
+func warnAdminExpiry(cmd *cobra.Command, leaf *x509.Certificate) {
+	if leaf == nil {
+		return
+	}
+	if w := admincred.ExpiryWarning(leaf, time.Now()); w != "" {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+	}
+}
+
 // adminClients connects to the configured CA with the admin credential.
 func adminClients(cmd *cobra.Command) (*caclient.Clients, *config.Config, error) {
 	cfg, path, err := loadConfig(cmd, nil)
@@ -80,10 +93,11 @@ func adminClients(cmd *cobra.Command) (*caclient.Clients, *config.Config, error)
 		return nil, nil, errors.New("no configuration found: run in the folder where `lanyard serve --dev` ran, or pass --config")
 	}
 	p := ca.PathsIn(cfg.CADir)
-	cert, err := tls.LoadX509KeyPair(p.AdminCert, p.AdminKey)
+	cert, err := ca.LoadAdminCredential(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin credential (%s): %w", p.AdminCert, err)
+		return nil, nil, err
 	}
+	warnAdminExpiry(cmd, cert.Leaf)
 	roots, err := os.ReadFile(p.RootCert)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA root: %w", err)

@@ -10,9 +10,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
-	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/server"
 )
@@ -118,12 +118,13 @@ func (a *App) startAnchors(ctx context.Context) error {
 
 // anchorsStatusHandler serves the Syncer's status as JSON to the admin
 // client certificate only.
-func anchorsStatusHandler(s *anchors.Syncer) http.Handler {
+func anchorsStatusHandler(s *anchors.Syncer, admin *admincred.Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// server.ClientCert is the client certificate verified against
-		// the CA by the server's middleware.
-		if !ca.IsAdminCertificate(server.ClientCert(r.Context())) {
-			http.Error(w, "the anchors status needs the admin client certificate", http.StatusForbidden)
+		// the CA by the server's middleware; admin.Check reads its record
+		// (unknown, revoked) on every request.
+		if err := admin.Check(server.ClientCert(r.Context())); err != nil {
+			http.Error(w, "the anchors status needs the admin client certificate: "+err.Error(), http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

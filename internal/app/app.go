@@ -15,11 +15,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
@@ -56,6 +58,8 @@ type App struct {
 	Store      *store.DB
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
+	// Admin checks, rotates and renews the admin credential.
+	Admin *admincred.Service
 	// Anchors is the trust-anchor sync; nil unless anchors.enabled.
 	Anchors *anchors.Syncer
 	// AnchorsConfig is the configuration Anchors runs with.
@@ -114,15 +118,19 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		return nil, err
 	}
 	a.closers = append([]func() error{a.Revocation.Close}, a.closers...)
+	a.Admin = admincred.New(admincred.Config{Signer: a.CA, Store: a.Store, Revocation: a.Revocation, Now: a.Now, Logger: a.Log})
+	if err := a.adoptAdminCredential(ctx); err != nil {
+		return nil, err
+	}
 	if err := a.startAnchors(ctx); err != nil {
 		return nil, err
 	}
-	so := server.Options{CA: a.CA, Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation,
+	so := server.Options{CA: a.CA, Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, Admin: a.Admin,
 		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
 		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
 		IdleTimeout: cfg.Limits.IdleTimeout, Logger: a.Log, Now: a.Now, Extra: map[string]http.Handler{}}
 	if a.Anchors != nil {
-		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors)
+		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors, a.Admin)
 	}
 	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log})
 	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Log)
@@ -138,6 +146,32 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		return nil, err
 	}
 	return a, nil
+}
+
+// adoptAdminCredential records the CA folder's admin.crt in the store when
+// it is not yet (a new or imported CA, or one from before admin
+// certificates were recorded), so the admin checks accept it, and warns
+// when it is about to expire. No admin.crt (moved off the CA host) is fine.
+func (a *App) adoptAdminCredential(ctx context.Context) error {
+	path := ca.PathsIn(a.Config.CADir).AdminCert
+	cert, err := admincred.ReadCertificate(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	recorded, err := a.Admin.Adopt(ctx, cert)
+	if err != nil {
+		return err
+	}
+	if recorded {
+		a.Log.Info("admin credential recorded", "path", path, "not_after", cert.NotAfter)
+	}
+	if w := admincred.ExpiryWarning(cert, a.Now()); w != "" {
+		a.Log.Warn(w)
+	}
+	return nil
 }
 
 // Serve runs the server on ln, the CRL refresh loop and the trust-anchor

@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/lanyard/lanyard/admincred"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
@@ -81,13 +82,16 @@ type CA struct {
 	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
-	Server     *server.Server
-	Admin      *caclient.Clients
-	Anonymous  *caclient.Clients
-	AdminCert  tls.Certificate
-	Paths      *ca.Paths
-	Now        func() time.Time
-	stop       func()
+	// AdminCred checks, rotates and renews the admin credential (the CA
+	// folder's admin.crt is recorded, as `lanyard serve` does).
+	AdminCred *admincred.Service
+	Server    *server.Server
+	Admin     *caclient.Clients
+	Anonymous *caclient.Clients
+	AdminCert tls.Certificate
+	Paths     *ca.Paths
+	Now       func() time.Time
+	stop      func()
 }
 
 // DefaultProfiles is the covalent profile of the dev configuration.
@@ -179,7 +183,7 @@ func Start(t testing.TB, opts Options) *CA {
 
 // fill copies the assembled parts into c.
 func (c *CA) fill(a *app.App) {
-	c.App, c.Authority, c.Store, c.Issuance, c.Revocation = a, a.CA, a.Store, a.Issuance, a.Revocation
+	c.App, c.Authority, c.Store, c.Issuance, c.Revocation, c.AdminCred = a, a.CA, a.Store, a.Issuance, a.Revocation, a.Admin
 }
 
 // Stop shuts the server down and closes the store (idempotent).

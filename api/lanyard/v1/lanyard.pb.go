@@ -1534,6 +1534,124 @@ func (x *RevokeCertificateResponse) GetCrlNumber() int64 {
 	return 0
 }
 
+type RotateAdminCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKCS#10 certificate request for the new key, DER. Its subject is
+	// ignored: the admin certificate's subject is fixed.
+	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	// RFC 5280 reason for revoking the old admin certificates (0:
+	// superseded; 1, keyCompromise, when the old key leaked).
+	Reason        int32 `protobuf:"varint,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateAdminCertificateRequest) Reset() {
+	*x = RotateAdminCertificateRequest{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAdminCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAdminCertificateRequest) ProtoMessage() {}
+
+func (x *RotateAdminCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAdminCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RotateAdminCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RotateAdminCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *RotateAdminCertificateRequest) GetReason() int32 {
+	if x != nil {
+		return x.Reason
+	}
+	return 0
+}
+
+type RotateAdminCertificateResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Bundle *Bundle                `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Serials of the admin certificates revoked.
+	RevokedSerials []string `protobuf:"bytes,2,rep,name=revoked_serials,json=revokedSerials,proto3" json:"revoked_serials,omitempty"`
+	// CRL number of the first CRL that lists them (0: none revoked).
+	CrlNumber     int64 `protobuf:"varint,3,opt,name=crl_number,json=crlNumber,proto3" json:"crl_number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateAdminCertificateResponse) Reset() {
+	*x = RotateAdminCertificateResponse{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAdminCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAdminCertificateResponse) ProtoMessage() {}
+
+func (x *RotateAdminCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAdminCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RotateAdminCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RotateAdminCertificateResponse) GetBundle() *Bundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *RotateAdminCertificateResponse) GetRevokedSerials() []string {
+	if x != nil {
+		return x.RevokedSerials
+	}
+	return nil
+}
+
+func (x *RotateAdminCertificateResponse) GetCrlNumber() int64 {
+	if x != nil {
+		return x.CrlNumber
+	}
+	return 0
+}
+
 var File_lanyard_v1_lanyard_proto protoreflect.FileDescriptor
 
 const file_lanyard_v1_lanyard_proto_rawDesc = "" +
@@ -1645,21 +1763,30 @@ const file_lanyard_v1_lanyard_proto_rawDesc = "" +
 	"\x19RevokeCertificateResponse\x12;\n" +
 	"\fcertificates\x18\x01 \x03(\v2\x17.lanyard.v1.CertificateR\fcertificates\x12\x1d\n" +
 	"\n" +
-	"crl_number\x18\x02 \x01(\x03R\tcrlNumber2\x90\x03\n" +
+	"crl_number\x18\x02 \x01(\x03R\tcrlNumber\"I\n" +
+	"\x1dRotateAdminCertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\x05R\x06reason\"\x94\x01\n" +
+	"\x1eRotateAdminCertificateResponse\x12*\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x12.lanyard.v1.BundleR\x06bundle\x12'\n" +
+	"\x0frevoked_serials\x18\x02 \x03(\tR\x0erevokedSerials\x12\x1d\n" +
+	"\n" +
+	"crl_number\x18\x03 \x01(\x03R\tcrlNumber2\x90\x03\n" +
 	"\x12CertificateService\x12A\n" +
 	"\x06Enroll\x12\x19.lanyard.v1.EnrollRequest\x1a\x1a.lanyard.v1.EnrollResponse\"\x00\x12>\n" +
 	"\x05Renew\x12\x18.lanyard.v1.RenewRequest\x1a\x19.lanyard.v1.RenewResponse\"\x00\x12J\n" +
 	"\bGetRoots\x12\x1b.lanyard.v1.GetRootsRequest\x1a\x1c.lanyard.v1.GetRootsResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eGetRenewalInfo\x12!.lanyard.v1.GetRenewalInfoRequest\x1a\".lanyard.v1.GetRenewalInfoResponse\"\x03\x90\x02\x01\x12M\n" +
 	"\n" +
-	"RevokeSelf\x12\x1d.lanyard.v1.RevokeSelfRequest\x1a\x1e.lanyard.v1.RevokeSelfResponse\"\x002\x81\x05\n" +
+	"RevokeSelf\x12\x1d.lanyard.v1.RevokeSelfRequest\x1a\x1e.lanyard.v1.RevokeSelfResponse\"\x002\xf4\x05\n" +
 	"\fAdminService\x12n\n" +
 	"\x15CreateEnrollmentToken\x12(.lanyard.v1.CreateEnrollmentTokenRequest\x1a).lanyard.v1.CreateEnrollmentTokenResponse\"\x00\x12k\n" +
 	"\x14ListEnrollmentTokens\x12'.lanyard.v1.ListEnrollmentTokensRequest\x1a(.lanyard.v1.ListEnrollmentTokensResponse\"\x00\x12n\n" +
 	"\x15RevokeEnrollmentToken\x12(.lanyard.v1.RevokeEnrollmentTokenRequest\x1a).lanyard.v1.RevokeEnrollmentTokenResponse\"\x00\x12b\n" +
 	"\x10ListCertificates\x12#.lanyard.v1.ListCertificatesRequest\x1a$.lanyard.v1.ListCertificatesResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eGetCertificate\x12!.lanyard.v1.GetCertificateRequest\x1a\".lanyard.v1.GetCertificateResponse\"\x03\x90\x02\x01\x12b\n" +
-	"\x11RevokeCertificate\x12$.lanyard.v1.RevokeCertificateRequest\x1a%.lanyard.v1.RevokeCertificateResponse\"\x00B5Z3github.com/lanyard/lanyard/api/lanyard/v1;lanyardv1b\x06proto3"
+	"\x11RevokeCertificate\x12$.lanyard.v1.RevokeCertificateRequest\x1a%.lanyard.v1.RevokeCertificateResponse\"\x00\x12q\n" +
+	"\x16RotateAdminCertificate\x12).lanyard.v1.RotateAdminCertificateRequest\x1a*.lanyard.v1.RotateAdminCertificateResponse\"\x00B5Z3github.com/lanyard/lanyard/api/lanyard/v1;lanyardv1b\x06proto3"
 
 var (
 	file_lanyard_v1_lanyard_proto_rawDescOnce sync.Once
@@ -1673,84 +1800,89 @@ func file_lanyard_v1_lanyard_proto_rawDescGZIP() []byte {
 	return file_lanyard_v1_lanyard_proto_rawDescData
 }
 
-var file_lanyard_v1_lanyard_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_lanyard_v1_lanyard_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_lanyard_v1_lanyard_proto_goTypes = []any{
-	(*Bundle)(nil),                        // 0: lanyard.v1.Bundle
-	(*RenewalInfo)(nil),                   // 1: lanyard.v1.RenewalInfo
-	(*EnrollRequest)(nil),                 // 2: lanyard.v1.EnrollRequest
-	(*EnrollResponse)(nil),                // 3: lanyard.v1.EnrollResponse
-	(*RenewRequest)(nil),                  // 4: lanyard.v1.RenewRequest
-	(*RenewResponse)(nil),                 // 5: lanyard.v1.RenewResponse
-	(*GetRootsRequest)(nil),               // 6: lanyard.v1.GetRootsRequest
-	(*GetRootsResponse)(nil),              // 7: lanyard.v1.GetRootsResponse
-	(*GetRenewalInfoRequest)(nil),         // 8: lanyard.v1.GetRenewalInfoRequest
-	(*GetRenewalInfoResponse)(nil),        // 9: lanyard.v1.GetRenewalInfoResponse
-	(*RevokeSelfRequest)(nil),             // 10: lanyard.v1.RevokeSelfRequest
-	(*RevokeSelfResponse)(nil),            // 11: lanyard.v1.RevokeSelfResponse
-	(*CreateEnrollmentTokenRequest)(nil),  // 12: lanyard.v1.CreateEnrollmentTokenRequest
-	(*CreateEnrollmentTokenResponse)(nil), // 13: lanyard.v1.CreateEnrollmentTokenResponse
-	(*EnrollmentToken)(nil),               // 14: lanyard.v1.EnrollmentToken
-	(*ListEnrollmentTokensRequest)(nil),   // 15: lanyard.v1.ListEnrollmentTokensRequest
-	(*ListEnrollmentTokensResponse)(nil),  // 16: lanyard.v1.ListEnrollmentTokensResponse
-	(*RevokeEnrollmentTokenRequest)(nil),  // 17: lanyard.v1.RevokeEnrollmentTokenRequest
-	(*RevokeEnrollmentTokenResponse)(nil), // 18: lanyard.v1.RevokeEnrollmentTokenResponse
-	(*Certificate)(nil),                   // 19: lanyard.v1.Certificate
-	(*ListCertificatesRequest)(nil),       // 20: lanyard.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),      // 21: lanyard.v1.ListCertificatesResponse
-	(*GetCertificateRequest)(nil),         // 22: lanyard.v1.GetCertificateRequest
-	(*GetCertificateResponse)(nil),        // 23: lanyard.v1.GetCertificateResponse
-	(*RevokeCertificateRequest)(nil),      // 24: lanyard.v1.RevokeCertificateRequest
-	(*RevokeCertificateResponse)(nil),     // 25: lanyard.v1.RevokeCertificateResponse
-	(*timestamppb.Timestamp)(nil),         // 26: google.protobuf.Timestamp
+	(*Bundle)(nil),                         // 0: lanyard.v1.Bundle
+	(*RenewalInfo)(nil),                    // 1: lanyard.v1.RenewalInfo
+	(*EnrollRequest)(nil),                  // 2: lanyard.v1.EnrollRequest
+	(*EnrollResponse)(nil),                 // 3: lanyard.v1.EnrollResponse
+	(*RenewRequest)(nil),                   // 4: lanyard.v1.RenewRequest
+	(*RenewResponse)(nil),                  // 5: lanyard.v1.RenewResponse
+	(*GetRootsRequest)(nil),                // 6: lanyard.v1.GetRootsRequest
+	(*GetRootsResponse)(nil),               // 7: lanyard.v1.GetRootsResponse
+	(*GetRenewalInfoRequest)(nil),          // 8: lanyard.v1.GetRenewalInfoRequest
+	(*GetRenewalInfoResponse)(nil),         // 9: lanyard.v1.GetRenewalInfoResponse
+	(*RevokeSelfRequest)(nil),              // 10: lanyard.v1.RevokeSelfRequest
+	(*RevokeSelfResponse)(nil),             // 11: lanyard.v1.RevokeSelfResponse
+	(*CreateEnrollmentTokenRequest)(nil),   // 12: lanyard.v1.CreateEnrollmentTokenRequest
+	(*CreateEnrollmentTokenResponse)(nil),  // 13: lanyard.v1.CreateEnrollmentTokenResponse
+	(*EnrollmentToken)(nil),                // 14: lanyard.v1.EnrollmentToken
+	(*ListEnrollmentTokensRequest)(nil),    // 15: lanyard.v1.ListEnrollmentTokensRequest
+	(*ListEnrollmentTokensResponse)(nil),   // 16: lanyard.v1.ListEnrollmentTokensResponse
+	(*RevokeEnrollmentTokenRequest)(nil),   // 17: lanyard.v1.RevokeEnrollmentTokenRequest
+	(*RevokeEnrollmentTokenResponse)(nil),  // 18: lanyard.v1.RevokeEnrollmentTokenResponse
+	(*Certificate)(nil),                    // 19: lanyard.v1.Certificate
+	(*ListCertificatesRequest)(nil),        // 20: lanyard.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),       // 21: lanyard.v1.ListCertificatesResponse
+	(*GetCertificateRequest)(nil),          // 22: lanyard.v1.GetCertificateRequest
+	(*GetCertificateResponse)(nil),         // 23: lanyard.v1.GetCertificateResponse
+	(*RevokeCertificateRequest)(nil),       // 24: lanyard.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),      // 25: lanyard.v1.RevokeCertificateResponse
+	(*RotateAdminCertificateRequest)(nil),  // 26: lanyard.v1.RotateAdminCertificateRequest
+	(*RotateAdminCertificateResponse)(nil), // 27: lanyard.v1.RotateAdminCertificateResponse
+	(*timestamppb.Timestamp)(nil),          // 28: google.protobuf.Timestamp
 }
 var file_lanyard_v1_lanyard_proto_depIdxs = []int32{
-	26, // 0: lanyard.v1.Bundle.not_before:type_name -> google.protobuf.Timestamp
-	26, // 1: lanyard.v1.Bundle.not_after:type_name -> google.protobuf.Timestamp
-	26, // 2: lanyard.v1.RenewalInfo.window_start:type_name -> google.protobuf.Timestamp
-	26, // 3: lanyard.v1.RenewalInfo.window_end:type_name -> google.protobuf.Timestamp
+	28, // 0: lanyard.v1.Bundle.not_before:type_name -> google.protobuf.Timestamp
+	28, // 1: lanyard.v1.Bundle.not_after:type_name -> google.protobuf.Timestamp
+	28, // 2: lanyard.v1.RenewalInfo.window_start:type_name -> google.protobuf.Timestamp
+	28, // 3: lanyard.v1.RenewalInfo.window_end:type_name -> google.protobuf.Timestamp
 	0,  // 4: lanyard.v1.EnrollResponse.bundle:type_name -> lanyard.v1.Bundle
 	1,  // 5: lanyard.v1.EnrollResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	0,  // 6: lanyard.v1.RenewResponse.bundle:type_name -> lanyard.v1.Bundle
 	1,  // 7: lanyard.v1.RenewResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	1,  // 8: lanyard.v1.GetRenewalInfoResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	19, // 9: lanyard.v1.RevokeSelfResponse.certificate:type_name -> lanyard.v1.Certificate
-	26, // 10: lanyard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 11: lanyard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	26, // 12: lanyard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 10: lanyard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 11: lanyard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	28, // 12: lanyard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 13: lanyard.v1.ListEnrollmentTokensResponse.tokens:type_name -> lanyard.v1.EnrollmentToken
-	26, // 14: lanyard.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	26, // 15: lanyard.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	26, // 16: lanyard.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	28, // 14: lanyard.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	28, // 15: lanyard.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	28, // 16: lanyard.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
 	19, // 17: lanyard.v1.ListCertificatesResponse.certificates:type_name -> lanyard.v1.Certificate
 	19, // 18: lanyard.v1.GetCertificateResponse.certificate:type_name -> lanyard.v1.Certificate
 	19, // 19: lanyard.v1.RevokeCertificateResponse.certificates:type_name -> lanyard.v1.Certificate
-	2,  // 20: lanyard.v1.CertificateService.Enroll:input_type -> lanyard.v1.EnrollRequest
-	4,  // 21: lanyard.v1.CertificateService.Renew:input_type -> lanyard.v1.RenewRequest
-	6,  // 22: lanyard.v1.CertificateService.GetRoots:input_type -> lanyard.v1.GetRootsRequest
-	8,  // 23: lanyard.v1.CertificateService.GetRenewalInfo:input_type -> lanyard.v1.GetRenewalInfoRequest
-	10, // 24: lanyard.v1.CertificateService.RevokeSelf:input_type -> lanyard.v1.RevokeSelfRequest
-	12, // 25: lanyard.v1.AdminService.CreateEnrollmentToken:input_type -> lanyard.v1.CreateEnrollmentTokenRequest
-	15, // 26: lanyard.v1.AdminService.ListEnrollmentTokens:input_type -> lanyard.v1.ListEnrollmentTokensRequest
-	17, // 27: lanyard.v1.AdminService.RevokeEnrollmentToken:input_type -> lanyard.v1.RevokeEnrollmentTokenRequest
-	20, // 28: lanyard.v1.AdminService.ListCertificates:input_type -> lanyard.v1.ListCertificatesRequest
-	22, // 29: lanyard.v1.AdminService.GetCertificate:input_type -> lanyard.v1.GetCertificateRequest
-	24, // 30: lanyard.v1.AdminService.RevokeCertificate:input_type -> lanyard.v1.RevokeCertificateRequest
-	3,  // 31: lanyard.v1.CertificateService.Enroll:output_type -> lanyard.v1.EnrollResponse
-	5,  // 32: lanyard.v1.CertificateService.Renew:output_type -> lanyard.v1.RenewResponse
-	7,  // 33: lanyard.v1.CertificateService.GetRoots:output_type -> lanyard.v1.GetRootsResponse
-	9,  // 34: lanyard.v1.CertificateService.GetRenewalInfo:output_type -> lanyard.v1.GetRenewalInfoResponse
-	11, // 35: lanyard.v1.CertificateService.RevokeSelf:output_type -> lanyard.v1.RevokeSelfResponse
-	13, // 36: lanyard.v1.AdminService.CreateEnrollmentToken:output_type -> lanyard.v1.CreateEnrollmentTokenResponse
-	16, // 37: lanyard.v1.AdminService.ListEnrollmentTokens:output_type -> lanyard.v1.ListEnrollmentTokensResponse
-	18, // 38: lanyard.v1.AdminService.RevokeEnrollmentToken:output_type -> lanyard.v1.RevokeEnrollmentTokenResponse
-	21, // 39: lanyard.v1.AdminService.ListCertificates:output_type -> lanyard.v1.ListCertificatesResponse
-	23, // 40: lanyard.v1.AdminService.GetCertificate:output_type -> lanyard.v1.GetCertificateResponse
-	25, // 41: lanyard.v1.AdminService.RevokeCertificate:output_type -> lanyard.v1.RevokeCertificateResponse
-	31, // [31:42] is the sub-list for method output_type
-	20, // [20:31] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	0,  // 20: lanyard.v1.RotateAdminCertificateResponse.bundle:type_name -> lanyard.v1.Bundle
+	2,  // 21: lanyard.v1.CertificateService.Enroll:input_type -> lanyard.v1.EnrollRequest
+	4,  // 22: lanyard.v1.CertificateService.Renew:input_type -> lanyard.v1.RenewRequest
+	6,  // 23: lanyard.v1.CertificateService.GetRoots:input_type -> lanyard.v1.GetRootsRequest
+	8,  // 24: lanyard.v1.CertificateService.GetRenewalInfo:input_type -> lanyard.v1.GetRenewalInfoRequest
+	10, // 25: lanyard.v1.CertificateService.RevokeSelf:input_type -> lanyard.v1.RevokeSelfRequest
+	12, // 26: lanyard.v1.AdminService.CreateEnrollmentToken:input_type -> lanyard.v1.CreateEnrollmentTokenRequest
+	15, // 27: lanyard.v1.AdminService.ListEnrollmentTokens:input_type -> lanyard.v1.ListEnrollmentTokensRequest
+	17, // 28: lanyard.v1.AdminService.RevokeEnrollmentToken:input_type -> lanyard.v1.RevokeEnrollmentTokenRequest
+	20, // 29: lanyard.v1.AdminService.ListCertificates:input_type -> lanyard.v1.ListCertificatesRequest
+	22, // 30: lanyard.v1.AdminService.GetCertificate:input_type -> lanyard.v1.GetCertificateRequest
+	24, // 31: lanyard.v1.AdminService.RevokeCertificate:input_type -> lanyard.v1.RevokeCertificateRequest
+	26, // 32: lanyard.v1.AdminService.RotateAdminCertificate:input_type -> lanyard.v1.RotateAdminCertificateRequest
+	3,  // 33: lanyard.v1.CertificateService.Enroll:output_type -> lanyard.v1.EnrollResponse
+	5,  // 34: lanyard.v1.CertificateService.Renew:output_type -> lanyard.v1.RenewResponse
+	7,  // 35: lanyard.v1.CertificateService.GetRoots:output_type -> lanyard.v1.GetRootsResponse
+	9,  // 36: lanyard.v1.CertificateService.GetRenewalInfo:output_type -> lanyard.v1.GetRenewalInfoResponse
+	11, // 37: lanyard.v1.CertificateService.RevokeSelf:output_type -> lanyard.v1.RevokeSelfResponse
+	13, // 38: lanyard.v1.AdminService.CreateEnrollmentToken:output_type -> lanyard.v1.CreateEnrollmentTokenResponse
+	16, // 39: lanyard.v1.AdminService.ListEnrollmentTokens:output_type -> lanyard.v1.ListEnrollmentTokensResponse
+	18, // 40: lanyard.v1.AdminService.RevokeEnrollmentToken:output_type -> lanyard.v1.RevokeEnrollmentTokenResponse
+	21, // 41: lanyard.v1.AdminService.ListCertificates:output_type -> lanyard.v1.ListCertificatesResponse
+	23, // 42: lanyard.v1.AdminService.GetCertificate:output_type -> lanyard.v1.GetCertificateResponse
+	25, // 43: lanyard.v1.AdminService.RevokeCertificate:output_type -> lanyard.v1.RevokeCertificateResponse
+	27, // 44: lanyard.v1.AdminService.RotateAdminCertificate:output_type -> lanyard.v1.RotateAdminCertificateResponse
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_lanyard_v1_lanyard_proto_init() }
@@ -1764,7 +1896,7 @@ func file_lanyard_v1_lanyard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lanyard_v1_lanyard_proto_rawDesc), len(file_lanyard_v1_lanyard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

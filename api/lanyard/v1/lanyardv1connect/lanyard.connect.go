@@ -73,6 +73,9 @@ const (
 	// AdminServiceRevokeCertificateProcedure is the fully-qualified name of the AdminService's
 	// RevokeCertificate RPC.
 	AdminServiceRevokeCertificateProcedure = "/lanyard.v1.AdminService/RevokeCertificate"
+	// AdminServiceRotateAdminCertificateProcedure is the fully-qualified name of the AdminService's
+	// RotateAdminCertificate RPC.
+	AdminServiceRotateAdminCertificateProcedure = "/lanyard.v1.AdminService/RotateAdminCertificate"
 )
 
 // CertificateServiceClient is a client for the lanyard.v1.CertificateService service.
@@ -279,6 +282,10 @@ type AdminServiceClient interface {
 	GetCertificate(context.Context, *connect.Request[v1.GetCertificateRequest]) (*connect.Response[v1.GetCertificateResponse], error)
 	// RevokeCertificate revokes by serial or by CN (every valid certificate of it).
 	RevokeCertificate(context.Context, *connect.Request[v1.RevokeCertificateRequest]) (*connect.Response[v1.RevokeCertificateResponse], error)
+	// RotateAdminCertificate issues a new admin credential for the CSR's key
+	// (a new one) and revokes every other live admin certificate, the
+	// caller's included (`lanyard admin rotate-cert`).
+	RotateAdminCertificate(context.Context, *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the lanyard.v1.AdminService service. By default, it
@@ -330,17 +337,24 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RevokeCertificate")),
 			connect.WithClientOptions(opts...),
 		),
+		rotateAdminCertificate: connect.NewClient[v1.RotateAdminCertificateRequest, v1.RotateAdminCertificateResponse](
+			httpClient,
+			baseURL+AdminServiceRotateAdminCertificateProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RotateAdminCertificate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	createEnrollmentToken *connect.Client[v1.CreateEnrollmentTokenRequest, v1.CreateEnrollmentTokenResponse]
-	listEnrollmentTokens  *connect.Client[v1.ListEnrollmentTokensRequest, v1.ListEnrollmentTokensResponse]
-	revokeEnrollmentToken *connect.Client[v1.RevokeEnrollmentTokenRequest, v1.RevokeEnrollmentTokenResponse]
-	listCertificates      *connect.Client[v1.ListCertificatesRequest, v1.ListCertificatesResponse]
-	getCertificate        *connect.Client[v1.GetCertificateRequest, v1.GetCertificateResponse]
-	revokeCertificate     *connect.Client[v1.RevokeCertificateRequest, v1.RevokeCertificateResponse]
+	createEnrollmentToken  *connect.Client[v1.CreateEnrollmentTokenRequest, v1.CreateEnrollmentTokenResponse]
+	listEnrollmentTokens   *connect.Client[v1.ListEnrollmentTokensRequest, v1.ListEnrollmentTokensResponse]
+	revokeEnrollmentToken  *connect.Client[v1.RevokeEnrollmentTokenRequest, v1.RevokeEnrollmentTokenResponse]
+	listCertificates       *connect.Client[v1.ListCertificatesRequest, v1.ListCertificatesResponse]
+	getCertificate         *connect.Client[v1.GetCertificateRequest, v1.GetCertificateResponse]
+	revokeCertificate      *connect.Client[v1.RevokeCertificateRequest, v1.RevokeCertificateResponse]
+	rotateAdminCertificate *connect.Client[v1.RotateAdminCertificateRequest, v1.RotateAdminCertificateResponse]
 }
 
 // CreateEnrollmentToken calls lanyard.v1.AdminService.CreateEnrollmentToken.
@@ -373,6 +387,11 @@ func (c *adminServiceClient) RevokeCertificate(ctx context.Context, req *connect
 	return c.revokeCertificate.CallUnary(ctx, req)
 }
 
+// RotateAdminCertificate calls lanyard.v1.AdminService.RotateAdminCertificate.
+func (c *adminServiceClient) RotateAdminCertificate(ctx context.Context, req *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error) {
+	return c.rotateAdminCertificate.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the lanyard.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateEnrollmentToken mints a single-use token bound to a CN and profile.
@@ -387,6 +406,10 @@ type AdminServiceHandler interface {
 	GetCertificate(context.Context, *connect.Request[v1.GetCertificateRequest]) (*connect.Response[v1.GetCertificateResponse], error)
 	// RevokeCertificate revokes by serial or by CN (every valid certificate of it).
 	RevokeCertificate(context.Context, *connect.Request[v1.RevokeCertificateRequest]) (*connect.Response[v1.RevokeCertificateResponse], error)
+	// RotateAdminCertificate issues a new admin credential for the CSR's key
+	// (a new one) and revokes every other live admin certificate, the
+	// caller's included (`lanyard admin rotate-cert`).
+	RotateAdminCertificate(context.Context, *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -434,6 +457,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RevokeCertificate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceRotateAdminCertificateHandler := connect.NewUnaryHandler(
+		AdminServiceRotateAdminCertificateProcedure,
+		svc.RotateAdminCertificate,
+		connect.WithSchema(adminServiceMethods.ByName("RotateAdminCertificate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/lanyard.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateEnrollmentTokenProcedure:
@@ -448,6 +477,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceGetCertificateHandler.ServeHTTP(w, r)
 		case AdminServiceRevokeCertificateProcedure:
 			adminServiceRevokeCertificateHandler.ServeHTTP(w, r)
+		case AdminServiceRotateAdminCertificateProcedure:
+			adminServiceRotateAdminCertificateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -479,4 +510,8 @@ func (UnimplementedAdminServiceHandler) GetCertificate(context.Context, *connect
 
 func (UnimplementedAdminServiceHandler) RevokeCertificate(context.Context, *connect.Request[v1.RevokeCertificateRequest]) (*connect.Response[v1.RevokeCertificateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.RevokeCertificate is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RotateAdminCertificate(context.Context, *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.RotateAdminCertificate is not implemented"))
 }
