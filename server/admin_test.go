@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -42,6 +43,12 @@ func adminEntryPoints(t *testing.T, c *testca.CA, cert *tls.Certificate) map[str
 	}
 	resp.Body.Close()
 	got["online backup"] = resp.StatusCode == http.StatusOK
+	resp, err = cl.HTTP.Post(c.URL+app.TidyPath+"?dry_run=1", "application/octet-stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got["tidy"] = resp.StatusCode == http.StatusOK
 	// The web page's certificate login: a GET without a cookie either
 	// logs in (200, a page) or is sent to the password login.
 	noRedirect := *cl.HTTP

@@ -133,7 +133,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors, a.Admin)
 	}
 	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log})
-	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Log)
+	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Admin, a.Log)
 	if opts.AdminPage != nil {
 		if so.Web, err = opts.AdminPage(a); err != nil {
 			return nil, fmt.Errorf("admin web page: %w", err)

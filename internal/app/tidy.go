@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/tidy"
@@ -21,11 +21,12 @@ func TidyRetention(c config.Tidy) tidy.Retention {
 	return tidy.Retention{Certs: c.Certs, Tokens: c.Tokens, Sessions: c.Sessions, Audit: c.Audit}
 }
 
-func tidyHandler(svc *tidy.Service, log *slog.Logger) http.Handler {
+func tidyHandler(svc *tidy.Service, admin *admincred.Service, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := server.ClientCert(r.Context())
-		if c == nil || !ca.IsAdminCertificate(c) {
-			http.Error(w, "this needs the admin client certificate", http.StatusForbidden)
+		// admin.Check: the verified client certificate is a live admin
+		// credential (recorded, not revoked), read on every request.
+		if err := admin.Check(server.ClientCert(r.Context())); err != nil {
+			http.Error(w, "this needs the admin client certificate: "+err.Error(), http.StatusForbidden)
 			return
 		}
 		rep, err := svc.Run(r.Context(), "admin:cli", r.URL.Query().Get("dry_run") == "1")
