@@ -54,6 +54,17 @@ type Config struct {
 	// Interval is the time between two syncs in Run (default
 	// DefaultInterval).
 	Interval time.Duration
+	// Target names this anchor among several in one configuration
+	// ("" the default one): its status key (StatusKeyFor) and log lines.
+	Target string
+	// Profile, when set, are the profile settings Sync keeps (nil: only
+	// the profile's enabled state is watched).
+	Profile *ProfileSettings
+	// Notifications, when set, are the anchor's notification settings
+	// Sync keeps.
+	Notifications *NotificationSettings
+	// CRLDPRevocation, when set, is the anchor's crlDpRevocationEnabled.
+	CRLDPRevocation *bool
 
 	// Credentials replaces the SDK's default credential chain (the dev
 	// emulator's static key). Nil: config.LoadDefaultConfig's chain.
@@ -109,6 +120,19 @@ type API interface {
 	UpdateCrl(context.Context, *rolesanywhere.UpdateCrlInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.UpdateCrlOutput, error)
 	EnableCrl(context.Context, *rolesanywhere.EnableCrlInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.EnableCrlOutput, error)
 	ListCrls(context.Context, *rolesanywhere.ListCrlsInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.ListCrlsOutput, error)
+	DisableTrustAnchor(context.Context, *rolesanywhere.DisableTrustAnchorInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.DisableTrustAnchorOutput, error)
+	PutNotificationSettings(context.Context, *rolesanywhere.PutNotificationSettingsInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.PutNotificationSettingsOutput, error)
+	GetProfile(context.Context, *rolesanywhere.GetProfileInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.GetProfileOutput, error)
+	UpdateProfile(context.Context, *rolesanywhere.UpdateProfileInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.UpdateProfileOutput, error)
+	EnableProfile(context.Context, *rolesanywhere.EnableProfileInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.EnableProfileOutput, error)
+	DisableProfile(context.Context, *rolesanywhere.DisableProfileInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.DisableProfileOutput, error)
+	PutAttributeMapping(context.Context, *rolesanywhere.PutAttributeMappingInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.PutAttributeMappingOutput, error)
+	DeleteAttributeMapping(context.Context, *rolesanywhere.DeleteAttributeMappingInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.DeleteAttributeMappingOutput, error)
+	TagResource(context.Context, *rolesanywhere.TagResourceInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.TagResourceOutput, error)
+	UntagResource(context.Context, *rolesanywhere.UntagResourceInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.UntagResourceOutput, error)
+	ListTagsForResource(context.Context, *rolesanywhere.ListTagsForResourceInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.ListTagsForResourceOutput, error)
+	ListSubjects(context.Context, *rolesanywhere.ListSubjectsInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.ListSubjectsOutput, error)
+	GetSubject(context.Context, *rolesanywhere.GetSubjectInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.GetSubjectOutput, error)
 }
 
 var _ API = (*rolesanywhere.Client)(nil)

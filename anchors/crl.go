@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"time"
 
@@ -381,4 +382,22 @@ func (r *RemoteCRL) ArnOrEmpty() string {
 		return ""
 	}
 	return r.Arn
+}
+
+// Lists reports whether the CRL lists serial.
+func (r *RemoteCRL) Lists(serial *big.Int) bool {
+	blk, _ := pem.Decode(r.Data)
+	if blk == nil {
+		return false
+	}
+	l, err := x509.ParseRevocationList(blk.Bytes)
+	if err != nil {
+		return false
+	}
+	for _, e := range l.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -156,3 +156,16 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// writes counts the requests that are not GETs.
+func (c *counter) writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, r := range c.reqs {
+		if !strings.HasPrefix(r, "GET ") {
+			n++
+		}
+	}
+	return n
+}

@@ -12,8 +12,17 @@ import (
 	"github.com/lanyard/lanyard/store"
 )
 
-// StatusKey is the store meta key the Syncer's Status is persisted under.
+// StatusKey is the store meta key the default target's Status is
+// persisted under (StatusKeyFor names the others').
 const StatusKey = "anchors.status"
+
+// StatusKeyFor is the meta key of target's Status ("" the default).
+func StatusKeyFor(target string) string {
+	if target == "" {
+		return StatusKey
+	}
+	return StatusKey + "." + target
+}
 
 // ErrNoStatus: no sync has been recorded in the store yet. It wraps
 // store.ErrNotFound.
@@ -63,6 +72,11 @@ type Status struct {
 	Bundle []CertInfo `json:"bundle,omitempty"`
 	// Foreign lists certificates in the anchor that are not the CA's.
 	Foreign []CertInfo `json:"foreign,omitempty"`
+	// KillSwitch is set while `lanyard anchors disable` holds the anchor
+	// and profile disabled (its time and reason).
+	KillSwitch string `json:"kill_switch,omitempty"`
+	// Changes are the settings the last Sync repaired.
+	Changes []Change `json:"changes,omitempty"`
 
 	// CRLArn is the CRL lanyard imported into the anchor.
 	CRLArn string `json:"crl_arn,omitempty"`
@@ -84,8 +98,13 @@ type Status struct {
 
 // LoadStatus reads the persisted Status; ErrNoStatus if there is none.
 func LoadStatus(db store.Meta) (*Status, error) {
+	return LoadStatusFor(db, "")
+}
+
+// LoadStatusFor reads the persisted Status of target.
+func LoadStatusFor(db store.Meta, target string) (*Status, error) {
 	var st Status
-	if err := db.GetMeta(StatusKey, &st); err != nil {
+	if err := db.GetMeta(StatusKeyFor(target), &st); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, ErrNoStatus
 		}
@@ -101,6 +120,7 @@ func (s *Syncer) Status() Status {
 	st := s.status
 	st.Bundle = append([]CertInfo(nil), st.Bundle...)
 	st.Foreign = append([]CertInfo(nil), st.Foreign...)
+	st.Changes = append([]Change(nil), st.Changes...)
 	return st
 }
 
@@ -120,7 +140,7 @@ func (s *Syncer) update(ctx context.Context, fn func(*Status)) {
 	// happened must not be lost to a shutdown.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.db.PutMeta(pctx, StatusKey, st); err != nil {
+	if err := s.db.PutMeta(pctx, StatusKeyFor(s.cfg.Target), st); err != nil {
 		s.log.Warn("anchors: could not persist status", "err", err)
 	}
 }

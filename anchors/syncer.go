@@ -79,7 +79,7 @@ func New(cfg Config, api API, src Source, db store.Meta, now func() time.Time, l
 		pushDone: make(chan struct{}), minBackoff: 200 * time.Millisecond}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	if db != nil {
-		if st, err := LoadStatus(db); err == nil {
+		if st, err := LoadStatusFor(db, cfg.Target); err == nil {
 			s.status = *st
 		}
 	}
@@ -145,11 +145,16 @@ type Report struct {
 	// Foreign are certificates in the anchor that are not the CA's roots;
 	// Removed those of them taken out (Force), the rest were kept.
 	Foreign, Removed []CertInfo
+	// Changes are the anchor and profile settings found different from
+	// the configuration (and, unless DryRun, repaired).
+	Changes []Change
+	// KillSwitch is the kill switch's tag value ("" when released).
+	KillSwitch string
 }
 
-// InSync reports whether the anchor needed no change.
+// InSync reports whether the anchor and profile needed no change.
 func (r *Report) InSync() bool {
-	return !r.Created && !r.Updated && !r.Enabled && len(r.Missing) == 0 && len(r.Removed) == 0
+	return !r.Created && !r.Updated && !r.Enabled && len(r.Missing) == 0 && len(r.Removed) == 0 && len(r.Changes) == 0
 }
 
 // Drift describes the difference in one line ("" if none).
@@ -167,6 +172,9 @@ func (r *Report) Drift() string {
 	}
 	if r.Enabled {
 		parts = append(parts, "anchor disabled")
+	}
+	for _, c := range r.Changes {
+		parts = append(parts, c.String())
 	}
 	return strings.Join(parts, "; ")
 }
@@ -227,6 +235,12 @@ func (r *Report) String() string {
 	}
 	if kept := len(r.Foreign) - len(r.Removed); kept > 0 {
 		fmt.Fprintf(&b, "  ! = not issued by this CA, kept (use --force to remove)\n")
+	}
+	for _, c := range r.Changes {
+		fmt.Fprintf(&b, "  ~ %s %s: %s -> %s%s\n", c.Resource, c.Field, c.From, c.To, verb("", " (would change)"))
+	}
+	if r.KillSwitch != "" {
+		fmt.Fprintf(&b, "  KILL SWITCH ENGAGED (%s): trust anchor and profile held disabled; `lanyard anchors enable` releases it\n", r.KillSwitch)
 	}
 	return b.String()
 }
@@ -329,6 +343,10 @@ func (s *Syncer) Sync(ctx context.Context, dryRun bool) (*Report, error) {
 				st.Foreign = removeInfo(st.Foreign, r)
 			}
 		}
+		if rep != nil {
+			st.KillSwitch = rep.KillSwitch
+			st.Changes = append([]Change(nil), rep.Changes...)
+		}
 		switch {
 		case err != nil && !errors.Is(err, ErrForeignCertificate):
 			st.LastResult, st.LastError = "error", err.Error()
@@ -362,6 +380,16 @@ func removeInfo(list []CertInfo, c CertInfo) []CertInfo {
 }
 
 func (s *Syncer) sync(ctx context.Context, dryRun bool) (*Report, error) {
+	if s.cfg.Profile != nil {
+		if err := s.cfg.Profile.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if s.cfg.Notifications != nil {
+		if err := s.cfg.Notifications.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	roots, err := s.desiredRoots()
 	if err != nil {
 		return nil, err
@@ -453,14 +481,11 @@ func (s *Syncer) sync(ctx context.Context, dryRun bool) (*Report, error) {
 	} else {
 		rep.Result = rep.Current
 	}
-	if ta.Enabled == nil || !*ta.Enabled {
-		rep.Enabled = true
-		if !dryRun {
-			if _, err := s.api.EnableTrustAnchor(ctx, &rolesanywhere.EnableTrustAnchorInput{TrustAnchorId: aws.String(idOf(st.TrustAnchorARN))}); err != nil {
-				rep.Enabled = false
-				return rep, fmt.Errorf("anchors: enable trust anchor %s: %w", st.TrustAnchorARN, err)
-			}
-		}
+	if err := s.reconcileAnchor(ctx, rep, ta, dryRun); err != nil {
+		return rep, err
+	}
+	if err := s.reconcileProfile(ctx, rep, dryRun); err != nil {
+		return rep, err
 	}
 	return rep, foreignErr
 }
@@ -484,12 +509,17 @@ func (s *Syncer) create(ctx context.Context, rep *Report, roots []*x509.Certific
 		rep.ProfileCreated = wantProfile
 		return nil
 	}
-	out, err := s.api.CreateTrustAnchor(ctx, &rolesanywhere.CreateTrustAnchorInput{
+	cin := &rolesanywhere.CreateTrustAnchorInput{
 		Name:    aws.String(s.cfg.Name),
 		Enabled: aws.Bool(true),
 		Source: &types.Source{SourceType: types.TrustAnchorTypeCertificateBundle,
 			SourceData: &types.SourceDataMemberX509CertificateData{Value: bundlePEM(roots)}},
-	})
+		CrlDpRevocationEnabled: s.cfg.CRLDPRevocation,
+	}
+	if s.cfg.Notifications != nil {
+		cin.NotificationSettings = s.notificationsWanted()
+	}
+	out, err := s.api.CreateTrustAnchor(ctx, cin)
 	if err != nil {
 		rep.Created, rep.Result = false, nil
 		return fmt.Errorf("anchors: create trust anchor %q: %w", s.cfg.Name, err)
@@ -509,11 +539,20 @@ func (s *Syncer) create(ctx context.Context, rep *Report, roots []*x509.Certific
 		rep.ProfileARN = s.cfg.ProfileARN
 		return nil
 	}
-	pout, err := s.api.CreateProfile(ctx, &rolesanywhere.CreateProfileInput{
+	in := &rolesanywhere.CreateProfileInput{
 		Name:     aws.String(s.cfg.Name),
 		RoleArns: []string{s.cfg.RoleARN},
 		Enabled:  aws.Bool(true),
-	})
+	}
+	if s.cfg.Profile != nil {
+		w := s.profileWanted()
+		in.RoleArns, in.ManagedPolicyArns = w.RoleARNs, w.ManagedPolicyARNs
+		in.DurationSeconds, in.AcceptRoleSessionName = aws.Int32(int32(w.DurationSeconds)), aws.Bool(w.AcceptRoleSessionName)
+		if w.SessionPolicy != "" {
+			in.SessionPolicy = aws.String(w.SessionPolicy)
+		}
+	}
+	pout, err := s.api.CreateProfile(ctx, in)
 	if err != nil {
 		return fmt.Errorf("anchors: create profile %q for role %s: %w", s.cfg.Name, s.cfg.RoleARN, err)
 	}
@@ -523,5 +562,8 @@ func (s *Syncer) create(ctx context.Context, rep *Report, roots []*x509.Certific
 	rep.ProfileARN, rep.ProfileCreated = *pout.Profile.ProfileArn, true
 	s.update(ctx, func(st *Status) { st.ProfileARN = rep.ProfileARN })
 	s.log.Info("anchors: created profile", "profile", rep.ProfileARN, "role", s.cfg.RoleARN)
-	return nil
+	// The attribute mappings (and anything CreateProfile cannot set).
+	var sub Report
+	sub.ProfileARN = rep.ProfileARN
+	return s.reconcileProfile(ctx, &sub, false)
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -71,10 +72,28 @@ type CRL struct {
 	DistributionURL string `mapstructure:"distribution_url" yaml:"distribution_url"`
 }
 
-// Anchors configures the IAM Roles Anywhere trust-anchor sync.
+// Anchors configures the IAM Roles Anywhere trust-anchor sync. Its own
+// keys describe the default target (one trust anchor and its profile);
+// Targets adds more (other accounts, regions), each synced on its own.
 type Anchors struct {
-	Enabled bool   `mapstructure:"enabled" yaml:"enabled"`
-	Region  string `mapstructure:"region" yaml:"region"`
+	Enabled       bool `mapstructure:"enabled" yaml:"enabled"`
+	AnchorsTarget `mapstructure:",squash" yaml:",inline"`
+	// Interval between drift checks.
+	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
+	// Emulator runs the local Roles Anywhere emulator in-process (dev).
+	Emulator bool `mapstructure:"emulator" yaml:"emulator"`
+	// EmulatorListen is the emulator's plain-HTTP loopback address.
+	EmulatorListen string `mapstructure:"emulator_listen" yaml:"emulator_listen"`
+	// Targets are further trust anchors, each with its own name (the
+	// status key and log label), region, endpoint, ARNs and settings.
+	Targets []AnchorsTarget `mapstructure:"targets" yaml:"targets"`
+}
+
+// AnchorsTarget is one trust anchor (and its profile) to keep in sync.
+type AnchorsTarget struct {
+	// Target names it among Anchors.Targets ("" for the default one).
+	Target string `mapstructure:"target" yaml:"target,omitempty"`
+	Region string `mapstructure:"region" yaml:"region"`
 	// Endpoint overrides the Roles Anywhere endpoint (an emulator).
 	Endpoint       string `mapstructure:"endpoint" yaml:"endpoint"`
 	TrustAnchorARN string `mapstructure:"trust_anchor_arn" yaml:"trust_anchor_arn"`
@@ -83,12 +102,40 @@ type Anchors struct {
 	// Name of the anchor to create when TrustAnchorARN is empty and Create is set.
 	Name   string `mapstructure:"name" yaml:"name"`
 	Create bool   `mapstructure:"create" yaml:"create"`
-	// Interval between drift checks.
-	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
-	// Emulator runs the local Roles Anywhere emulator in-process (dev).
-	Emulator bool `mapstructure:"emulator" yaml:"emulator"`
-	// EmulatorListen is the emulator's plain-HTTP loopback address.
-	EmulatorListen string `mapstructure:"emulator_listen" yaml:"emulator_listen"`
+	// Manage makes lanyard own the profile's and the anchor's settings
+	// below: sync reports any difference and repairs it. Off, they are
+	// left as they are (a profile someone else configures).
+	Manage  bool          `mapstructure:"manage" yaml:"manage"`
+	Profile AnchorProfile `mapstructure:"profile" yaml:"profile"`
+	// CAExpiryDays: the anchor warns this many days before a CA
+	// certificate expires (0: 45, AWS's default; -1: off).
+	CAExpiryDays int `mapstructure:"ca_expiry_days" yaml:"ca_expiry_days"`
+	// EndEntityExpiryDays: end-entity expiry notifications (0: off; see
+	// anchors.NotificationSettings for why that is the default).
+	EndEntityExpiryDays int `mapstructure:"end_entity_expiry_days" yaml:"end_entity_expiry_days"`
+	// CRLDPRevocation sets the anchor's crlDpRevocationEnabled (AWS checks
+	// the certificates' CRL distribution points; see docs in anchors).
+	CRLDPRevocation bool `mapstructure:"crl_dp_revocation" yaml:"crl_dp_revocation"`
+}
+
+// AnchorProfile are the Roles Anywhere profile's settings (with Manage).
+type AnchorProfile struct {
+	// RoleARNs the profile allows (default: [role_arn]).
+	RoleARNs          []string `mapstructure:"role_arns" yaml:"role_arns"`
+	ManagedPolicyARNs []string `mapstructure:"managed_policy_arns" yaml:"managed_policy_arns"`
+	// SourceIPs generate the session policy that denies calls from other
+	// addresses (as `lanyard anchors policy --source-ip`).
+	SourceIPs []string `mapstructure:"source_ips" yaml:"source_ips"`
+	// SessionPolicyFile is a session policy JSON file (instead of
+	// SourceIPs).
+	SessionPolicyFile string `mapstructure:"session_policy_file" yaml:"session_policy_file"`
+	// DurationSeconds of a session, 900-43200 (0: 3600).
+	DurationSeconds       int  `mapstructure:"duration_seconds" yaml:"duration_seconds"`
+	AcceptRoleSessionName bool `mapstructure:"accept_role_session_name" yaml:"accept_role_session_name"`
+	// AttributeMappings: certificate field (x509Subject, x509Issuer,
+	// x509SAN) to specifiers. Empty: the subject and issuer CN, what
+	// lanyard's trust policies test.
+	AttributeMappings map[string][]string `mapstructure:"attribute_mappings" yaml:"attribute_mappings"`
 }
 
 // Limits protect the server from misbehaving clients.
@@ -260,6 +307,9 @@ func (c *Config) finish() error {
 	if c.Tidy.Interval > 0 && c.Tidy.Interval < time.Minute {
 		return fmt.Errorf("tidy.interval %s is below one minute", c.Tidy.Interval)
 	}
+	if err := c.Anchors.check(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -267,6 +317,35 @@ func (c *Config) finish() error {
 	}
 	return nil
 }
+
+// check validates the anchors targets: unique names, durations, one
+// session policy source.
+func (a *Anchors) check() error {
+	seen := map[string]bool{}
+	all := append([]AnchorsTarget{a.AnchorsTarget}, a.Targets...)
+	for i, t := range all {
+		where := "anchors"
+		if i > 0 {
+			where = fmt.Sprintf("anchors.targets[%d]", i-1)
+			if t.Target == "" || seen[t.Target] || !targetNameRE.MatchString(t.Target) {
+				return fmt.Errorf("%s.target %q: each target needs its own name (letters, digits, - and _)", where, t.Target)
+			}
+			seen[t.Target] = true
+		}
+		if d := t.Profile.DurationSeconds; d != 0 && (d < 900 || d > 43200) {
+			return fmt.Errorf("%s.profile.duration_seconds %d is outside 900-43200 (15 minutes to 12 hours, the Roles Anywhere limits)", where, d)
+		}
+		if len(t.Profile.SourceIPs) > 0 && t.Profile.SessionPolicyFile != "" {
+			return fmt.Errorf("%s.profile: source_ips and session_policy_file both give the session policy; keep one", where)
+		}
+		if t.CAExpiryDays > 360 || t.CAExpiryDays < -1 || t.EndEntityExpiryDays < 0 || t.EndEntityExpiryDays > 360 {
+			return fmt.Errorf("%s: notification thresholds are 1-360 days (ca_expiry_days -1 turns the warning off)", where)
+		}
+	}
+	return nil
+}
+
+var targetNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // CompileProfiles compiles the configured profiles.
 func (c *Config) CompileProfiles() (*issuance.Profiles, error) {

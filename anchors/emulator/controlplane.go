@@ -148,7 +148,7 @@ type crlJSON struct {
 	UpdatedAt      string `json:"updatedAt"`
 }
 
-func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 func (a *trustAnchor) view() trustAnchorJSON {
 	return trustAnchorJSON{
@@ -276,6 +276,12 @@ func (e *Emulator) route(r *http.Request, body []byte) (int, any, error) {
 		return e.putNotificationSettings(body)
 	case m == "PATCH" && len(segs) == 1 && segs[0] == "reset-notifications-settings":
 		return e.resetNotificationSettings(body)
+	case m == "POST" && len(segs) == 1 && segs[0] == "TagResource":
+		return e.tagResource(body)
+	case m == "POST" && len(segs) == 1 && segs[0] == "UntagResource":
+		return e.untagResource(body)
+	case m == "GET" && len(segs) == 1 && segs[0] == "ListTagsForResource":
+		return e.listTagsForResource(r)
 	case m == "GET" && len(segs) == 1 && segs[0] == "subjects":
 		return e.listSubjects(r)
 	case m == "GET" && len(segs) == 2 && segs[0] == "subject":

@@ -218,10 +218,10 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (_ *sessionResult
 		return nil, notFound("Profile %s not found", in.ProfileArn)
 	}
 	if !anchor.enabled {
-		return nil, untrusted("trust anchor is disabled")
+		return nil, untrusted(trust.ReasonAnchorDisabled)
 	}
 	if !prof.enabled {
-		return nil, accessDenied("Profile is disabled", "profile is disabled")
+		return nil, accessDenied("Profile is disabled", trust.ReasonProfileDisabled)
 	}
 
 	// 6. Leaf rules, chain and revocation.
@@ -244,7 +244,7 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (_ *sessionResult
 		}
 	}
 	if !allowed {
-		return nil, accessDenied("Access Denied", fmt.Sprintf("role %s is not in the profile's roleArns", in.RoleArn))
+		return nil, accessDenied("Access Denied", trust.ReasonRoleNotInProfile+": "+in.RoleArn)
 	}
 	if prof.requireInstanceProperties && (len(in.InstanceProperties) == 0 || string(in.InstanceProperties) == "null") {
 		return nil, accessDenied("Access Denied", "the profile requires instanceProperties")
@@ -381,7 +381,7 @@ func (e *Emulator) verifyPath(a *trustAnchor, leaf *x509.Certificate, chain []*x
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return nil, untrusted("no path to the trust anchor: " + err.Error())
+		return nil, untrusted(trust.ReasonNoPath + ": " + err.Error())
 	}
 	var lastErr string
 	for _, p := range paths {
@@ -417,7 +417,7 @@ func (e *Emulator) checkRevocation(a *trustAnchor, path []*x509.Certificate) err
 			}
 			for _, rc := range c.list.RevokedCertificateEntries {
 				if rc.SerialNumber.Cmp(cert.SerialNumber) == 0 {
-					return untrusted(fmt.Sprintf("certificate serial %s (%q) is revoked by CRL %s", cert.SerialNumber, cert.Subject, c.name))
+					return untrusted(trust.RevokedReason(cert.SerialNumber, cert.Subject.String(), c.name))
 				}
 			}
 		}

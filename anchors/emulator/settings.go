@@ -169,3 +169,81 @@ func (e *Emulator) SetRoleTrustPolicy(roleArn string, doc []byte) error {
 	e.trustPolicies[roleArn] = p
 	return nil
 }
+
+// resourceTags returns the tag list of the resource arn names.
+func (e *Emulator) resourceTags(arn string) (*[]tag, error) {
+	for _, a := range e.anchors {
+		if a.arn == arn {
+			return &a.tags, nil
+		}
+	}
+	for _, p := range e.profiles {
+		if p.arn == arn {
+			return &p.tags, nil
+		}
+	}
+	for _, c := range e.crls {
+		if c.arn == arn {
+			return &c.tags, nil
+		}
+	}
+	return nil, notFound("Resource %s not found", arn)
+}
+
+// maxTags is the most tags a resource carries.
+const maxTags = 200
+
+// tagResource is POST /TagResource: set (or overwrite) tags by key.
+func (e *Emulator) tagResource(body []byte) (int, any, error) {
+	var in struct {
+		ResourceArn string `json:"resourceArn"`
+		Tags        []tag  `json:"tags"`
+	}
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	tags, err := e.resourceTags(in.ResourceArn)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, t := range in.Tags {
+		if t.Key == "" || len(t.Key) > 128 || len(t.Value) > 256 {
+			return 0, nil, validation("tag keys are 1-128 characters, values at most 256")
+		}
+		if i := slices.IndexFunc(*tags, func(x tag) bool { return x.Key == t.Key }); i >= 0 {
+			(*tags)[i] = t
+		} else {
+			*tags = append(*tags, t)
+		}
+	}
+	if len(*tags) > maxTags {
+		return 0, nil, validation("at most %d tags per resource", maxTags)
+	}
+	return 200, map[string]any{}, nil
+}
+
+// untagResource is POST /UntagResource.
+func (e *Emulator) untagResource(body []byte) (int, any, error) {
+	var in struct {
+		ResourceArn string   `json:"resourceArn"`
+		TagKeys     []string `json:"tagKeys"`
+	}
+	if err := decodeJSON(body, &in); err != nil {
+		return 0, nil, err
+	}
+	tags, err := e.resourceTags(in.ResourceArn)
+	if err != nil {
+		return 0, nil, err
+	}
+	*tags = slices.DeleteFunc(*tags, func(t tag) bool { return slices.Contains(in.TagKeys, t.Key) })
+	return 200, map[string]any{}, nil
+}
+
+// listTagsForResource is GET /ListTagsForResource?resourceArn=.
+func (e *Emulator) listTagsForResource(r *http.Request) (int, any, error) {
+	tags, err := e.resourceTags(r.URL.Query().Get("resourceArn"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"tags": append([]tag{}, *tags...)}, nil
+}

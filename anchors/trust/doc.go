@@ -27,3 +27,24 @@
 // Not documented by AWS and chosen here (marked in the code): aws:SourceIp
 // in the trust evaluation is the CreateSession client's address.
 package trust
+
+import (
+	"fmt"
+	"math/big"
+)
+
+// Refusal reasons given before the trust policy is read, the same words
+// in the emulator's refusals and in `lanyard anchors explain`.
+const (
+	ReasonAnchorDisabled   = "trust anchor is disabled"
+	ReasonProfileDisabled  = "profile is disabled"
+	ReasonNoPath           = "no path to the trust anchor"
+	ReasonRevoked          = "revoked by an enabled CRL of the trust anchor"
+	ReasonRoleNotInProfile = "role is not in the profile's roleArns"
+)
+
+// RevokedReason is the refusal reason for the certificate serial (subject)
+// listed on the CRL named crlName.
+func RevokedReason(serial *big.Int, subject, crlName string) string {
+	return fmt.Sprintf("%s: serial %s (%s), CRL %s", ReasonRevoked, serial, subject, crlName)
+}

@@ -36,7 +36,9 @@ SSO, instance role); anchors.region and anchors.endpoint select the service.
 With anchors.emulator (serve --dev) they talk to the emulator serve runs on
 anchors.emulator_listen (default 127.0.0.1:8444).`,
 	}
-	cmd.AddCommand(newAnchorsSyncCmd(), newAnchorsStatusCmd(), newAnchorsPolicyCmd())
+	cmd.AddCommand(newAnchorsSyncCmd(), newAnchorsStatusCmd(), newAnchorsPolicyCmd(),
+		newAnchorsSwitchCmd(true), newAnchorsSwitchCmd(false), newAnchorsExplainCmd(), newAnchorsSubjectsCmd())
+	cmd.PersistentFlags().String("target", "", "the anchors target (anchors.targets[].target; default: the main one)")
 	return cmd
 }
 
@@ -89,10 +91,11 @@ func anchorsLoadCA(dir string) (*anchorsCA, error) {
 type anchorsEnv struct {
 	cfg       *config.Config
 	ca        *anchorsCA
-	acfg      anchors.Config
-	persisted *anchors.Status // nil if unknown
-	from      string          // where persisted came from
-	db        store.Store     // nil unless the store could be opened
+	acfg      anchors.Config   // the --target's
+	all       []anchors.Config // every target, the default first
+	persisted *anchors.Status  // nil if unknown
+	from      string           // where persisted came from
+	db        store.Store      // nil unless the store could be opened
 }
 
 func (e *anchorsEnv) close() {
@@ -113,8 +116,17 @@ func anchorsSetup(cmd *cobra.Command) (*anchorsEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &anchorsEnv{cfg: cfg, ca: c, acfg: app.AnchorsConfig(cfg.Anchors)}
-	if st, err := anchorsStatusFromServer(cmd); err == nil {
+	cfgs, err := app.AnchorsConfigs(cfg.Anchors)
+	if err != nil {
+		return nil, err
+	}
+	target, _ := cmd.Flags().GetString("target")
+	i := slices.IndexFunc(cfgs, func(c anchors.Config) bool { return c.Target == target })
+	if i < 0 {
+		return nil, fmt.Errorf("no anchors target %q in the configuration (see anchors.targets)", target)
+	}
+	e := &anchorsEnv{cfg: cfg, ca: c, acfg: cfgs[i], all: cfgs}
+	if st, err := anchorsStatusFromServer(cmd); err == nil && target == "" {
 		e.persisted, e.from = st, "the running server"
 	} else {
 		db, derr := anchorsOpenStore(cfg.Store)
@@ -124,7 +136,7 @@ func anchorsSetup(cmd *cobra.Command) (*anchorsEnv, error) {
 		default:
 			e.db = db
 			e.from = "the store " + cfg.Store
-			if st, err := anchors.LoadStatus(db); err == nil {
+			if st, err := anchors.LoadStatusFor(db, target); err == nil {
 				e.persisted = st
 			}
 		}
@@ -182,8 +194,13 @@ func newAnchorsSyncCmd() *cobra.Command {
 certificate, and updates the anchor only when they differ. A certificate in the
 anchor that is not one of the CA's roots is reported and kept, unless --force.
 With --create (or anchors.create) and no trust anchor ARN, it creates the
-anchor, enabled, and a profile for anchors.role_arn. --dry-run prints the
-difference and changes nothing.`,
+anchor, enabled, and a profile for anchors.role_arn. With anchors.manage it also
+makes the profile's settings (roles, managed and session policies, duration,
+role session names, attribute mappings) and the anchor's (notifications,
+crlDpRevocationEnabled) equal to lanyard.yaml, and keeps both enabled unless
+the kill switch (lanyard anchors disable) holds them. Every target of
+anchors.targets is synced on its own. --dry-run prints the difference ("~"
+lines for settings) and changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, err := anchorsSetup(cmd)
@@ -191,25 +208,48 @@ difference and changes nothing.`,
 				return err
 			}
 			defer e.close()
-			e.acfg.Force = e.acfg.Force || force
-			e.acfg.Create = e.acfg.Create || create
 			out := cmd.OutOrStdout()
-			s, err := e.syncer(cmd.Context())
-			if err != nil {
-				return err
+			// Every target, each on its own (one's failure is reported
+			// and the others still sync), unless --target picks one.
+			cfgs := []anchors.Config{e.acfg}
+			if !cmd.Flags().Changed("target") && len(e.all) > 1 {
+				cfgs = append(cfgs, e.all[1:]...)
 			}
-			defer s.Close()
-			rep, err := s.Sync(cmd.Context(), dryRun)
-			if rep != nil {
-				fmt.Fprint(out, rep)
-				if rep.ProfileARN != "" {
-					fmt.Fprintf(out, "profile %s\n", rep.ProfileARN)
+			var syncers []*anchors.Syncer
+			for _, c := range cfgs {
+				c.Force, c.Create = c.Force || force, c.Create || create
+				client, err := anchors.NewClient(cmd.Context(), c)
+				if err != nil {
+					return fmt.Errorf("anchors target %q: %w", c.Target, err)
+				}
+				s := anchors.New(c, client, e.ca, e.db, nil, newLogger(e.cfg.LogLevel))
+				defer s.Close()
+				syncers = append(syncers, s)
+			}
+			var errs []error
+			for _, r := range anchors.SyncAll(cmd.Context(), syncers, dryRun) {
+				if len(syncers) > 1 {
+					name := r.Target
+					if name == "" {
+						name = "(default)"
+					}
+					fmt.Fprintf(out, "== target %s\n", name)
+				}
+				if r.Report != nil {
+					fmt.Fprint(out, r.Report)
+					if r.Report.ProfileARN != "" {
+						fmt.Fprintf(out, "profile %s\n", r.Report.ProfileARN)
+					}
+				}
+				if r.Err != nil {
+					fmt.Fprintf(out, "  error: %v\n", r.Err)
+					errs = append(errs, r.Err)
 				}
 			}
-			if !dryRun && e.db == nil && rep != nil {
+			if !dryRun && e.db == nil {
 				fmt.Fprintf(out, "note: status not recorded (%s); the server records its own syncs\n", e.from)
 			}
-			return err
+			return errors.Join(errs...)
 		},
 	}
 	f := cmd.Flags()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"gopkg.in/ini.v1"
 
 	"github.com/lanyard/lanyard/internal/realtools"
@@ -103,6 +107,25 @@ func TestDevModeWholeLoop(t *testing.T) {
 			t.Fatal("serve --dev printed no enroll command within 60s")
 		}
 	}
+	// The banner's next lines: the seeds' own check.
+	var stsLine string
+	for stsLine == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("serve --dev exited before printing the STS check")
+			}
+			t.Log(l)
+			if strings.Contains(l, "aws sts get-caller-identity") {
+				stsLine = strings.TrimSpace(l)
+			}
+		case <-timeout:
+			t.Fatal("serve --dev printed no aws sts get-caller-identity line within 60s")
+		}
+	}
+	if want := "aws sts get-caller-identity --profile covalent --endpoint-url http://" + emu; stsLine != want {
+		t.Fatalf("banner prints %q, want %q", stsLine, want)
+	}
 	go func() {
 		for range lines {
 		}
@@ -163,6 +186,8 @@ func TestDevModeWholeLoop(t *testing.T) {
 	if creds["Version"] != float64(1) || creds["AccessKeyId"] == "" || creds["SessionToken"] == "" {
 		t.Fatalf("credentials %v", creds)
 	}
+	checkCallerIdentity(t, dir, env, helper, emu, stsLine)
+
 	// Admin commands find the dev config in this folder by themselves.
 	tok := strings.TrimSpace(run("token", "--cn", "host2.covalent.example.net", "-q"))
 	if !strings.HasPrefix(tok, "lyt1_") {
@@ -209,4 +234,62 @@ func TestDevModeWholeLoop(t *testing.T) {
 		t.Fatalf("refusal: %v", refusedErr)
 	}
 	t.Logf("revoke → credentials refused in %s (lanyard revoke CLI to aws_signing_helper failure)", time.Since(start).Round(time.Millisecond))
+}
+
+// checkCallerIdentity is the seeds' validation step on one machine: the
+// SDK's STS client, with credentials from the written AWS profile's
+// credential_process (the SDK runs it), sent to the emulator's endpoint,
+// answers the assumed role; and so does the AWS CLI, when installed,
+// running the line the banner printed.
+func checkCallerIdentity(t *testing.T, dir string, env []string, helper, emu, stsLine string) {
+	t.Helper()
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && (strings.HasPrefix(k, "LANYARD_") || strings.HasPrefix(k, "AWS_")) {
+			t.Setenv(k, v)
+		}
+	}
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CA_BUNDLE", "")
+	os.Unsetenv("AWS_CA_BUNDLE") // aws_signing_helper v1.5 exits when it is set
+	creds := filepath.Join(dir, "aws", "credentials")
+	if err := os.WriteFile(creds, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithSharedConfigFiles([]string{filepath.Join(dir, "aws", "config")}),
+		config.WithSharedCredentialsFiles([]string{creds}), config.WithSharedConfigProfile("covalent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String("http://" + emu) }).
+		GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		t.Fatalf("SDK GetCallerIdentity through the covalent profile: %v", err)
+	}
+	arn := aws.ToString(out.Arn)
+	if !strings.HasPrefix(arn, "arn:aws:sts::123456789012:assumed-role/covalent-dev/") || aws.ToString(out.Account) != "123456789012" {
+		t.Fatalf("GetCallerIdentity: arn %q account %q", arn, aws.ToString(out.Account))
+	}
+	t.Logf("SDK STS: %s", arn)
+
+	awsCLI, err := exec.LookPath("aws")
+	if err != nil {
+		t.Logf("the aws CLI is not installed: checked with the SDK's STS client only")
+		return
+	}
+	f := strings.Fields(stsLine)
+	cmd := exec.Command(awsCLI, append(f[1:], "--output", "json")...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "AWS_SHARED_CREDENTIALS_FILE="+creds)
+	raw, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", stsLine, err, raw)
+	}
+	var cli struct{ Arn, Account, UserId string }
+	if err := json.Unmarshal(raw, &cli); err != nil || !strings.HasPrefix(cli.Arn, "arn:aws:sts::123456789012:assumed-role/covalent-dev/") {
+		t.Fatalf("%s printed %s (%v)", stsLine, raw, err)
+	}
+	t.Logf("aws CLI: %s", cli.Arn)
 }

@@ -95,11 +95,14 @@ func restoreSources(ctx context.Context, cfg *config.Config, files []string, noA
 		db.Close()
 	}
 	if cfg.Anchors.Enabled && !noAnchor {
-		acfg := app.AnchorsConfig(cfg.Anchors)
-		if acfg.TrustAnchorARN == "" {
+		acfg, err := app.AnchorsConfig(cfg.Anchors)
+		if err == nil && acfg.TrustAnchorARN == "" {
 			acfg.TrustAnchorARN = anchorARN
 		}
-		data, err := anchorCRL(ctx, cfg, acfg)
+		var data []byte
+		if err == nil {
+			data, err = anchorCRL(ctx, cfg, acfg)
+		}
 		switch {
 		case err != nil:
 			fmt.Fprintf(out, "warning: the trust anchor's CRL is not available (%v); using the other sources\n", err)

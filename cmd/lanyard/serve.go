@@ -144,6 +144,11 @@ func printDevWelcome(ctx context.Context, a *app.App, out io.Writer) error {
 		"--out", "./host1-pki"}
 	args = append(args, anchorsEnrollFlags(a)...)
 	fmt.Fprintf(out, "  enroll a host (token for %s, valid 1h):\n    %s\n", devHostCN, strings.Join(args, " "))
+	if a.Config.Anchors.Enabled && a.Config.Anchors.Emulator {
+		// The seeds' own check, answered by the emulator's STS.
+		fmt.Fprintf(out, "  then check the host's AWS identity (the emulator answers STS):\n    aws sts get-caller-identity --profile %s --endpoint-url http://%s\n",
+			anchorsDevProfile, a.Config.Anchors.EmulatorListen)
+	}
 	fmt.Fprintf(out, "  more tokens:  %s token --cn NAME.covalent.example.net\n\n", self)
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -13,6 +15,7 @@ import (
 	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
+	"github.com/lanyard/lanyard/anchors/trust"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/server"
 )
@@ -36,27 +39,101 @@ const (
 	emulatorReadHeaderTimeout = 10 * time.Second
 )
 
-// AnchorsConfig maps lanyard.yaml's anchors section to anchors.Config,
-// filling in the emulator's endpoint, credentials and role in emulator mode.
-func AnchorsConfig(c config.Anchors) anchors.Config {
-	cfg := anchors.Config{
-		Region: c.Region, Endpoint: c.Endpoint, TrustAnchorARN: c.TrustAnchorARN, ProfileARN: c.ProfileARN,
-		RoleARN: c.RoleARN, Name: c.Name, Create: c.Create, Interval: c.Interval,
+// AnchorsConfig maps lanyard.yaml's anchors section to the default
+// target's anchors.Config (see AnchorsConfigs).
+func AnchorsConfig(c config.Anchors) (anchors.Config, error) {
+	cfgs, err := AnchorsConfigs(c)
+	if err != nil {
+		return anchors.Config{}, err
 	}
-	if c.Emulator {
-		if cfg.Endpoint == "" {
-			cfg.Endpoint = "http://" + c.EmulatorListen
+	return cfgs[0], nil
+}
+
+// AnchorsConfigs maps lanyard.yaml's anchors section to one
+// anchors.Config per target, the default first, filling in the emulator's
+// endpoint, credentials and role in emulator mode (where lanyard also owns
+// the settings by default).
+func AnchorsConfigs(c config.Anchors) ([]anchors.Config, error) {
+	var out []anchors.Config
+	for i, t := range append([]config.AnchorsTarget{c.AnchorsTarget}, c.Targets...) {
+		cfg := anchors.Config{
+			Region: t.Region, Endpoint: t.Endpoint, TrustAnchorARN: t.TrustAnchorARN, ProfileARN: t.ProfileARN,
+			RoleARN: t.RoleARN, Name: t.Name, Create: t.Create, Interval: c.Interval, Target: t.Target,
 		}
-		if cfg.Region == "" {
-			cfg.Region = emulator.DefaultRegion
+		if i == 0 {
+			cfg.Target = ""
 		}
-		if cfg.RoleARN == "" {
-			cfg.RoleARN = DevRoleARN
+		manage := t.Manage
+		if c.Emulator && i == 0 {
+			if cfg.Endpoint == "" {
+				cfg.Endpoint = "http://" + c.EmulatorListen
+			}
+			if cfg.Region == "" {
+				cfg.Region = emulator.DefaultRegion
+			}
+			if cfg.RoleARN == "" {
+				cfg.RoleARN = DevRoleARN
+			}
+			cfg.Create, manage = true, true
+			cfg.Credentials = credentials.NewStaticCredentialsProvider(emulator.DefaultAccessKeyID, emulator.DefaultSecretAccessKey, "")
 		}
-		cfg.Create = true
-		cfg.Credentials = credentials.NewStaticCredentialsProvider(emulator.DefaultAccessKeyID, emulator.DefaultSecretAccessKey, "")
+		if manage {
+			if err := anchorsSettings(&cfg, t); err != nil {
+				name := t.Target
+				if name == "" {
+					name = "(default)"
+				}
+				return nil, fmt.Errorf("anchors target %s: %w", name, err)
+			}
+		}
+		out = append(out, cfg)
 	}
-	return cfg
+	return out, nil
+}
+
+// anchorsSettings fills cfg's managed settings from t.
+func anchorsSettings(cfg *anchors.Config, t config.AnchorsTarget) error {
+	p := &anchors.ProfileSettings{
+		RoleARNs: t.Profile.RoleARNs, ManagedPolicyARNs: t.Profile.ManagedPolicyARNs,
+		DurationSeconds: t.Profile.DurationSeconds, AcceptRoleSessionName: t.Profile.AcceptRoleSessionName,
+	}
+	switch {
+	case len(t.Profile.SourceIPs) > 0:
+		doc, err := anchors.SessionPolicy(t.Profile.SourceIPs)
+		if err != nil {
+			return fmt.Errorf("profile.source_ips: %w", err)
+		}
+		p.SessionPolicy = string(doc)
+	case t.Profile.SessionPolicyFile != "":
+		doc, err := os.ReadFile(t.Profile.SessionPolicyFile)
+		if err != nil {
+			return fmt.Errorf("profile.session_policy_file: %w", err)
+		}
+		if !json.Valid(doc) {
+			return fmt.Errorf("profile.session_policy_file %s: not JSON", t.Profile.SessionPolicyFile)
+		}
+		p.SessionPolicy = string(doc)
+	}
+	if len(t.Profile.AttributeMappings) > 0 {
+		fields := make([]string, 0, len(t.Profile.AttributeMappings))
+		for f := range t.Profile.AttributeMappings {
+			fields = append(fields, f)
+		}
+		slices.Sort(fields)
+		p.Mappings = []trust.Mapping{}
+		for _, f := range fields {
+			p.Mappings = append(p.Mappings, trust.Mapping{Field: f, Specifiers: t.Profile.AttributeMappings[f]})
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	n := &anchors.NotificationSettings{CAExpiryDays: t.CAExpiryDays, EndEntityExpiryDays: t.EndEntityExpiryDays}
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	cfg.Profile, cfg.Notifications, cfg.CRLDPRevocation = p, n, &t.CRLDPRevocation
+	return nil
 }
 
 // startAnchors starts the trust-anchor sync when anchors.enabled: in
@@ -67,15 +144,20 @@ func (a *App) startAnchors(ctx context.Context) error {
 	if !a.Config.Anchors.Enabled {
 		return nil
 	}
-	cfg := AnchorsConfig(a.Config.Anchors)
+	cfgs, err := AnchorsConfigs(a.Config.Anchors)
+	if err != nil {
+		return err
+	}
+	cfg := cfgs[0]
 	log := a.Log.With("component", "anchors")
+	var emu *emulator.Emulator
 	if a.Config.Anchors.Emulator {
 		devEndpoint := "http://" + a.Config.Anchors.EmulatorListen
 		if a.Config.Anchors.Endpoint != "" && a.Config.Anchors.Endpoint != devEndpoint {
 			return fmt.Errorf("anchors: the in-process emulator listens on %s; anchors.endpoint %q points elsewhere (drop it, or turn anchors.emulator off)",
 				devEndpoint, a.Config.Anchors.Endpoint)
 		}
-		emu := emulator.New(emulator.Options{Region: cfg.Region, Logger: a.Log.With("component", "emulator")})
+		emu = emulator.New(emulator.Options{Region: cfg.Region, Logger: a.Log.With("component", "emulator")})
 		ln, err := net.Listen("tcp", a.Config.Anchors.EmulatorListen)
 		if err != nil {
 			return fmt.Errorf("anchors: start the Roles Anywhere emulator: %w (is another lanyard serve running?)", err)
@@ -90,30 +172,65 @@ func (a *App) startAnchors(ctx context.Context) error {
 		}
 		log.Info("Roles Anywhere emulator listening", "endpoint", devEndpoint, "access_key", emu.AccessKeyID())
 	}
-	client, err := anchors.NewClient(ctx, cfg)
-	if err != nil {
-		return err
+	cfgs[0] = cfg
+	var syncers anchors.Syncers
+	for _, c := range cfgs {
+		client, err := anchors.NewClient(ctx, c)
+		if err != nil {
+			return fmt.Errorf("anchors target %q: %w", c.Target, err)
+		}
+		syncers = append(syncers, anchors.New(c, client, a.CA, a.Store, a.Now, log.With("target", c.Target)))
 	}
-	s := anchors.New(cfg, client, a.CA, a.Store, a.Now, log)
 	a.closers = append([]func() error{func() error {
 		a.Revocation.SetPublisher(nil)
-		return s.Close()
+		for _, s := range syncers {
+			_ = s.Close()
+		}
+		return nil
 	}}, a.closers...)
+	s := syncers[0]
 	sctx, cancel := context.WithTimeout(ctx, firstSyncTimeout)
-	rep, err := s.Sync(sctx, false)
+	results := anchors.SyncAll(sctx, syncers, false)
 	cancel()
-	switch {
-	case err != nil && a.Config.Anchors.Emulator:
-		return fmt.Errorf("anchors: first sync to the emulator: %w", err)
-	case err != nil:
-		// AWS may be unreachable for now: serve anyway, Run retries.
-		log.Error("anchors: first sync failed; retrying in the background", "err", err)
-	default:
-		log.Info("anchors: trust anchor in sync", "trust_anchor", rep.TrustAnchorARN, "profile", rep.ProfileARN, "drift", rep.Drift())
+	for _, r := range results {
+		switch {
+		case r.Err != nil && a.Config.Anchors.Emulator && r.Target == "":
+			return fmt.Errorf("anchors: first sync to the emulator: %w", r.Err)
+		case r.Err != nil:
+			// AWS may be unreachable for now: serve anyway, Run retries;
+			// one target's failure does not hold the others.
+			log.Error("anchors: first sync failed; retrying in the background", "target", r.Target, "err", r.Err)
+		default:
+			log.Info("anchors: trust anchor in sync", "target", r.Target, "trust_anchor", r.Report.TrustAnchorARN,
+				"profile", r.Report.ProfileARN, "drift", r.Report.Drift())
+		}
 	}
-	a.Anchors, a.AnchorsConfig = s, cfg
-	a.Revocation.SetPublisher(s)
+	if emu != nil {
+		// IAM is not emulated: give the emulator the trust policy lanyard
+		// generates for the dev role, so CreateSession evaluates what
+		// `lanyard anchors policy` prints (and `anchors explain` explains).
+		if doc, err := a.devTrustPolicy(s.TrustAnchorARN()); err != nil {
+			log.Warn("anchors: no trust policy for the dev role", "err", err)
+		} else if err := emu.SetRoleTrustPolicy(cfg.RoleARN, doc); err != nil {
+			log.Warn("anchors: emulator refused the dev trust policy", "err", err)
+		}
+	}
+	a.Anchors, a.AnchorsConfig, a.AnchorsTargets = s, cfg, syncers
+	a.Revocation.SetPublisher(syncers)
 	return nil
+}
+
+// DevProfile is the lanyard profile (and AWS profile) of dev mode.
+const DevProfile = "covalent"
+
+// devTrustPolicy is the trust policy of the dev role: the dev profile's CN
+// rules, this CA's intermediate, the trust anchor.
+func (a *App) devTrustPolicy(trustAnchorARN string) ([]byte, error) {
+	p, ok := a.Config.Profiles[DevProfile]
+	if !ok {
+		return nil, fmt.Errorf("no %q profile in the configuration", DevProfile)
+	}
+	return anchors.TrustPolicy(anchors.PolicyInput{CNRules: p.CN, IssuerCN: a.CA.Intermediate().Subject.CommonName, TrustAnchorARN: trustAnchorARN})
 }
 
 // anchorsStatusHandler serves the Syncer's status as JSON to the admin

@@ -64,7 +64,10 @@ type App struct {
 	Anchors *anchors.Syncer
 	// AnchorsConfig is the configuration Anchors runs with.
 	AnchorsConfig anchors.Config
-	Server        *server.Server
+	// AnchorsTargets are every target's Syncer, Anchors (the default
+	// target) first.
+	AnchorsTargets anchors.Syncers
+	Server         *server.Server
 	// Tidy prunes the store after the configured retentions (TidyPath by
 	// hand, every tidy.interval by itself).
 	Tidy *tidy.Service
@@ -182,8 +185,8 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	go a.Revocation.Run(ctx)
 	// The single bbolt server is its own leader.
 	go a.Tidy.Loop(ctx, a.Config.Tidy.Interval, nil)
-	if a.Anchors != nil {
-		go a.Anchors.Run(ctx, a.Revocation.Current)
+	for _, s := range a.AnchorsTargets {
+		go s.Run(ctx, a.Revocation.Current)
 	}
 	err := a.Server.Serve(ctx, ln)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {

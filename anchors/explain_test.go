@@ -1,0 +1,142 @@
+package anchors_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	ra "github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
+
+	"github.com/lanyard/lanyard/anchors"
+	"github.com/lanyard/lanyard/anchors/emulator"
+	"github.com/lanyard/lanyard/anchors/trust"
+	"github.com/lanyard/lanyard/anchors/x509sigv4"
+	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/revocation"
+)
+
+// sessionVerdict makes one signed CreateSession and returns whether it
+// was granted and, if not, the emulator's reason.
+func sessionVerdict(t *testing.T, h hostCreds, endpoint, anchor, profile string) (bool, string) {
+	t.Helper()
+	q := url.Values{"profileArn": {profile}, "roleArn": {role}, "trustAnchorArn": {anchor}}
+	body := []byte(`{"durationSeconds":900}`)
+	req, _ := http.NewRequest(http.MethodPost, endpoint+"/sessions?"+q.Encode(), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if err := x509sigv4.Sign(req, body, h.key, h.leaf, h.chain, emulator.DefaultRegion, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusCreated {
+		return true, ""
+	}
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Amzn-ErrorType") != emulator.ErrAccessDenied {
+		t.Fatalf("CreateSession answered %d %s", resp.StatusCode, resp.Header.Get("X-Amzn-ErrorType"))
+	}
+	return false, resp.Header.Get(emulator.ReasonHeader)
+}
+
+// TestExplainAgreesWithCreateSession: for every case `anchors explain`
+// and the emulator's CreateSession give the same verdict for the same
+// reason, because both evaluate with package trust.
+func TestExplainAgreesWithCreateSession(t *testing.T) {
+	const cn = "web-1.covalent.example.net"
+	ipPolicy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"rolesanywhere.amazonaws.com"},
+"Action":["sts:AssumeRole","sts:TagSession","sts:SetSourceIdentity"],"Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]}`
+	tests := []struct {
+		name       string
+		cn         string
+		cnRules    []string // the lanyard profile's, for the generated policy
+		policy     string   // a user's policy file instead
+		foreign    bool
+		setup      func(t *testing.T, c *testca.CA, api *ra.Client, s *anchors.Syncer, serial string)
+		wantOK     bool
+		wantReason string
+	}{
+		{name: "allowed CN", cn: cn, cnRules: []string{"*.covalent.example.net"}, wantOK: true},
+		{name: "other CN", cn: "web-2.covalent.example.net", cnRules: []string{cn}, wantReason: "no statement allows sts:AssumeRole"},
+		{name: "wrong source IP", cn: cn, policy: ipPolicy, wantReason: "IpAddress aws:SourceIp 10.0.0.0/8 does not hold (request has 127.0.0.1)"},
+		{name: "disabled profile", cn: cn, cnRules: []string{"*.covalent.example.net"}, wantReason: trust.ReasonProfileDisabled,
+			setup: func(t *testing.T, _ *testca.CA, api *ra.Client, s *anchors.Syncer, _ string) {
+				_, err := api.DisableProfile(context.Background(), &ra.DisableProfileInput{ProfileId: aws.String(s.ProfileARN()[strings.LastIndex(s.ProfileARN(), "/")+1:])})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "revoked certificate", cn: cn, cnRules: []string{"*.covalent.example.net"}, wantReason: trust.ReasonRevoked,
+			setup: func(t *testing.T, c *testca.CA, _ *ra.Client, s *anchors.Syncer, serial string) {
+				res, err := c.Revocation.Revoke(context.Background(), revocation.Request{Serial: serial, Reason: revocation.ReasonKeyCompromise, By: "test"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				if _, err := s.WaitCRL(ctx, res.CRLNumber); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "foreign issuer", cn: cn, cnRules: []string{"*.covalent.example.net"}, foreign: true, wantReason: trust.ReasonNoPath},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testca.Start(t, testca.Options{})
+			emu := emulator.NewServer(emulator.Options{})
+			defer emu.Close()
+			ctx := context.Background()
+			cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
+				Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
+			cl, err := anchors.NewClient(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+			defer s.Close()
+			if _, err := s.Sync(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			c.Revocation.SetPublisher(s)
+			policy := []byte(tt.policy)
+			if tt.policy == "" {
+				if policy, err = anchors.TrustPolicy(anchors.PolicyInput{CNRules: tt.cnRules, IssuerCN: c.Authority.Intermediate().Subject.CommonName,
+					TrustAnchorARN: s.TrustAnchorARN()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := emu.SetRoleTrustPolicy(role, policy); err != nil {
+				t.Fatal(err)
+			}
+			host, serial := enroll(t, c, tt.cn)
+			if tt.foreign {
+				host = foreignHost(t, tt.cn)
+			}
+			if tt.setup != nil {
+				tt.setup(t, c, cl, s, serial)
+			}
+
+			gotOK, emuReason := sessionVerdict(t, host, emu.URL, s.TrustAnchorARN(), s.ProfileARN())
+			ex, err := s.Explain(ctx, anchors.ExplainInput{Leaf: host.leaf, Chain: host.chain, Policy: policy,
+				SourceIP: netip.MustParseAddr("127.0.0.1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("explain:\n%s", ex)
+			if gotOK != tt.wantOK || ex.Allowed != tt.wantOK {
+				t.Fatalf("CreateSession granted %v (%s), explain allowed %v (%s), want %v", gotOK, emuReason, ex.Allowed, ex.Reason, tt.wantOK)
+			}
+			if !tt.wantOK && (ex.Reason != emuReason || !strings.Contains(ex.Reason, tt.wantReason)) {
+				t.Fatalf("reasons differ or miss %q:\n  emulator: %s\n  explain:  %s", tt.wantReason, emuReason, ex.Reason)
+			}
+		})
+	}
+}
