@@ -58,6 +58,20 @@ type AnchorStatus struct {
 	CRLReachedAt time.Time
 	// Err is the last sync error ("" if none).
 	Err string
+	// KillSwitch is set while `lanyard anchors disable` holds the trust
+	// anchor and profile disabled (its time and reason): no host gets
+	// credentials.
+	KillSwitch string
+	// SubjectsAt is when Roles Anywhere's subjects were last reconciled
+	// with the inventory (zero: never); SubjectsSeen the certificates it
+	// had seen, SubjectFindings the flagged ones (one line each),
+	// SubjectsTotal their number before any cap, SubjectsErr why the last
+	// reconciliation failed.
+	SubjectsAt      time.Time
+	SubjectsSeen    int
+	SubjectFindings []string
+	SubjectsTotal   int
+	SubjectsErr     string
 }
 
 // Config configures New.

@@ -796,3 +796,31 @@ func TestNew(t *testing.T) {
 		t.Fatal("New without services succeeded")
 	}
 }
+
+// TestDashboardAnchorsPanels: the kill switch and the subjects findings
+// are on the dashboard.
+func TestDashboardAnchorsPanels(t *testing.T) {
+	e := newEnv(t)
+	cookie, _ := e.login(t)
+	st := AnchorStatus{LastSync: e.clock.Now()}
+	h, err := New(Config{Store: e.ca.Store, Issuance: e.ca.Issuance, Revocation: e.ca.Revocation, CAURL: e.ca.URL,
+		Fingerprint: e.ca.Authority.Fingerprint(), Now: e.clock.Now, Anchors: func() AnchorStatus { return st }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.h = h
+	page := e.do(t, "GET", "/admin/", cookie, nil).Body.String()
+	if strings.Contains(page, "Kill switch engaged") || !strings.Contains(page, "not reconciled yet") {
+		t.Fatalf("dashboard without kill switch or subjects:\n%s", page)
+	}
+	st.KillSwitch = "2026-12-01T21:00:00Z key leak"
+	st.SubjectsAt, st.SubjectsSeen, st.SubjectsTotal = e.clock.Now(), 4, 2
+	st.SubjectFindings = []string{"not issued by lanyard: CN=rogue (serial 1f)", "valid, never used with Roles Anywhere: CN=idle (serial 2a)"}
+	page = e.do(t, "GET", "/admin/", cookie, nil).Body.String()
+	for _, want := range []string{"Kill switch engaged", "key leak", "lanyard anchors enable", "4 certificate(s) seen by AWS",
+		"not issued by lanyard: CN=rogue", "never used with Roles Anywhere: CN=idle"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("dashboard lacks %q", want)
+		}
+	}
+}
