@@ -322,7 +322,7 @@ func (s *Syncer) recordPushed(ctx context.Context, arn string, crl *revocation.C
 // current CRL; nil func: no CRL check): when AWS's is missing, older, or
 // disabled, the CA's is pushed (new CRLs are pushed as they are made
 // through PublishCRL; this catches what a failed push or an out-of-band
-// change left behind).
+// change left behind), then reconciles the subjects (SetInventory).
 func (s *Syncer) Run(ctx context.Context, crls func() *revocation.CRL) {
 	wait := time.Duration(0)
 	if last := s.Status().LastSync; !last.IsZero() {
@@ -342,6 +342,7 @@ func (s *Syncer) Run(ctx context.Context, crls func() *revocation.CRL) {
 			if crls != nil {
 				s.checkCRL(ctx, crls())
 			}
+			s.RefreshSubjects(ctx)
 		}
 		t.Reset(s.cfg.Interval)
 	}

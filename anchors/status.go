@@ -77,6 +77,8 @@ type Status struct {
 	KillSwitch string `json:"kill_switch,omitempty"`
 	// Changes are the settings the last Sync repaired.
 	Changes []Change `json:"changes,omitempty"`
+	// Subjects is the last subjects report (nil: none made).
+	Subjects *SubjectsSummary `json:"subjects,omitempty"`
 
 	// CRLArn is the CRL lanyard imported into the anchor.
 	CRLArn string `json:"crl_arn,omitempty"`

@@ -235,3 +235,54 @@ func inventoryCert(c *store.Cert) *InventoryCert {
 	}
 	return ic
 }
+
+// MaxStatusFindings caps the findings kept in Status (the dashboard's
+// panel; `lanyard anchors subjects` prints them all).
+const MaxStatusFindings = 50
+
+// SubjectsSummary is the last subjects report, as Status keeps it.
+type SubjectsSummary struct {
+	// At is when it was made; Seen how many certificates Roles Anywhere
+	// had seen; Findings the flagged ones (at most MaxStatusFindings).
+	At       time.Time `json:"at"`
+	Seen     int       `json:"seen"`
+	Findings []Finding `json:"findings,omitempty"`
+	// Total is the number of findings before the cap.
+	Total int `json:"total"`
+	// Err is why the last report failed ("" if it did not).
+	Err string `json:"err,omitempty"`
+}
+
+// SetInventory makes Run reconcile the subjects after every sync (nil:
+// not).
+func (s *Syncer) SetInventory(inv Inventory) {
+	s.mu.Lock()
+	s.inv = inv
+	s.mu.Unlock()
+}
+
+// RefreshSubjects runs the subjects report against the inventory given to
+// SetInventory and records its summary in the status.
+func (s *Syncer) RefreshSubjects(ctx context.Context) {
+	s.mu.Lock()
+	inv := s.inv
+	s.mu.Unlock()
+	if inv == nil {
+		return
+	}
+	rep, err := s.Subjects(ctx, inv)
+	sum := &SubjectsSummary{At: s.now().UTC()}
+	if err != nil {
+		sum.Err = err.Error()
+		s.log.Warn("anchors: subjects report failed", "err", err)
+	} else {
+		sum.Seen, sum.Total = len(rep.Seen), len(rep.Findings)
+		sum.Findings = rep.Findings[:min(len(rep.Findings), MaxStatusFindings)]
+		for _, f := range rep.Findings {
+			if f.Kind != FindingNeverUsed {
+				s.log.Warn("anchors: subjects finding", "kind", f.Kind, "subject", f.Subject, "serial", f.Serial.Text(16), "detail", f.Detail)
+			}
+		}
+	}
+	s.update(ctx, func(st *Status) { st.Subjects = sum })
+}

@@ -98,6 +98,17 @@ func TestSubjectsFlags(t *testing.T) {
 			t.Errorf("the normally used certificate is flagged: %+v", f)
 		}
 	}
+
+	// The dashboard's panel: Run's refresh records the summary.
+	s.SetInventory(anchors.StoreInventory{DB: c.Store})
+	s.RefreshSubjects(ctx)
+	st, err := anchors.LoadStatus(c.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := st.Subjects; sum == nil || sum.Seen != 3 || sum.Total != 3 || len(sum.Findings) != 3 || sum.Err != "" {
+		t.Fatalf("persisted subjects summary %+v", sum)
+	}
 }
 
 func idOfARN(arn string) string { return arn[strings.LastIndexByte(arn, '/')+1:] }

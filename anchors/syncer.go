@@ -47,8 +47,9 @@ type Syncer struct {
 	syncMu sync.Mutex // one Sync at a time
 
 	persistMu sync.Mutex // serialises status writes
-	mu        sync.Mutex // guards status
+	mu        sync.Mutex // guards status and inv
 	status    Status
+	inv       Inventory // for RefreshSubjects (nil: none)
 
 	// CRL pushes (see crl.go).
 	base       context.Context

@@ -337,6 +337,21 @@ func anchorsPrintStatus(w io.Writer, st *anchors.Status) {
 	for _, c := range st.Foreign {
 		fmt.Fprintf(w, "  foreign:       %s\n", c)
 	}
+	if st.KillSwitch != "" {
+		fmt.Fprintf(w, "  KILL SWITCH:   engaged %s (trust anchor and profile held disabled; `lanyard anchors enable`)\n", st.KillSwitch)
+	}
+	for _, c := range st.Changes {
+		fmt.Fprintf(w, "  repaired:      %s\n", c)
+	}
+	if sum := st.Subjects; sum != nil {
+		fmt.Fprintf(w, "  subjects:      %d certificate(s) seen by AWS, %d finding(s), checked %s\n", sum.Seen, sum.Total, ts(sum.At))
+		for _, f := range sum.Findings {
+			fmt.Fprintf(w, "    ! %s: %s serial %s: %s\n", f.Kind, f.Subject, f.Serial.Text(16), f.Detail)
+		}
+		if sum.Err != "" {
+			fmt.Fprintf(w, "  subjects error: %s\n", sum.Err)
+		}
+	}
 	fmt.Fprintf(w, "  CRL at AWS:    number %d (%d entries), pushed %s\n", st.CRLNumber, st.CRLEntries, ts(st.CRLPushedAt))
 	if st.CRLError != "" {
 		fmt.Fprintf(w, "  CRL error:     CRL %d at %s: %s\n", st.CRLErrorNumber, ts(st.CRLErrorAt), st.CRLError)

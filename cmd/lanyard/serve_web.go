@@ -42,7 +42,15 @@ func readAnchorStatus(db store.Meta) web.AnchorStatus {
 	if st.CRLError != "" {
 		msg = strings.TrimPrefix(msg+"; ", "; ") + fmt.Sprintf("CRL #%d push failed: %s", st.CRLErrorNumber, st.CRLError)
 	}
-	return web.AnchorStatus{LastSync: st.LastSync, Drift: st.Drift, CRLNumber: st.CRLNumber, CRLReachedAt: st.CRLPushedAt, Err: msg}
+	out := web.AnchorStatus{LastSync: st.LastSync, Drift: st.Drift, CRLNumber: st.CRLNumber, CRLReachedAt: st.CRLPushedAt, Err: msg,
+		KillSwitch: st.KillSwitch}
+	if sum := st.Subjects; sum != nil {
+		out.SubjectsAt, out.SubjectsSeen, out.SubjectsTotal, out.SubjectsErr = sum.At, sum.Seen, sum.Total, sum.Err
+		for _, f := range sum.Findings {
+			out.SubjectFindings = append(out.SubjectFindings, fmt.Sprintf("%s: %s (serial %s) %s", f.Kind, f.Subject, f.Serial.Text(16), f.Detail))
+		}
+	}
+	return out
 }
 
 // devAdminLogin sets a fresh one-time admin password in dev mode and

@@ -179,7 +179,9 @@ func (a *App) startAnchors(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("anchors target %q: %w", c.Target, err)
 		}
-		syncers = append(syncers, anchors.New(c, client, a.CA, a.Store, a.Now, log.With("target", c.Target)))
+		x := anchors.New(c, client, a.CA, a.Store, a.Now, log.With("target", c.Target))
+		x.SetInventory(anchors.StoreInventory{DB: a.Store})
+		syncers = append(syncers, x)
 	}
 	a.closers = append([]func() error{func() error {
 		a.Revocation.SetPublisher(nil)
