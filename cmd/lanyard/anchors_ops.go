@@ -76,7 +76,7 @@ reason. The Roles Anywhere emulator evaluates with the same code.
 --cert takes a PEM file: the certificate, then (optionally) its chain, as in
 fullchain.pem. --cn stands for a certificate this CA would issue (chain and
 revocation are then not checked). --source-ip sets aws:SourceIp for policies
-that test it.`,
+that test it. Exits 1 when CreateSession would be refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (certFile == "") == (cn == "") {
@@ -136,6 +136,10 @@ that test it.`,
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), ex)
+			if !ex.Allowed {
+				// Exit status 1, for scripts that check before deploying.
+				return errors.New("CreateSession would be refused")
+			}
 			return nil
 		},
 	}

@@ -188,6 +188,44 @@ func TestDevModeWholeLoop(t *testing.T) {
 	}
 	checkCallerIdentity(t, dir, env, helper, emu, stsLine)
 
+	// Roles Anywhere from the CLI while serve runs: the settings are in
+	// sync, explain agrees with what just happened, and the kill switch
+	// stops the host at once and lets it go again.
+	runFail := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("lanyard %s succeeded:\n%s", strings.Join(args, " "), out)
+		}
+		return string(out)
+	}
+	if out := run("anchors", "sync", "--dry-run"); !strings.Contains(out, "in sync") || strings.Contains(out, "~ ") {
+		t.Fatalf("anchors sync --dry-run right after serve's sync:\n%s", out)
+	}
+	if out := run("anchors", "explain", "--cert", filepath.Join(pki, "fullchain.pem")); !strings.Contains(out, "verdict: ALLOWED") ||
+		!strings.Contains(out, "aws:PrincipalTag/x509Subject/CN = host1.covalent.example.net") {
+		t.Fatalf("explain host1:\n%s", out)
+	}
+	if out := runFail("anchors", "explain", "--cn", "db.other.example.net"); !strings.Contains(out, "verdict: DENIED: trust policy") {
+		t.Fatalf("explain another CN:\n%s", out)
+	}
+	run("anchors", "disable", "--reason", "drill")
+	if _, err := credentials(); err == nil {
+		t.Fatal("the kill switch is engaged and the host still gets credentials")
+	}
+	if out := runFail("anchors", "explain", "--cert", filepath.Join(pki, "fullchain.pem")); !strings.Contains(out, "trust anchor is disabled") {
+		t.Fatalf("explain with the kill switch:\n%s", out)
+	}
+	if out := run("anchors", "sync"); !strings.Contains(out, "KILL SWITCH ENGAGED") {
+		t.Fatalf("sync with the kill switch engaged:\n%s", out)
+	}
+	run("anchors", "enable")
+	if _, err := credentials(); err != nil {
+		t.Fatalf("kill switch released, credentials still refused: %v", err)
+	}
+
 	// Admin commands find the dev config in this folder by themselves.
 	tok := strings.TrimSpace(run("token", "--cn", "host2.covalent.example.net", "-q"))
 	if !strings.HasPrefix(tok, "lyt1_") {
