@@ -58,6 +58,10 @@ func codeOf(err error) connect.Code {
 		return connect.CodeNotFound
 	case errors.Is(err, store.ErrTokenUsed), errors.Is(err, issuance.ErrSuperseded):
 		return connect.CodeFailedPrecondition
+	case errors.Is(err, store.ErrUnavailable):
+		// Nothing was written (a full disk, a database away); the client
+		// retries (the agent does, with backoff).
+		return connect.CodeUnavailable
 	}
 	return connect.CodeInternal
 }

@@ -21,8 +21,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -295,14 +297,44 @@ func (db *DB) commitGroup(group []*writeOp) {
 		}
 		return
 	}
-	if len(group) == 1 {
-		group[0].err <- err
+	if failed == nil || len(group) == 1 {
+		// The commit itself failed (the disk): every write shares its fate,
+		// and retrying them one by one would fail the same way.
+		err = storageError(err)
+		for _, op := range group {
+			op.err <- err
+		}
 		return
 	}
-	_ = failed
 	for _, op := range group {
-		op.err <- db.bolt.Update(func(tx *bolt.Tx) error { return safeRun(op.fn, tx) })
+		op.err <- storageError(db.bolt.Update(func(tx *bolt.Tx) error { return safeRun(op.fn, tx) }))
 	}
+}
+
+// storageError marks a write that failed because the disk is full (no
+// space, quota, or the file-size limit) as ErrUnavailable: nothing was
+// committed (bbolt writes its meta page last), the store stays usable,
+// and the same write succeeds once space returns, so the client may
+// retry. bbolt reports a failed file resize with the cause formatted into
+// the message, hence the text match beside errors.Is.
+func storageError(err error) error {
+	if err == nil {
+		return nil
+	}
+	full := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG)
+	if !full {
+		msg := err.Error()
+		for _, s := range []string{syscall.ENOSPC.Error(), syscall.EDQUOT.Error(), syscall.EFBIG.Error()} {
+			if strings.Contains(msg, s) {
+				full = true
+				break
+			}
+		}
+	}
+	if !full {
+		return err
+	}
+	return fmt.Errorf("%w: disk full: %v", ErrUnavailable, err)
 }
 
 func safeRun(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
