@@ -21,4 +21,26 @@
 // profile: the role trust policy (principal rolesanywhere.amazonaws.com,
 // conditions on the certificate's subject and issuer CN and the trust
 // anchor) and the session policy that pins calls to source addresses.
+//
+// With Config.Profile, Notifications and CRLDPRevocation (anchors.manage)
+// lanyard owns the rest of the chain that decides whether a host gets
+// credentials: Sync also makes the profile's roles, managed and session
+// policies, duration, role-session-name setting and attribute mappings,
+// and the anchor's expiry notifications and crlDpRevocationEnabled, equal
+// to the configuration, reporting each difference as a Change (a dry run
+// only reports). SetKillSwitch disables anchor and profile at once and
+// tags them KillSwitchTag, which Sync honours instead of repairing. Each
+// target (account, region) has its own Syncer and status (Config.Target);
+// SyncAll isolates their failures. Explain runs CreateSession's checks
+// and the trust policy on the live anchor and profile with package trust,
+// the code the emulator uses. Subjects reconciles Roles Anywhere's
+// subjects (ListSubjects/GetSubject) with lanyard's inventory.
+//
+// crlDpRevocationEnabled: AWS documents only that the anchor "checks
+// certificate revocation status against CRL distribution points" (SDK
+// v1.33.0, Nov 2026); lanyard sets it on request and requires
+// crl.distribution_url (so certificates carry a point). Unknown: fetch
+// schemes, timeouts, caching, fail-open or fail-closed, intermediates,
+// interplay with imported CRLs — which is why lanyard keeps importing its
+// CRL either way (see emulator/crldp.go for how the emulator models it).
 package anchors

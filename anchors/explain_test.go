@@ -3,6 +3,9 @@ package anchors_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -138,5 +141,62 @@ func TestExplainAgreesWithCreateSession(t *testing.T) {
 				t.Fatalf("reasons differ or miss %q:\n  emulator: %s\n  explain:  %s", tt.wantReason, emuReason, ex.Reason)
 			}
 		})
+	}
+}
+
+// TestCRLDistributionPointEndToEnd: with crl_dp_revocation (synced to
+// the anchor's crlDpRevocationEnabled) and a distribution point in issued
+// certificates, a revoked certificate is refused by the emulator from the
+// CRL it fetches at that point, with no CRL imported into the anchor.
+func TestCRLDistributionPointEndToEnd(t *testing.T) {
+	c := testca.Start(t, testca.Options{CRLDistributionPoint: true})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.Authority.RootsPEM())
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	emu := emulator.NewServer(emulator.Options{FetchCRL: func(ctx context.Context, u string) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}})
+	defer emu.Close()
+	ctx := context.Background()
+	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true, CRLDPRevocation: aws.Bool(true),
+		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
+	cl, err := anchors.NewClient(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+	defer s.Close()
+	if _, err := s.Sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := cl.GetTrustAnchor(ctx, &ra.GetTrustAnchorInput{TrustAnchorId: aws.String(idOfARN(s.TrustAnchorARN()))})
+	if err != nil || !aws.ToBool(a.TrustAnchor.CrlDpRevocationEnabled) {
+		t.Fatalf("anchor crlDpRevocationEnabled %v (%v)", a.TrustAnchor.CrlDpRevocationEnabled, err)
+	}
+	host, serial := enroll(t, c, "web-1.covalent.example.net")
+	if len(host.leaf.CRLDistributionPoints) != 1 || host.leaf.CRLDistributionPoints[0] != c.URL+"/crl" {
+		t.Fatalf("issued certificate's distribution points %v", host.leaf.CRLDistributionPoints)
+	}
+	if ok, why := sessionVerdict(t, host, emu.URL, s.TrustAnchorARN(), s.ProfileARN()); !ok {
+		t.Fatalf("refused before revocation: %s", why)
+	}
+	if _, err := c.Revocation.Revoke(ctx, revocation.Request{Serial: serial, Reason: revocation.ReasonKeyCompromise, By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(emu.CRLs()) != 0 {
+		t.Fatal("a CRL was imported; this test is about the distribution point alone")
+	}
+	ok, why := sessionVerdict(t, host, emu.URL, s.TrustAnchorARN(), s.ProfileARN())
+	if ok || !strings.Contains(why, trust.ReasonRevoked) || !strings.Contains(why, "distribution point "+c.URL+"/crl") {
+		t.Fatalf("after revocation: granted %v, reason %q", ok, why)
 	}
 }

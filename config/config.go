@@ -310,6 +310,11 @@ func (c *Config) finish() error {
 	if err := c.Anchors.check(); err != nil {
 		return err
 	}
+	for _, t := range append([]AnchorsTarget{c.Anchors.AnchorsTarget}, c.Anchors.Targets...) {
+		if t.CRLDPRevocation && c.CRL.DistributionURL == "" {
+			return errors.New("anchors crl_dp_revocation is set but crl.distribution_url is empty: lanyard's certificates would name no distribution point for AWS to check")
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

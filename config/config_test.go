@@ -52,6 +52,13 @@ func TestLoadRefusesGarbage(t *testing.T) {
 		{"no profiles", "data_dir: /tmp/x\n", "no profiles"},
 		{"bad profile", "data_dir: /tmp/x\nprofiles:\n  p:\n    cn: []\n", "cn"},
 		{"bad log level", minimal + "log_level: loud\n", "log_level"},
+		{"session too short", minimal + "anchors:\n  profile:\n    duration_seconds: 60\n", "duration_seconds"},
+		{"session too long", minimal + "anchors:\n  profile:\n    duration_seconds: 43201\n", "duration_seconds"},
+		{"two session policies", minimal + "anchors:\n  profile:\n    source_ips: [10.0.0.0/8]\n    session_policy_file: p.json\n", "session_policy_file"},
+		{"unnamed target", minimal + "anchors:\n  targets:\n    - region: eu-west-1\n", "anchors.targets[0].target"},
+		{"duplicate target", minimal + "anchors:\n  targets:\n    - target: eu\n    - target: eu\n", "anchors.targets[1].target"},
+		{"threshold", minimal + "anchors:\n  ca_expiry_days: 400\n", "notification"},
+		{"CRL DP without a URL", minimal + "anchors:\n  crl_dp_revocation: true\n", "crl.distribution_url"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

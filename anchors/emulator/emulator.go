@@ -8,8 +8,15 @@
 //   - the data plane, POST /sessions (CreateSession), verified as the service
 //     does (../shared/reference/rolesanywhere.md §6): the X.509 SigV4 variant,
 //     the leaf rules, a PKIX path to the trust anchor's bundle, revocation
-//     against the anchor's enabled CRLs, the profile and role checks. Sessions
-//     handed out are recorded (Sessions).
+//     against the anchor's enabled CRLs (and, with crlDpRevocationEnabled,
+//     the certificates' distribution points, crldp.go), the profile and
+//     role checks, the profile's attribute mappings (session tags) and the
+//     role's trust policy when one is given (SetRoleTrustPolicy; evaluated
+//     by package anchors/trust, as `lanyard anchors explain` does). Sessions
+//     handed out are recorded (Sessions), and so are the certificates that
+//     tried (ListSubjects, GetSubject);
+//   - STS GetCallerIdentity on POST / for the sessions it issued (sts.go);
+//   - attribute mappings, notification settings and resource tags.
 //
 // Use NewServer like httptest.NewServer, or New(...).Handler() to mount the
 // emulator in-process (under a prefix with http.StripPrefix if wanted).
@@ -25,6 +32,7 @@
 package emulator
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -77,6 +85,10 @@ type Options struct {
 	// Logger receives one line per request and the reason of every refusal.
 	// Default: discard.
 	Logger *slog.Logger
+	// FetchCRL fetches a CRL distribution point for anchors with
+	// crlDpRevocationEnabled (see crldp.go). Default: HTTP GET, 5 s,
+	// at most MaxCRLBytes.
+	FetchCRL func(ctx context.Context, url string) ([]byte, error)
 
 	// TLS makes NewServer serve HTTPS with a certificate for 127.0.0.1 and
 	// localhost issued by a fresh CA (Server.CACertPEM). Ignored by New.
@@ -92,6 +104,7 @@ type Emulator struct {
 	creds           aws.Credentials
 	now             func() time.Time
 	log             *slog.Logger
+	fetchCRL        func(ctx context.Context, url string) ([]byte, error)
 
 	mu       sync.Mutex
 	throttle int
@@ -138,6 +151,10 @@ func New(opts Options) *Emulator {
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e.fetchCRL = opts.FetchCRL
+	if e.fetchCRL == nil {
+		e.fetchCRL = defaultFetchCRL
 	}
 	e.creds = aws.Credentials{AccessKeyID: opts.AccessKeyID, SecretAccessKey: opts.SecretAccessKey}
 	if e.creds.AccessKeyID == "" {

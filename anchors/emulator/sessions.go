@@ -206,6 +206,17 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (_ *sessionResult
 		}
 	}
 
+	// Distribution points are fetched before the lock (network I/O), only
+	// for an anchor that asks for them.
+	var fetched map[string]dpCRL
+	e.mu.Lock()
+	if a := e.anchorByArn(in.TrustAnchorArn); a != nil && a.crlDp {
+		e.mu.Unlock()
+		fetched = e.fetchDistributionPoints(r.Context(), append([]*x509.Certificate{leaf}, chain...))
+	} else {
+		e.mu.Unlock()
+	}
+
 	// 5. Anchor, profile, role.
 	e.mu.Lock()
 	defer e.mu.Unlock() // runs before the recording defer above, which locks again
@@ -234,6 +245,11 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (_ *sessionResult
 	}
 	if err := e.checkRevocation(anchor, path); err != nil {
 		return nil, err
+	}
+	if anchor.crlDp {
+		if err := checkDistributionPoints(path, fetched); err != nil {
+			return nil, err
+		}
 	}
 
 	// 7. Role, duration, session name.

@@ -70,6 +70,9 @@ type Options struct {
 	Server func(*server.Options)
 	// KeyType of the CA.
 	KeyType string
+	// CRLDistributionPoint puts the CA's own /crl URL in issued
+	// certificates (crl.distribution_url).
+	CRLDistributionPoint bool
 }
 
 // CA is a running test CA.
@@ -140,6 +143,9 @@ func Start(t testing.TB, opts Options) *CA {
 		Store:          filepath.Join(dir, "lanyard.db"),
 		Profiles:       opts.Profiles,
 		DefaultProfile: def,
+	}
+	if opts.CRLDistributionPoint {
+		cfg.CRL.DistributionURL = cfg.URL + "/crl"
 	}
 	c := &CA{Dir: dir, URL: cfg.URL, Paths: p, Now: now}
 	ao := app.Options{Now: now, Logger: slog.New(slog.DiscardHandler), ServerOptions: opts.Server}
