@@ -67,6 +67,7 @@ type Authority struct {
 	fingerprint  string
 	closer       io.Closer
 	leaf         *leafFixed // shared encodings for SignLeaf
+	retired      []*x509.Certificate
 }
 
 // Load reads the CA in opts.Dir: root.crt (plus roots.pem if present),
@@ -110,6 +111,10 @@ func Load(opts LoadOptions) (*Authority, error) {
 		return nil, err
 	}
 
+	retired, err := readRetired(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	signer, closer, err := loadSigner(opts, p)
 	if err != nil {
 		return nil, err
@@ -121,6 +126,7 @@ func Load(opts LoadOptions) (*Authority, error) {
 		}
 		return nil, fmt.Errorf("ca: load %s: %w", opts.Dir, err)
 	}
+	a.retired = retired
 	return a, nil
 }
 
@@ -232,6 +238,11 @@ func (a *Authority) Intermediate() *x509.Certificate { return a.intermediate }
 // Chain returns the intermediate certificates, issuing intermediate first,
 // without the root. The slice is a copy.
 func (a *Authority) Chain() []*x509.Certificate { return slices.Clone(a.chain) }
+
+// Retired returns the intermediates a rotation retired (RetiredDir),
+// oldest first: certificates they issued are still valid and may renew.
+// The slice is a copy.
+func (a *Authority) Retired() []*x509.Certificate { return slices.Clone(a.retired) }
 
 // RootsPEM returns the roots as a PEM bundle (what /roots.pem serves and
 // what the IAM Roles Anywhere trust anchor holds).

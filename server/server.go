@@ -131,7 +131,9 @@ func New(opts Options) (*Server, error) {
 	// no weaker, and it spares one ECDSA verification per request.
 	s.rootsPEM, s.chainPEM = string(opts.CA.RootsPEM()), string(opts.CA.ChainPEM())
 	s.hintPool = s.pool.Clone()
-	for _, c := range opts.CA.Chain() {
+	// Certificates of retired intermediates (after a rotation) renew onto
+	// the current one until they expire.
+	for _, c := range append(opts.CA.Chain(), opts.CA.Retired()...) {
 		s.clientPool.AddCert(c)
 		s.hintPool.AddCert(c)
 	}

@@ -405,3 +405,55 @@ func stopServe(t *testing.T, s *caSite, serve *exec.Cmd) {
 	}
 	t.Fatal("the store is still locked 20s after serve was interrupted")
 }
+
+// TestRotateIntermediateEndToEnd: a host enrolled under the first
+// intermediate keeps working through `lanyard ca rotate-intermediate`:
+// after the restart new enrollments come from the new intermediate, the
+// old host renews onto it, and `lanyard ca status` counts what is left.
+func TestRotateIntermediateEndToEnd(t *testing.T) {
+	s := newCASite(t, siteOptions{Extra: "tidy:\n  interval: 0s\n"})
+	serve := s.serve(nil)
+	oldHost, err := s.enroll("rot1.covalent.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldCert := hostCert(t, oldHost)
+	stopServe(t, s, serve)
+	rootKey := filepath.Join(s.dir, "offline", "root.key")
+	if out := s.run("ca", "rotate-intermediate", "--root-key", rootKey, "--dry-run"); !strings.Contains(out, "dry run: would retire") {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	out := s.run("ca", "rotate-intermediate", "--root-key", rootKey)
+	if !strings.Contains(out, "new intermediate") || !strings.Contains(out, "retired") {
+		t.Fatalf("rotate-intermediate:\n%s", out)
+	}
+	status := s.run("ca", "status")
+	if !strings.Contains(status, "retired intermediate") || !strings.Contains(status, "keep its key until then") {
+		t.Fatalf("ca status after rotation:\n%s", status)
+	}
+	newInter, err := readCertFile(filepath.Join(s.caDir(), "intermediate.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.serve(nil)
+	newHost, err := s.enroll("rot2.covalent.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hostCert(t, newHost).CheckSignatureFrom(newInter); err != nil {
+		t.Fatalf("new enrollment after the rotation: %v", err)
+	}
+	s.run("renew", "--dir", oldHost, "--force")
+	renewed := hostCert(t, oldHost)
+	if renewed.SerialNumber.Cmp(oldCert.SerialNumber) == 0 {
+		t.Fatal("the old host did not renew")
+	}
+	if err := renewed.CheckSignatureFrom(newInter); err != nil {
+		t.Fatalf("the old host's renewal is not from the new intermediate: %v", err)
+	}
+	db, err := store.Open(filepath.Join(s.dir, "data", "lanyard.db"), store.Options{Timeout: 10 * time.Millisecond, NoBackup: true})
+	if err == nil {
+		db.Close()
+		t.Fatal("the store opened while serve runs")
+	}
+}

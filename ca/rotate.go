@@ -1,0 +1,292 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.step.sm/crypto/kms/apiv1"
+
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+)
+
+// RotateOptions configures RotateIntermediate.
+type RotateOptions struct {
+	// Dir is the CA folder.
+	Dir string
+	// RootKeyPath is the root key (default Dir/root.key); rotation is the
+	// one operation besides Init that needs it.
+	RootKeyPath string
+	// Passphrase decrypts the root key and encrypts a new intermediate key
+	// file (as Init does).
+	Passphrase []byte
+	// Validity of the new intermediate (default DefaultIntermediateValidity,
+	// capped at the root's NotAfter).
+	Validity time.Duration
+	// DryRun checks everything and says what would happen; nothing is
+	// created (no key in a token either).
+	DryRun bool
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// RotateResult says what RotateIntermediate did (or would do).
+type RotateResult struct {
+	// Old is the intermediate retired; New the one issuing from now on
+	// (nil in a dry run).
+	Old, New *x509.Certificate
+	// RetiredCert is where Old now lives (RetiredDir/<serial>.crt).
+	RetiredCert string
+	// KeyType of the new key, and KeyStore: "file", "softkms" or the KMS
+	// URI of the token the key was created in (without the PIN).
+	KeyType, KeyStore string
+	DryRun            bool
+}
+
+// RotateIntermediate replaces the issuing intermediate of the CA folder
+// with a new one under the same root: a new key of the same type, kept
+// where the old one was (a key file, softkms, or a new object in the same
+// PKCS#11 token), and a certificate signed by the root key. The old
+// intermediate and its key (or key URI) move to RetiredDir/<serial>.*:
+// certificates it issued stay valid to their end, the server keeps
+// accepting them for renewal (onto the new intermediate) and its key keeps
+// signing their CRL until the last one has expired. The new files are
+// written atomically; a failure before the swap leaves the folder as it
+// was. The server picks the new intermediate up when it is restarted.
+func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("ca: rotate: no CA folder given")
+	}
+	nowFn := opts.Now
+	if nowFn == nil {
+		nowFn = time.Now
+	}
+	now := nowFn()
+	p := PathsIn(opts.Dir)
+	if opts.RootKeyPath != "" {
+		p.RootKey = opts.RootKeyPath
+	}
+	st, err := ReadState(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	root := st.Roots[0]
+	rootKeyPEM, err := readFile(p.RootKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: rotate: the root key is needed (--root-key): %w", err)
+	}
+	rootKey, err := parseSigner(p.RootKey, rootKeyPEM, opts.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	if !publicKeysEqual(rootKey.Public(), root.PublicKey) {
+		return nil, fmt.Errorf("%w: %s is not the key of the root %q", ErrKeyMismatch, p.RootKey, root.Subject)
+	}
+	old := st.Current
+	spec, err := specOf(old.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	oldSerial := lanyardv1.FormatSerial(old.SerialNumber)
+	res := &RotateResult{Old: old, KeyType: spec.name, DryRun: opts.DryRun,
+		RetiredCert: filepath.Join(opts.Dir, RetiredDir, oldSerial+".crt")}
+
+	// Where the old key is, and so where the new one goes.
+	uriFile := filepath.Join(opts.Dir, IntermediateKeyURIFile)
+	var oldKeyURI, kmsURI string
+	if b, err := os.ReadFile(uriFile); err == nil {
+		oldKeyURI = strings.TrimSpace(string(b))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("ca: rotate: %w", err)
+	}
+	res.KeyStore = "file"
+	if oldKeyURI != "" {
+		t, err := kmsType(oldKeyURI)
+		if err != nil {
+			return nil, err
+		}
+		switch t {
+		case apiv1.SoftKMS:
+			kmsURI, res.KeyStore = "softkms:", "softkms"
+		case apiv1.PKCS11:
+			kmsURI = pkcs11TokenURI(oldKeyURI)
+			res.KeyStore, _, _ = strings.Cut(kmsURI, "?")
+		default:
+			return nil, fmt.Errorf("ca: rotate: KMS type %s: give the new key's URI by hand (only file, softkms and pkcs11 keys rotate by themselves)", t)
+		}
+	}
+	validity := opts.Validity
+	if validity <= 0 {
+		validity = DefaultIntermediateValidity
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
+	}
+	if !notAfter.After(now.Add(24 * time.Hour)) {
+		return nil, fmt.Errorf("ca: rotate: the root %q expires %s: rotate the root first", root.Subject, root.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if opts.DryRun {
+		return res, nil
+	}
+
+	// The new key and certificate.
+	newKeyFile := IntermediateKeyFile + ".new"
+	var (
+		signer crypto.Signer
+		keyPEM []byte
+		keyURI string
+	)
+	if kmsURI != "" {
+		k, err := kmsCreateKey(kmsURI, newKeyFile, spec, opts.Passphrase, now)
+		if err != nil {
+			return nil, err
+		}
+		defer k.closer.Close()
+		signer, keyPEM, keyURI = k.signer, k.pem, k.uri
+		if kmsURI == "softkms:" {
+			keyURI = softKMSURI(IntermediateKeyFile)
+		}
+	} else {
+		if signer, err = spec.generate(); err != nil {
+			return nil, err
+		}
+		if keyPEM, err = marshalKey(signer, opts.Passphrase); err != nil {
+			return nil, err
+		}
+	}
+	org := "lanyard"
+	if len(old.Subject.Organization) > 0 {
+		org = old.Subject.Organization[0]
+	}
+	cert, err := createCACert(caTemplate{
+		cn:        org + " Intermediate CA " + now.UTC().Format("2006-01-02T15:04Z"),
+		org:       org,
+		notBefore: now.Add(-caBackdate),
+		notAfter:  notAfter,
+		pathLen:   0,
+	}, root, signer.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: rotate: new intermediate: %w", err)
+	}
+	if _, err := newAuthority(st.Roots, []*x509.Certificate{cert}, signer, nil); err != nil {
+		return nil, fmt.Errorf("ca: rotate: %w", err)
+	}
+
+	// Retire the old one: copies first (a crash here leaves the folder
+	// working as before), then the new files replace the current ones.
+	retired := filepath.Join(opts.Dir, RetiredDir)
+	if err := os.MkdirAll(retired, 0o700); err != nil {
+		return nil, fmt.Errorf("ca: rotate: %w", err)
+	}
+	var w fileWriter
+	files := []caFile{{res.RetiredCert, encodeCertificates(old), 0o644}}
+	switch {
+	case oldKeyURI == "":
+		data, err := readFile(p.IntermediateKey)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, caFile{filepath.Join(retired, oldSerial+".key"), data, 0o600})
+	case kmsURI == "softkms:":
+		data, err := readFile(filepath.Join(opts.Dir, IntermediateKeyFile))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, caFile{filepath.Join(retired, oldSerial+".key"), data, 0o600},
+			caFile{filepath.Join(retired, oldSerial+".key.uri"), []byte(softKMSURI(filepath.Join(RetiredDir, oldSerial+".key")) + "\n"), 0o600})
+	default:
+		files = append(files, caFile{filepath.Join(retired, oldSerial+".key.uri"), []byte(oldKeyURI + "\n"), 0o600})
+	}
+	for _, f := range files {
+		if err := w.create(f.path, f.data, f.perm); err != nil {
+			w.rollback()
+			return nil, err
+		}
+	}
+	if err := w.sync(); err != nil {
+		w.rollback()
+		return nil, err
+	}
+	if keyPEM != nil {
+		if err := replaceFile(filepath.Join(opts.Dir, IntermediateKeyFile), keyPEM, 0o600); err != nil {
+			return nil, err
+		}
+		os.Remove(filepath.Join(opts.Dir, newKeyFile))
+	}
+	if keyURI != "" {
+		if err := replaceFile(uriFile, []byte(keyURI+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if err := replaceFile(p.IntermediateCert, encodeCertificates(cert), 0o644); err != nil {
+		return nil, err
+	}
+	res.New = cert
+	return res, nil
+}
+
+// replaceFile writes data to path atomically (temp file, fsync, rename),
+// replacing what is there.
+func replaceFile(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("ca: write %s: %w", path, err)
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	if err := tmp.Chmod(perm); err == nil {
+		_, err = tmp.Write(data)
+		if err == nil {
+			err = tmp.Sync()
+		}
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("ca: write %s: %w", path, err)
+		}
+	} else {
+		tmp.Close()
+		return fmt.Errorf("ca: write %s: %w", path, err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		return fmt.Errorf("ca: write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// pkcs11ObjectAttr matches the id and object attributes of a pkcs11 URI.
+var pkcs11ObjectAttr = regexp.MustCompile(`;(id|object)=[^;?]*`)
+
+// pkcs11TokenURI is a key's pkcs11 URI without its id and object: the
+// token, module and PIN source, where a new key is created.
+func pkcs11TokenURI(keyURI string) string {
+	return pkcs11ObjectAttr.ReplaceAllString(keyURI, "")
+}
+
+// specOf is the key spec of an existing CA public key.
+func specOf(pub crypto.PublicKey) (keySpec, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return parseKeyType(KeyTypeP256)
+		case elliptic.P384():
+			return parseKeyType(KeyTypeP384)
+		}
+	case *rsa.PublicKey:
+		return parseKeyType(fmt.Sprintf("RSA-%d", k.N.BitLen()))
+	}
+	return keySpec{}, fmt.Errorf("ca: rotate: the intermediate's key type %T is not one lanyard creates", pub)
+}
