@@ -181,6 +181,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 		}
 	}
 	var hint *schedule.Window // the CA's window from the last renewal
+	var retireAt time.Time    // when the last renewal's predecessor key goes
 	for ctx.Err() == nil {
 		st, err := a.status(ctx, path, hint)
 		hint = nil
@@ -211,6 +212,19 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 			"at", target, "reason", w.Reason, "window_start", w.Start, "window_end", w.End,
 			"serial", st.Serial, "not_after", v.Cert.NotAfter, "ca_answered", st.WindowErr == nil)
 		a.emit(Event{Kind: EventScheduled, Dir: path, At: target, Reason: w.Reason, Version: v.Name})
+		if !retireAt.IsZero() && retireAt.Before(target) {
+			// The version the last renewal replaced keeps its key for
+			// hostdir's MinAge (readers that resolved current before the
+			// swap); then the key goes (hostdir.Dir.Prune).
+			if SleepUntil(ctx, a.clock, retireAt, a.check) != nil {
+				return
+			}
+			d := &hostdir.Dir{Path: path, Keep: dc.Keep, Now: a.clock.Now}
+			if err := d.Prune(); err != nil {
+				log.Warn("cannot remove superseded private keys", "err", err)
+			}
+		}
+		retireAt = time.Time{}
 		if SleepUntil(ctx, a.clock, target, a.check) != nil {
 			return
 		}
@@ -231,6 +245,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 		a.metrics.notAfter.WithLabelValues(path).Set(ts(res.NotAfter))
 		a.metrics.renewals.WithLabelValues(path).Inc()
 		a.emit(Event{Kind: EventRenewed, Dir: path, Result: res, Version: res.Version})
+		retireAt = a.clock.Now().Add(hostdir.DefaultMinAge)
 		for i, h := range dc.Hooks {
 			if err := RunHook(ctx, h, res); err != nil {
 				log.Error("post-renewal hook failed", "hook", i, "err", err)

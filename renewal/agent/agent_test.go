@@ -17,6 +17,7 @@ import (
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
 )
@@ -277,5 +278,45 @@ func TestAgentHooksHelperMetrics(t *testing.T) {
 		if !strings.Contains(m, name) {
 			t.Errorf("metrics lack %s", name)
 		}
+	}
+}
+
+// TestAgentRetiresSupersededKey: after a renewal the replaced version
+// keeps its private key for hostdir's MinAge (readers that resolved
+// current before the swap), then the agent deletes it; its certificate
+// stays.
+func TestAgentRetiresSupersededKey(t *testing.T) {
+	caClock := testca.NewClock(time.Now())
+	ca := testca.Start(t, testca.Options{Clock: caClock})
+	dir := enroll(t, ca, ca.URL, "retire.covalent.example.net", "P-256")
+	first := currentVersion(t, dir)
+	r := startAgent(t, &Config{Dirs: []DirConfig{{Path: dir}}}, Options{})
+	ev := r.next(EventScheduled)
+	caClock.Set(ev.At) // the CA issues at the agent's time: the next window is hours away
+	r.clock.AdvanceTo(t, ev.At)
+	renewed := r.next(EventRenewed)
+	swapped := r.clock.Now()
+	r.next(EventScheduled)
+	oldKey := filepath.Join(first.Path, hostdir.KeyFile)
+	if _, err := os.Stat(oldKey); err != nil {
+		t.Fatalf("the replaced version lost its key at once: %v", err)
+	}
+	r.clock.AdvanceTo(t, swapped.Add(hostdir.DefaultMinAge+time.Second))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := os.Stat(oldKey)
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("superseded key still there %s after the swap: %v", hostdir.DefaultMinAge, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(first.Path, hostdir.CertFile)); err != nil {
+		t.Errorf("the replaced version's certificate is gone: %v", err)
+	}
+	if cur := currentVersion(t, dir); cur.Name != renewed.Version {
+		t.Errorf("current is %s, want %s", cur.Name, renewed.Version)
 	}
 }

@@ -10,6 +10,7 @@
 //	DIR/current -> versions/000042
 //	DIR/versions/             0755
 //	DIR/versions/000042/      0755, immutable once visible under its final name
+//	                                 (but for the key's removal once superseded)
 //	    cert.pem       0644   the leaf certificate only
 //	    chain.pem      0644   the intermediates (possibly empty)
 //	    fullchain.pem  0644   cert.pem followed by chain.pem
@@ -41,6 +42,13 @@
 // that resolved `current` just before a swap can finish with its folder. The
 // moment a version stopped being current is the moment its successor became
 // current, recorded as the successor folder's modification time.
+//
+// A superseded version's private key is deleted as soon as the same MinAge
+// has passed (by the next Write, Prune or Open; the agent calls Prune then),
+// even while Keep still keeps the version: the certificates stay for
+// history, the key, which nothing needs any more, does not wait on disk to
+// be stolen. Loading such a version fails with ErrKeyRetired. This is the
+// only change ever made inside a version folder.
 //
 // # Crash safety
 //

@@ -60,6 +60,9 @@ var (
 	// RSA) of the current version, which a running aws_signing_helper cannot
 	// follow; set [Dir.AllowKeyTypeChange] to allow it.
 	ErrKeyTypeChanged = errors.New("hostdir: key type would change")
+	// ErrKeyRetired means a version's private key was deleted because the
+	// version was superseded (see the package documentation, Pruning).
+	ErrKeyRetired = errors.New("hostdir: the version is superseded and its private key was removed")
 	// ErrInvalidVersion means a version name is not a version folder name
 	// (six or more digits), or `current` does not point at one.
 	ErrInvalidVersion = errors.New("hostdir: invalid version name")
@@ -139,6 +142,7 @@ func Open(path string) (*Dir, error) {
 	if err := d.cleanup(); err != nil {
 		return nil, fmt.Errorf("hostdir: open %s: clean up interrupted write: %w", abs, err)
 	}
+	_ = d.retireSuperseded("") // best effort: superseded keys a crash or a stopped agent left
 	return d, nil
 }
 
@@ -188,6 +192,9 @@ func (d *Dir) Load(version string) (*Version, error) {
 		return nil, err
 	}
 	keyPEM, err := read(KeyFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: version %s", ErrKeyRetired, version)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -506,8 +513,55 @@ func (d *Dir) prune(protect string) error {
 			errs = append(errs, fmt.Errorf("prune version %s: %w", v, err))
 		}
 	}
+	if err := d.retireSuperseded(protect); err != nil {
+		errs = append(errs, err)
+	}
 	if err := syncDir(vdir); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// retireSuperseded deletes the private key of every version older than
+// current, other than protect, that stopped being current at least MinAge
+// ago: a superseded key can no longer renew anything (the CA refuses a
+// certificate whose successor exists) and only waits to be stolen, while
+// its certificates stay for history until the version is pruned. The
+// caller holds the lock.
+func (d *Dir) retireSuperseded(protect string) error {
+	cur, err := d.Current()
+	if err != nil {
+		return err
+	}
+	minAge := d.MinAge
+	if minAge <= 0 {
+		minAge = DefaultMinAge
+	}
+	now := d.now()
+	vs, err := d.Versions()
+	if err != nil {
+		return err
+	}
+	vdir := filepath.Join(d.Path, VersionsDir)
+	var errs []error
+	for i, v := range vs {
+		if v == cur || cmpVersion(v, cur) > 0 {
+			break
+		}
+		if v == protect {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(vdir, vs[i+1]))
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if now.Sub(fi.ModTime()) < minAge {
+			break // successors retired even later
+		}
+		if err := os.Remove(filepath.Join(vdir, v, KeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("retire the key of version %s: %w", v, err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -849,3 +849,63 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestSupersededKeysRetired is issue 9 item 3 (host part): once a version
+// has been superseded for MinAge, its private key is deleted (by Write,
+// Prune or Open) while its certificates stay for history; the current
+// version and the one just replaced keep theirs.
+func TestSupersededKeysRetired(t *testing.T) {
+	ca := newTestCA(t)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	d := openTemp(t)
+	d.Now = func() time.Time { return now }
+	withKey := func() []string {
+		t.Helper()
+		vs, err := d.Versions()
+		must(t, err)
+		var out []string
+		for _, v := range vs {
+			if _, err := os.Stat(filepath.Join(d.VersionPath(v), KeyFile)); err == nil {
+				out = append(out, v)
+			}
+			if _, err := os.Stat(filepath.Join(d.VersionPath(v), CertFile)); err != nil {
+				t.Errorf("version %s lost its certificate: %v", v, err)
+			}
+		}
+		return out
+	}
+	mustWrite(t, d, ca.issue(t, "ec"))
+	mustWrite(t, d, ca.issue(t, "ec"))
+	if got := withKey(); !slices.Equal(got, []string{"000001", "000002"}) {
+		t.Fatalf("right after the swap: keys in %v, want 000001 kept for MinAge", got)
+	}
+	now = now.Add(DefaultMinAge + time.Second)
+	mustWrite(t, d, ca.issue(t, "ec"))
+	if got := withKey(); !slices.Equal(got, []string{"000002", "000003"}) {
+		t.Fatalf("after a later write: keys in %v, want 000002 (just replaced) and 000003", got)
+	}
+	if _, err := d.Load("000001"); !errors.Is(err, ErrKeyRetired) {
+		t.Fatalf("Load of a retired version: %v, want ErrKeyRetired", err)
+	}
+	now = now.Add(DefaultMinAge + time.Second)
+	must(t, d.Prune())
+	if got := withKey(); !slices.Equal(got, []string{"000003"}) {
+		t.Fatalf("after Prune: keys in %v, want only the current one", got)
+	}
+	if _, err := d.LoadCurrent(); err != nil {
+		t.Fatal(err)
+	}
+	// Open retires too (a stopped agent, a cron `lanyard renew`): the
+	// versions' clock is the real one here.
+	d2 := openTemp(t)
+	mustWrite(t, d2, ca.issue(t, "ec"))
+	mustWrite(t, d2, ca.issue(t, "ec"))
+	old := time.Now().Add(-2 * DefaultMinAge)
+	must(t, os.Chtimes(d2.VersionPath("000002"), old, old))
+	if _, err := Open(d2.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d2.VersionPath("000001"), KeyFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open left the superseded key: %v", err)
+	}
+}
