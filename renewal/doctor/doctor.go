@@ -341,24 +341,18 @@ func serialHex(c *x509.Certificate) string {
 	return fmt.Sprintf("%032x", c.SerialNumber)
 }
 
-// checkPermissions: the private key readable by its owner only, and no folder
-// on the way world-writable.
+// checkPermissions: the private key readable by its owner only, and the
+// folders a planted link or file could redirect privkey.pem through (DIR,
+// DIR/versions, the current version) real folders of this user that nobody
+// else can write (hostdir.CheckSafe, the rule hostdir.Open enforces).
 func (s *state) checkPermissions() Finding {
 	if s.dir == "" {
 		return skip(CheckPermissions, "permissions not checked: no host folder")
 	}
 	var problems []string
-	folders := []string{s.dir, filepath.Join(s.dir, hostdir.VersionsDir)}
-	if s.vpath != "" {
-		folders = append(folders, s.vpath)
-	}
-	for _, f := range folders {
-		fi, err := os.Stat(f)
-		if err != nil {
-			continue
-		}
-		if fi.Mode().Perm()&0o002 != 0 {
-			problems = append(problems, fmt.Sprintf("%s is world-writable (%04o)", f, fi.Mode().Perm()))
+	if err := hostdir.CheckSafe(s.dir); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			problems = append(problems, strings.TrimPrefix(line, hostdir.ErrUnsafe.Error()+": "))
 		}
 	}
 	keyMode := ""
@@ -375,9 +369,9 @@ func (s *state) checkPermissions() Finding {
 		return fail(CheckPermissions, "permissions: %s", strings.Join(problems, "; "))
 	}
 	if keyMode == "" {
-		return ok(CheckPermissions, "permissions: no folder world-writable (no private key to check)")
+		return ok(CheckPermissions, "permissions: folders are this user's and nobody else can write them (no private key to check)")
 	}
-	return ok(CheckPermissions, "permissions: privkey.pem %s, no folder world-writable", keyMode)
+	return ok(CheckPermissions, "permissions: privkey.pem %s, folders are this user's and nobody else can write them", keyMode)
 }
 
 // checkCA reaches the CA's /healthz over TLS verified against DIR/ca.pem, and

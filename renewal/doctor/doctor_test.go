@@ -228,7 +228,22 @@ func TestFaults(t *testing.T) {
 			if err := os.Chmod(h.dir, 0o777); err != nil {
 				t.Fatal(err)
 			}
-		}, want: map[string]w{CheckPermissions: {SeverityFail, "is world-writable (0777)"}}},
+		}, want: map[string]w{CheckPermissions: {SeverityFail, "is writable by group or others (0777)"}}},
+		{name: "group-writable folder", breakIt: func(t *testing.T, h *host, _ *Options) {
+			if err := os.Chmod(h.dir, 0o770); err != nil {
+				t.Fatal(err)
+			}
+		}, want: map[string]w{CheckPermissions: {SeverityFail, "is writable by group or others (0770)"}}},
+		{name: "versions planted as a symlink", breakIt: func(t *testing.T, h *host, _ *Options) {
+			vdir := filepath.Join(h.dir, hostdir.VersionsDir)
+			elsewhere := filepath.Join(t.TempDir(), "versions")
+			if err := os.Rename(vdir, elsewhere); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(elsewhere, vdir); err != nil {
+				t.Fatal(err)
+			}
+		}, want: map[string]w{CheckPermissions: {SeverityFail, "versions is a symlink (to "}}},
 		{name: "missing AWS profile", breakIt: func(_ *testing.T, _ *host, o *Options) {
 			o.AWSProfile = "nope"
 		}, want: map[string]w{CheckAWSProfile: {SeverityFail, `AWS profile "nope" not found in`}}},

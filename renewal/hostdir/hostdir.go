@@ -110,6 +110,8 @@ type Version struct {
 // Open opens the host folder at path, creating it with mode 0700 (and its
 // versions folder) if missing, and cleans up the leftovers of an interrupted
 // write when no other process is writing (see the package documentation).
+// It refuses (ErrUnsafe) a folder or versions folder that is a symlink, is
+// not owned by the caller or is writable by group or others.
 func Open(path string) (*Dir, error) {
 	if path == "" {
 		return nil, errors.New("hostdir: open: empty path")
@@ -121,15 +123,16 @@ func Open(path string) (*Dir, error) {
 	if err := os.MkdirAll(abs, DirMode); err != nil {
 		return nil, fmt.Errorf("hostdir: create %s: %w", abs, err)
 	}
+	if err := checkFolder(abs); err != nil {
+		return nil, fmt.Errorf("hostdir: open: %w", err)
+	}
 	d := &Dir{Path: abs}
 	vdir := filepath.Join(abs, VersionsDir)
 	if err := os.Mkdir(vdir, VersionsMode); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("hostdir: create %s: %w", vdir, err)
 	}
-	if fi, err := os.Stat(vdir); err != nil {
-		return nil, fmt.Errorf("hostdir: open %s: %w", vdir, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("hostdir: open %s: not a folder", vdir)
+	if err := checkFolder(vdir); err != nil {
+		return nil, fmt.Errorf("hostdir: open: %w", err)
 	}
 	unlock, err := lockFile(filepath.Join(abs, LockFile), false)
 	switch {
@@ -176,6 +179,9 @@ func (d *Dir) Load(version string) (*Version, error) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidVersion, version)
 	}
 	p := d.VersionPath(version)
+	if err := checkFolder(p); err != nil {
+		return nil, fmt.Errorf("hostdir: load version %s: %w", version, err)
+	}
 	read := func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(p, name))
 		if err != nil {

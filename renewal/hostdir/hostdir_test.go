@@ -909,3 +909,102 @@ func TestSupersededKeysRetired(t *testing.T) {
 		t.Fatalf("Open left the superseded key: %v", err)
 	}
 }
+
+// TestOpenRefusesUnsafeFolder is issue 9 item 9: a host folder, versions
+// folder or version folder planted as a symlink, owned by someone else or
+// writable by group or others is refused, and nothing is written through
+// it; a .lock planted as a symlink is not followed.
+func TestOpenRefusesUnsafeFolder(t *testing.T) {
+	ca := newTestCA(t)
+	mat := ca.issue(t, "ec")
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir, elsewhere string) // dir does not exist yet
+		write bool                                      // Open or Write fails, not necessarily with ErrUnsafe
+	}{
+		{"host folder is a symlink", func(t *testing.T, dir, elsewhere string) {
+			must(t, os.Symlink(elsewhere, dir))
+		}, false},
+		{"versions is a symlink", func(t *testing.T, dir, elsewhere string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Symlink(elsewhere, filepath.Join(dir, VersionsDir)))
+		}, false},
+		{"host folder group-writable", func(t *testing.T, dir, _ string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Chmod(dir, 0o770))
+		}, false},
+		{"host folder world-writable", func(t *testing.T, dir, _ string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Chmod(dir, 0o777))
+		}, false},
+		{"versions world-writable", func(t *testing.T, dir, _ string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Mkdir(filepath.Join(dir, VersionsDir), 0o755))
+			must(t, os.Chmod(filepath.Join(dir, VersionsDir), 0o777))
+		}, false},
+		{"host folder owned by another user", func(t *testing.T, dir, _ string) {
+			if os.Geteuid() != 0 {
+				t.Skip("giving a folder to another user needs root (CI runs as root)")
+			}
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Chown(dir, 65534, 65534))
+		}, false},
+		{".lock is a symlink", func(t *testing.T, dir, elsewhere string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Symlink(filepath.Join(elsewhere, "planted"), filepath.Join(dir, LockFile)))
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir, elsewhere := filepath.Join(root, "pki"), filepath.Join(root, "attacker")
+			must(t, os.Mkdir(elsewhere, 0o700))
+			tt.setup(t, dir, elsewhere)
+			d, err := Open(dir)
+			if tt.write {
+				if err == nil {
+					_, err = d.Write(mat)
+				}
+				if err == nil {
+					t.Fatal("Open and Write through a planted .lock succeeded")
+				}
+			} else if !errors.Is(err, ErrUnsafe) {
+				t.Fatalf("Open = %v, want ErrUnsafe", err)
+			}
+			if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+				t.Fatalf("written through the planted link: %v", entries)
+			}
+			if tt.write {
+				return
+			}
+			if err := CheckSafe(dir); !errors.Is(err, ErrUnsafe) {
+				t.Errorf("CheckSafe = %v, want ErrUnsafe", err)
+			}
+		})
+	}
+	t.Run("version folder is a symlink", func(t *testing.T) {
+		d := openTemp(t)
+		mustWrite(t, d, mat)
+		elsewhere := t.TempDir()
+		v := d.VersionPath("000001")
+		must(t, os.Rename(v, filepath.Join(elsewhere, "000001")))
+		must(t, os.Symlink(filepath.Join(elsewhere, "000001"), v))
+		if _, err := d.LoadCurrent(); !errors.Is(err, ErrUnsafe) {
+			t.Fatalf("LoadCurrent = %v, want ErrUnsafe", err)
+		}
+		if err := CheckSafe(d.Path); !errors.Is(err, ErrUnsafe) {
+			t.Errorf("CheckSafe = %v, want ErrUnsafe", err)
+		}
+	})
+	t.Run("a safe folder passes", func(t *testing.T) {
+		d := openTemp(t)
+		mustWrite(t, d, mat)
+		must(t, os.Chmod(d.Path, 0o750)) // a group may read the certificates
+		if err := CheckSafe(d.Path); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(d.Path); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

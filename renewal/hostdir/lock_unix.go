@@ -9,11 +9,14 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive flock(2) on path (created 0600 if needed). With
+// lockFile takes an exclusive flock(2) on path (created 0600 if needed;
+// a symlink there is refused with ELOOP). With
 // wait false it returns errLocked instead of waiting for another holder. The
 // returned function releases the lock.
 func lockFile(path string, wait bool) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	// O_NOFOLLOW: a .lock planted as a symlink must not make us create or
+	// truncate-open a file elsewhere.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
