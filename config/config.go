@@ -390,6 +390,7 @@ anchors:
   enabled: true
   emulator: true
   create: true
+  manage: true      # lanyard owns the profile's settings (always, with the emulator)
   region: us-east-1
   interval: 1m
 `
