@@ -82,9 +82,6 @@ type Service struct {
 	log      *slog.Logger
 	profiles atomic.Pointer[Profiles]
 	crlDP    string
-	// rotating, when set, makes every renewal window "now" (issuing CA
-	// rotation).
-	rotating func() bool
 }
 
 // Config builds a Service.

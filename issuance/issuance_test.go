@@ -29,6 +29,8 @@ type fixture struct {
 	db  store.Store
 	ca  *ca.Authority
 	now time.Time
+	// caDir is the CA folder (tests that rotate the intermediate).
+	caDir string
 }
 
 // newFixture builds a Service on a real CA and store with the covalent
@@ -58,7 +60,7 @@ func newFixture(t testing.TB, opts ...func(map[string]ProfileConfig)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{db: db, ca: a, now: testNow}
+	f := &fixture{db: db, ca: a, now: testNow, caDir: filepath.Join(dir, "ca")}
 	f.svc, err = New(Config{Signer: a, Store: db, Profiles: ps, Now: func() time.Time { return f.now }})
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,12 @@
 package issuance
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/lanyard/lanyard/renewal/schedule"
@@ -80,10 +82,6 @@ func (s *Service) Renew(ctx context.Context, current *x509.Certificate, csrDER [
 	return &Renewed{Issued: iss, Previous: g.Predecessor, Window: s.window(iss.Record)}, nil
 }
 
-// SetRotating installs the predicate that says the issuing CA is being
-// rotated (every host should renew now). Call it before serving.
-func (s *Service) SetRotating(f func() bool) { s.rotating = f }
-
 // RenewalInfo returns the renewal window for serial: "now" when the server
 // wants the certificate replaced (revoked, CA rotating, the profile no
 // longer issuing it as it is), else the scheduled window.
@@ -103,13 +101,47 @@ func (s *Service) window(rec *store.Cert) schedule.Window {
 	if rec.Revocation != nil {
 		return nowWindow(schedule.ReasonRevoked)
 	}
-	if s.rotating != nil && s.rotating() {
-		return nowWindow(schedule.ReasonCARotation)
-	}
 	if !s.reissuable(rec) {
 		return nowWindow(schedule.ReasonProfileChanged)
 	}
-	return schedule.Scheduled(rec.NotBefore, rec.NotAfter)
+	sched := schedule.Scheduled(rec.NotBefore, rec.NotAfter)
+	if w, ok := s.rotationWindow(rec); ok && w.Start.Before(sched.Start) {
+		return w
+	}
+	return sched
+}
+
+// rotationSpreadMax caps how long after an intermediate rotation the
+// renewals of the old intermediate's certificates are spread: a day keeps
+// 100,000 hosts at about one renewal (and one Roles Anywhere
+// CreateSession, whose quota is 10/s per region) a second.
+const rotationSpreadMax = 24 * time.Hour
+
+// rotationWindow is the renewal window of a certificate issued by an
+// intermediate other than the current one (after `lanyard ca
+// rotate-intermediate`): each certificate gets its own start, spread
+// uniformly (by a hash of its serial, so every answer for it agrees) over
+// the first quarter of its lifetime, at most rotationSpreadMax, after the
+// current intermediate took over; the window is a tenth of the spread
+// wide. ok is false for a certificate of the current intermediate (or a
+// record without a parsable certificate).
+func (s *Service) rotationWindow(rec *store.Cert) (schedule.Window, bool) {
+	cur := s.signer.Intermediate()
+	if len(rec.DER) == 0 || cur == nil {
+		return schedule.Window{}, false
+	}
+	c, err := x509.ParseCertificate(rec.DER)
+	if err != nil || bytes.Equal(c.AuthorityKeyId, cur.SubjectKeyId) {
+		return schedule.Window{}, false
+	}
+	spread := min(rec.NotAfter.Sub(rec.NotBefore)/4, rotationSpreadMax)
+	if spread < time.Minute {
+		spread = time.Minute
+	}
+	h := fnv.New64a()
+	h.Write([]byte(rec.Serial))
+	start := cur.NotBefore.Add(time.Duration(h.Sum64() % uint64(spread)))
+	return schedule.Window{Start: start, End: start.Add(max(spread/10, time.Minute)), Reason: schedule.ReasonCARotation}, true
 }
 
 // reissuable reports whether the profile, as it is now, would issue rec
