@@ -1,5 +1,8 @@
-// Package migrations owns the schema of lanyard's bbolt store: a numbered,
-// forward-only list of migrations and the code that applies the pending ones.
+// Package migrations owns the schema of lanyard's stores: for bbolt a
+// numbered, forward-only list of migrations and the code that applies the
+// pending ones; for PostgreSQL the numbered, forward-only SQL files in
+// postgres/ (applied by the engine in store/postgres under an advisory
+// lock, see Postgres).
 //
 // A migration runs inside one bbolt write transaction together with the
 // update of the schema version, so a crash leaves the store either before

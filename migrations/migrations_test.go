@@ -73,3 +73,10 @@ func TestVersionsAreDense(t *testing.T) {
 		}
 	}
 }
+
+func TestPostgresMigrationsNumbered(t *testing.T) {
+	ms := Postgres()
+	if len(ms) == 0 || ms[0].Version != 1 || ms[0].SQL == "" {
+		t.Fatalf("Postgres() = %+v", ms)
+	}
+}

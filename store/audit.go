@@ -24,23 +24,31 @@ func newEventID(at time.Time) string {
 	return hex.EncodeToString(b[:])
 }
 
-func appendAuditTx(tx *bolt.Tx, ev *AuditEvent) error {
-	if ev == nil {
-		return nil
-	}
+// PrepareAudit fills in an event's time (now, if zero) and its
+// time-ordered ID (if empty) and returns the ID's key bytes: what every
+// engine stores events under, so that keys sort by time.
+func PrepareAudit(ev *AuditEvent) []byte {
 	if ev.At.IsZero() {
 		ev.At = time.Now()
 	}
 	if ev.ID == "" {
 		ev.ID = newEventID(ev.At)
 	}
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
 	k, err := hex.DecodeString(ev.ID)
 	if err != nil {
 		k = []byte(ev.ID)
+	}
+	return k
+}
+
+func appendAuditTx(tx *bolt.Tx, ev *AuditEvent) error {
+	if ev == nil {
+		return nil
+	}
+	k := PrepareAudit(ev)
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return err
 	}
 	return tx.Bucket(m.BucketAudit).Put(k, raw)
 }

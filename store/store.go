@@ -48,6 +48,9 @@ var (
 	// ErrStaleCRL means a CRL number at or below the newest stored one
 	// was offered: a CRL can never go back.
 	ErrStaleCRL = errors.New("CRL number not newer than the stored one")
+	// ErrNotLeader means this replica does not hold the leader lease (or
+	// its epoch was superseded), so it may not take a CRL number.
+	ErrNotLeader = errors.New("not the leader")
 )
 
 // Options tune Open.
