@@ -51,7 +51,8 @@ func auditArgs(ev *store.AuditEvent) (id []byte, action, actor, subject string, 
 // The audit insert every batched statement ends with: written only when
 // the record was (FROM c) and an event was given ($a1 not NULL).
 const auditCTE = `a AS (INSERT INTO audit (id, action, actor, subject, rec)
-	SELECT $%[1]d::bytea, $%[2]d, $%[3]d, $%[4]d, $%[5]d::bytea FROM c WHERE $%[1]d::bytea IS NOT NULL)`
+	SELECT $%[1]d::bytea, $%[2]d, $%[3]d, $%[4]d, $%[5]d::bytea FROM c WHERE $%[1]d::bytea IS NOT NULL
+	ON CONFLICT (id) DO UPDATE SET action = excluded.action, actor = excluded.actor, subject = excluded.subject, rec = excluded.rec)`
 
 func withAudit(n int) string { return fmt.Sprintf(auditCTE, n, n+1, n+2, n+3, n+4) }
 
@@ -256,10 +257,6 @@ func (db *DB) Revoke(ctx context.Context, serial string, rev store.Revocation, e
 	if err != nil {
 		return nil, false, err
 	}
-	id, act, actor, subj, arec, err := auditArgs(ev)
-	if err != nil {
-		return nil, false, err
-	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
 		revoked, changed = nil, false
 		root, err := scanCert(tx.QueryRow(ctx, "SELECT "+certCols+" FROM certs WHERE serial = $1 FOR UPDATE", sk))
@@ -304,8 +301,8 @@ func (db *DB) Revoke(ctx context.Context, serial string, rev store.Revocation, e
 		if _, err := tx.Exec(ctx, "UPDATE crl_state SET revocations = revocations + 1 WHERE id = 1"); err != nil {
 			return err
 		}
-		if id != nil {
-			if _, err := tx.Exec(ctx, "INSERT INTO audit (id, action, actor, subject, rec) VALUES ($1, $2, $3, $4, $5)", id, act, actor, subj, arec); err != nil {
+		if ev != nil {
+			if err := appendAudit(ctx, tx, ev); err != nil {
 				return err
 			}
 		}

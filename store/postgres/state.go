@@ -67,7 +67,9 @@ func appendAudit(ctx context.Context, tx pgx.Tx, ev *store.AuditEvent) error {
 	if err != nil || id == nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, "INSERT INTO audit (id, action, actor, subject, rec) VALUES ($1, $2, $3, $4, $5)", id, act, actor, subj, rec)
+	// An event written again under its ID replaces itself (as in bbolt).
+	_, err = tx.Exec(ctx, `INSERT INTO audit (id, action, actor, subject, rec) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET action = excluded.action, actor = excluded.actor, subject = excluded.subject, rec = excluded.rec`, id, act, actor, subj, rec)
 	return err
 }
 
