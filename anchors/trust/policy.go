@@ -372,7 +372,11 @@ type Decision struct {
 func Evaluate(p *Policy, r Request) Decision {
 	ctx := r.Context()
 	d := Decision{Allowed: true}
-	var denied, missing []string
+	var denied []string
+	// Actions no statement allows, grouped by the closest statement's
+	// reason, so that one failing condition is said once.
+	var missingWhy []string
+	missing := map[string][]string{}
 	for _, action := range r.Actions() {
 		allowedBy := ""
 		closest := ""
@@ -389,18 +393,25 @@ func Evaluate(p *Policy, r Request) Decision {
 			}
 		}
 		if allowedBy == "" {
-			m := "no statement allows " + action
-			if closest != "" {
-				m += " (" + closest + ")"
+			if _, ok := missing[closest]; !ok {
+				missingWhy = append(missingWhy, closest)
 			}
-			missing = append(missing, m)
+			missing[closest] = append(missing[closest], action)
 		}
 	}
 	switch {
 	case len(denied) > 0:
 		d.Allowed, d.Reason = false, "trust policy: "+strings.Join(denied, "; ")
 	case len(missing) > 0:
-		d.Allowed, d.Reason = false, "trust policy: "+strings.Join(missing, "; ")
+		var parts []string
+		for _, why := range missingWhy {
+			m := "no statement allows " + strings.Join(missing[why], ", ")
+			if why != "" {
+				m += " (" + why + ")"
+			}
+			parts = append(parts, m)
+		}
+		d.Allowed, d.Reason = false, "trust policy: "+strings.Join(parts, "; ")
 	default:
 		d.Reason = "trust policy allows " + strings.Join(r.Actions(), ", ")
 	}
