@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -329,11 +331,23 @@ func (h *handler) loginPost(w http.ResponseWriter, r *http.Request) {
 	again := func(status int, msg string) {
 		h.render(w, status, "login", &page{Title: "Log in", Error: msg, Data: loginData{Next: next}})
 	}
-	if !h.login.Allow() {
-		again(http.StatusTooManyRequests, "Too many login attempts; wait a few seconds and try again.")
+	src := sourceOf(r.RemoteAddr)
+	if wait, ok := h.login.allow(src); !ok {
+		secs := int(wait.Round(time.Second) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		again(http.StatusTooManyRequests, fmt.Sprintf("Too many failed login attempts from your address; try again in %d s (the admin client certificate logs in at any time).", max(secs, 1)))
+		return
+	}
+	if !h.login.acquire() {
+		w.Header().Set("Retry-After", "1")
+		again(http.StatusServiceUnavailable, "The server is checking other logins; try again in a second.")
 		return
 	}
 	ok, err := CheckPassword(h.cfg.Store, r.PostForm.Get("password"))
+	h.login.release()
+	if err == nil {
+		h.login.record(src, ok)
+	}
 	switch {
 	case errors.Is(err, ErrNoPassword):
 		again(http.StatusUnauthorized, "No admin password is set: run `lanyard admin passwd` on the server, or use the admin client certificate.")

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -103,7 +101,7 @@ type handler struct {
 	log    *slog.Logger
 	pages  map[string]*template.Template
 	static http.Handler
-	login  *rate.Limiter
+	login  *loginLimiter
 	root   http.Handler
 }
 
@@ -142,9 +140,10 @@ func New(cfg Config) (http.Handler, error) {
 		log:    cfg.Logger,
 		pages:  pages,
 		static: http.StripPrefix("/admin/static/", http.FileServerFS(staticFS)),
-		// Password attempts: argon2id costs ~20 MiB and tens of ms each;
-		// a few a second is plenty for a person and starves a guesser.
-		login: rate.NewLimiter(rate.Every(500*time.Millisecond), 5),
+		// Password attempts: per source address, a per-account backoff
+		// that spares addresses without failures, and a cap on concurrent
+		// argon2id checks (see loginlimit.go).
+		login: newLoginLimiter(cfg.Now),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/login", h.loginPage)
