@@ -169,11 +169,14 @@ func TestRotationSoak(t *testing.T) {
 					break
 				}
 				// Connection refused/reset/broken while helpers are swapped
-				// (the old process exits mid-request), or a token the new
+				// (the old process exits mid-request, or closes the
+				// keep-alive connection the client is reusing: net/http's
+				// "server closed idle connection"), or a token the new
 				// helper never issued (401): retry, as the SDKs' IMDS
 				// clients do on transport errors.
 				transient := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-					code == http.StatusUnauthorized || strings.Contains(err.Error(), "EOF")
+					code == http.StatusUnauthorized || strings.Contains(err.Error(), "EOF") ||
+					strings.Contains(err.Error(), "server closed idle connection")
 				if !transient || time.Now().After(deadline) {
 					fail(err.Error())
 					break
