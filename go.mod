@@ -23,6 +23,7 @@ require (
 	github.com/zmap/zlint/v3 v3.7.3
 	go.etcd.io/bbolt v1.5.0
 	go.step.sm/crypto v0.91.1
+	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v3 v3.0.5
 	golang.org/x/crypto v0.58.0
 	golang.org/x/term v0.47.0

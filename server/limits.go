@@ -1,14 +1,10 @@
 package server
 
 import (
-	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
-	"errors"
+	"container/list"
 	"math"
-	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -18,126 +14,74 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// handshakeTimeout bounds one TLS handshake: a slow or silent client holds
-// a handshake slot for at most this long.
-const handshakeTimeout = 10 * time.Second
+// ipv6SourceBits is how much of an IPv6 address names one source: a /64
+// is the smallest subnet a site or a single cloud host is given (RFC
+// 6177; EC2 hands out /80s and /64s), so the 2^64 addresses inside it
+// would otherwise be 2^64 separate clients for whoever holds it.
+const ipv6SourceBits = 64
 
-// handshakeListener accepts raw connections and performs each TLS
-// handshake in its own goroutine, at most max at once; Accept returns
-// only connections whose handshake finished. A flood of half-open
-// handshakes therefore waits in the kernel's backlog instead of eating
-// the CPU every other client needs.
-type handshakeListener struct {
-	net.Listener
-	cfg   *tls.Config
-	sem   chan struct{}
-	conns chan net.Conn
-	errc  chan error
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newHandshakeLimiter(ln net.Listener, max int) net.Listener {
-	return &rawListener{Listener: ln, max: max}
-}
-
-// rawListener carries the cap until TLS is attached by tlsListener.
-type rawListener struct {
-	net.Listener
-	max int
-}
-
-// tlsListener wraps ln so Accept yields handshaken *tls.Conn values.
-func tlsListener(ln net.Listener, cfg *tls.Config) net.Listener {
-	max := 256
-	if r, ok := ln.(*rawListener); ok {
-		max = r.max
-		ln = r.Listener
+// sourceKey names the network source of a "host:port" remote address:
+// the IPv4 address, or the /64 an IPv6 address lies in (an IPv4 address
+// mapped into IPv6 counts as IPv4). An address that does not parse is
+// its own key.
+func sourceKey(remoteAddr string) string {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return "ip:" + remoteAddr
 	}
-	h := &handshakeListener{Listener: ln, cfg: cfg, sem: make(chan struct{}, max),
-		conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{})}
-	go h.loop()
-	return h
+	return addrKey(ap.Addr())
 }
 
-func (h *handshakeListener) loop() {
-	for {
-		c, err := h.Listener.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
-			select {
-			case h.errc <- err:
-			case <-h.done:
-			}
-			return
-		}
-		select {
-		case h.sem <- struct{}{}:
-		case <-h.done:
-			c.Close()
-			return
-		}
-		go func() {
-			defer func() { <-h.sem }()
-			tc := tls.Server(c, h.cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
-			err := tc.HandshakeContext(ctx)
-			cancel()
-			if err != nil {
-				tc.Close()
-				return
-			}
-			select {
-			case h.conns <- tc:
-			case <-h.done:
-				tc.Close()
-			}
-		}()
+func addrKey(a netip.Addr) string {
+	a = a.Unmap()
+	if a.Is4() {
+		return "ip:" + a.String()
 	}
+	p, _ := a.WithZone("").Prefix(ipv6SourceBits)
+	return "ip:" + p.String()
 }
 
-func (h *handshakeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-h.conns:
-		return c, nil
-	case err := <-h.errc:
-		return nil, err
-	case <-h.done:
-		return nil, net.ErrClosed
-	}
-}
+// maxClientBuckets bounds the per-client buckets kept at once. A bucket
+// costs about 250 B (the limiter, its key, its map and list entries), so
+// the table stays under ~16 MB however many keys arrive; 65,536 is more
+// clients than one CA sees within one refill period (Burst/RatePerClient
+// seconds: 2 s at the defaults), the only time a bucket holds state.
+const maxClientBuckets = 1 << 16
 
-func (h *handshakeListener) Close() error {
-	h.once.Do(func() { close(h.done) })
-	return h.Listener.Close()
-}
-
-// clientLimiter is a token bucket per client key (the client's IP for
-// enrollment, its certificate serial for renewal), so one misbehaving host
-// cannot starve the others. Buckets idle for an hour are dropped.
+// clientLimiter is a token bucket per client key (a verified identity,
+// else the source address), so one misbehaving client cannot starve the
+// others. The buckets live in a table of at most max entries, least
+// recently used first out, and only a bucket that has refilled is ever
+// dropped (it holds no state a new bucket would not). When every entry
+// is still refilling, keys not in the table share one overflow bucket:
+// a flood of new keys (many addresses at once) is then limited as one
+// client, and can neither grow the table nor reset the debt of the
+// clients already in it.
 type clientLimiter struct {
-	mu      sync.Mutex
-	r       rate.Limit
-	burst   int
-	now     func() time.Time
-	buckets map[string]*bucket
-	swept   time.Time
+	mu       sync.Mutex
+	r        rate.Limit
+	burst    int
+	max      int
+	now      func() time.Time
+	buckets  map[string]*list.Element // of *bucket
+	lru      list.List                // most recently used at the front
+	overflow *rate.Limiter
 }
 
 type bucket struct {
-	l    *rate.Limiter
-	seen time.Time
+	key string
+	l   *rate.Limiter
 }
 
-func newClientLimiter(perSecond float64, burst int, now func() time.Time) *clientLimiter {
+func newClientLimiter(perSecond float64, burst, max int, now func() time.Time) *clientLimiter {
 	if burst <= 0 {
 		burst = 1
 	}
-	return &clientLimiter{r: rate.Limit(perSecond), burst: burst, now: now, buckets: map[string]*bucket{}}
+	if max <= 0 {
+		max = maxClientBuckets
+	}
+	return &clientLimiter{r: rate.Limit(perSecond), burst: burst, max: max, now: now,
+		buckets: map[string]*list.Element{}, overflow: rate.NewLimiter(rate.Limit(perSecond), burst)}
 }
 
 // allow reports whether key may make one more request now, and if not,
@@ -149,27 +93,42 @@ func (c *clientLimiter) allow(key string) (bool, time.Duration) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Sub(c.swept) > time.Hour {
-		for k, b := range c.buckets {
-			if now.Sub(b.seen) > time.Hour {
-				delete(c.buckets, k)
-			}
-		}
-		c.swept = now
-	}
-	b, ok := c.buckets[key]
-	if !ok {
-		b = &bucket{l: rate.NewLimiter(c.r, c.burst)}
-		c.buckets[key] = b
-	}
-	b.seen = now
-	if b.l.AllowN(now, 1) {
+	l := c.limiterFor(key, now)
+	if l.AllowN(now, 1) {
 		return true, 0
 	}
-	r := b.l.ReserveN(now, 1)
+	r := l.ReserveN(now, 1)
 	wait := r.DelayFrom(now)
 	r.CancelAt(now)
 	return false, wait
+}
+
+// limiterFor returns key's bucket, making one if the table has room or
+// its least recently used bucket has refilled, else the overflow bucket.
+func (c *clientLimiter) limiterFor(key string, now time.Time) *rate.Limiter {
+	if e, ok := c.buckets[key]; ok {
+		c.lru.MoveToFront(e)
+		return e.Value.(*bucket).l
+	}
+	if c.lru.Len() >= c.max {
+		e := c.lru.Back()
+		old := e.Value.(*bucket)
+		if old.l.TokensAt(now) < float64(c.burst) {
+			return c.overflow
+		}
+		delete(c.buckets, old.key)
+		c.lru.Remove(e)
+	}
+	b := &bucket{key: key, l: rate.NewLimiter(c.r, c.burst)}
+	c.buckets[key] = c.lru.PushFront(b)
+	return b.l
+}
+
+// size is the number of buckets held (tests check the bound).
+func (c *clientLimiter) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
 }
 
 // limitedProcedures are the calls a host may make at most RatePerClient
@@ -185,11 +144,23 @@ var limitedProcedures = map[string]bool{
 // parked goroutine, no CPU, and turns a closed-loop flood into a trickle.
 const maxTarpit = time.Second
 
-// rateLimit refuses enroll, renew and self-revoke calls over the per-client
-// rate before anything is read or decoded, so refusing costs next to
-// nothing. The client is its TLS certificate (by the SHA-256 of its bytes:
-// a forged certificate carrying another host's serial is a different
-// client) or, without one, its IP address. The answer is a Connect
+// rateKey is the client a limited request is counted against. A client
+// certificate counts only once it has verified (withClientCert runs
+// first), and then by its subject CN, the identity every certificate of
+// one lineage shares (renewal copies the subject from the record): a host
+// renewing down its own chain stays one client, and a certificate the CA
+// did not issue, however fresh, is no identity at all. Everything else is
+// counted by its source address (sourceKey).
+func rateKey(r *http.Request) string {
+	if c := ClientCert(r.Context()); c != nil {
+		return "cn:" + c.Subject.CommonName
+	}
+	return sourceKey(r.RemoteAddr)
+}
+
+// rateLimit refuses enroll, renew and self-revoke calls over the
+// per-client rate (see rateKey) before the body is read or decoded, so
+// refusing costs next to nothing. The answer is a Connect
 // ResourceExhausted error (HTTP 429) with Retry-After.
 func (s *Server) rateLimit(next http.Handler) http.Handler {
 	if s.limiter == nil {
@@ -201,18 +172,7 @@ func (s *Server) rateLimit(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		key := ""
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
-			key = "cert:" + hex.EncodeToString(sum[:16])
-		} else {
-			host, _, err := net.SplitHostPort(r.RemoteAddr)
-			if err != nil {
-				host = r.RemoteAddr
-			}
-			key = "ip:" + host
-		}
-		ok, wait := s.limiter.allow(key)
+		ok, wait := s.limiter.allow(rateKey(r))
 		if ok {
 			next.ServeHTTP(w, r)
 			return

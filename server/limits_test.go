@@ -114,3 +114,61 @@ func BenchmarkFloodIsolation(b *testing.B) {
 		b.ReportMetric(float64(flooded)/float64(alone), "ratio")
 	}
 }
+
+// limitedAfter makes calls with call(i) until one is refused with
+// ResourceExhausted and returns how many were let through (max+1 if
+// none was refused). Each call may fail for other reasons: only the
+// limit's answer counts.
+func limitedAfter(t *testing.T, max int, call func(i int) error) int {
+	t.Helper()
+	for i := 0; i <= max; i++ {
+		if err := call(i); connect.CodeOf(err) == connect.CodeResourceExhausted {
+			return i
+		}
+	}
+	return max + 1
+}
+
+// TestFreshSelfSignedCertificatesShareTheAddressLimit: a client that
+// presents a new self-signed certificate on every connection is still
+// one source address to the enroll limit (it used to be a new client,
+// and a new bucket, per certificate).
+func TestFreshSelfSignedCertificatesShareTheAddressLimit(t *testing.T) {
+	const burst = 3
+	c := testca.Start(t, rateLimited(0.001, burst))
+	n := limitedAfter(t, burst+2, func(int) error {
+		cl := c.Client(t, selfSignedClient(t))
+		_, err := cl.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: "lyt1_forged", Csr: csr(t, newKey(t), nil)}))
+		return err
+	})
+	if n != burst {
+		t.Fatalf("%d enrollments with fresh self-signed certificates got past a per-address burst of %d", n, burst)
+	}
+}
+
+// TestRenewalDownAChainIsLimited: a host renewing with each new
+// certificate it gets is one identity (its CN) to the renew limit, not a
+// new client per certificate.
+func TestRenewalDownAChainIsLimited(t *testing.T) {
+	const burst = 3
+	c := testca.Start(t, rateLimited(0.001, burst))
+	b, key := enroll(t, c, "chain.covalent.example.net")
+	n := limitedAfter(t, burst+2, func(i int) error {
+		next := newKey(t)
+		resp, err := c.Client(t, tlsCert(t, b, key)).Certificates.Renew(context.Background(), connect.NewRequest(&v1.RenewRequest{Csr: csr(t, next, nil)}))
+		if err == nil {
+			b, key = resp.Msg.GetBundle(), next
+		} else if connect.CodeOf(err) != connect.CodeResourceExhausted {
+			t.Fatalf("renewal %d: %v", i+1, err)
+		}
+		return err
+	})
+	if n != burst {
+		t.Fatalf("%d renewals down one chain got past a per-identity burst of %d", n, burst)
+	}
+	// Another identity behind the same address is not affected.
+	ob, okey := enroll(t, c, "other.covalent.example.net")
+	if _, err := c.Client(t, tlsCert(t, ob, okey)).Certificates.Renew(context.Background(), connect.NewRequest(&v1.RenewRequest{Csr: csr(t, newKey(t), nil)})); err != nil {
+		t.Fatalf("another host's renewal: %v", err)
+	}
+}

@@ -15,6 +15,9 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	issued   *prometheus.CounterVec
 	limited  prometheus.Counter
+	// handshakesRefused counts connections closed because their source
+	// already had its share of TLS handshakes in flight.
+	handshakesRefused prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, db store.Operations) *metrics {
@@ -33,7 +36,10 @@ func newMetrics(reg *prometheus.Registry, db store.Operations) *metrics {
 	m.limited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lanyard_rate_limited_total", Help: "Enroll, renew and self-revoke calls refused by the per-client rate limit.",
 	})
-	reg.MustRegister(m.requests, m.duration, m.issued, m.limited)
+	m.handshakesRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lanyard_tls_handshakes_refused_total", Help: "Connections closed because their source address already had its share of TLS handshakes in flight.",
+	})
+	reg.MustRegister(m.requests, m.duration, m.issued, m.limited, m.handshakesRefused)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lanyard_store_size_bytes", Help: "Size of the bbolt store file.",
 	}, func() float64 {

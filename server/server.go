@@ -61,7 +61,8 @@ type Options struct {
 	// RatePerClient and Burst limit enroll and renew per client (0: off).
 	RatePerClient float64
 	Burst         int
-	// MaxHandshakes caps concurrent TLS handshakes (0: 256).
+	// MaxHandshakes caps concurrent TLS handshakes (0: 256; one source
+	// address holds at most 16 of them).
 	MaxHandshakes                          int
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	Now                                    func() time.Time
@@ -101,7 +102,7 @@ func New(opts Options) (*Server, error) {
 		opts.MaxBody = DefaultMaxBody
 	}
 	if opts.MaxHandshakes <= 0 {
-		opts.MaxHandshakes = 256
+		opts.MaxHandshakes = defaultMaxHandshakes
 	}
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = 10 * time.Second
@@ -139,7 +140,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(opts.Registry, opts.Store)
 	if opts.RatePerClient > 0 {
-		s.limiter = newClientLimiter(opts.RatePerClient, opts.Burst, opts.Now)
+		s.limiter = newClientLimiter(opts.RatePerClient, opts.Burst, maxClientBuckets, opts.Now)
 	}
 	if err := s.renewServerCert(context.Background()); err != nil {
 		return nil, err
@@ -195,7 +196,10 @@ func (s *Server) routes() http.Handler {
 	for p, h := range s.opts.Extra {
 		mux.Handle(p, h)
 	}
-	return s.rateLimit(s.limitBody(s.withClientCert(mux)))
+	// The client certificate is verified before the rate limit, which
+	// counts a verified certificate by its identity and anything else by
+	// its source address.
+	return s.withClientCert(s.rateLimit(s.limitBody(mux)))
 }
 
 // limitBody reads every request body (at most MaxBody bytes) before any
@@ -329,7 +333,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	tlsLn := tlsListener(newHandshakeLimiter(ln, s.opts.MaxHandshakes), s.TLSConfig())
+	tlsLn := newHandshakeListener(ln, s.TLSConfig(), handshakeLimits{max: s.opts.MaxHandshakes}, s.metrics.handshakesRefused.Inc)
 	go func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()
@@ -352,6 +356,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
+	if err != nil {
+		// In-flight requests outlived the grace period: cut them off.
+		_ = srv.Close()
+	}
+	<-errc // srv.Serve has returned (ErrServerClosed)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
