@@ -14,7 +14,7 @@ const (
 	// defaultMaxHandshakes caps the TLS handshakes in flight at once (the
 	// MaxHandshakes default). Each holds a goroutine and a tls.Conn, some
 	// 20 KiB; 256 of them is 5 MiB, and 256 handshakes is more than two
-	// cores finish in a tenth of a second, so a deeper queue only adds
+	// cores finish in a tenth of a second, so more at once only adds
 	// latency: the rest wait in the kernel's accept backlog.
 	defaultMaxHandshakes = 256
 	// maxHandshakesPerSource caps the handshakes in flight from one source
@@ -22,60 +22,82 @@ const (
 	// flight; a NAT gateway in front of a fleet has a few (a handshake
 	// lasts two round trips, so 16 at once is still hundreds a second
 	// across a continent). One source then holds at most 1/16 of the
-	// global slots; a connection over its cap is closed at once.
+	// global slots, whatever it does.
 	maxHandshakesPerSource = 16
-	// helloTimeout is how long a new connection may stay silent before
-	// the first bytes of its ClientHello: a TLS client writes it right
-	// after the TCP handshake, and 3 s leaves room for one lost segment's
-	// retransmission (initial RTO 1 s, RFC 6298) on a slow link. An idle
-	// connection holds a handshake slot this long at most.
+	// maxQueuedPerSource is how many more connections of one source wait
+	// (accepted, no goroutine, no slot) for one of its handshakes to end:
+	// a fleet behind one NAT that boots at once opens about as many as it
+	// has hosts. Over it, a connection is closed at once.
+	maxQueuedPerSource = 1024
+	// maxQueued bounds the waiting connections of every source together:
+	// 4,096 is Linux's default accept backlog (net.core.somaxconn), the
+	// number of connections the kernel would hold for us anyway.
+	maxQueued = 4096
+	// helloTimeout is how long a connection may stay silent, once its
+	// handshake starts, before the first bytes of its ClientHello: a TLS
+	// client writes it right after the TCP handshake, and 3 s leaves room
+	// for one lost segment's retransmission (initial RTO 1 s, RFC 6298)
+	// on a slow link. An idle connection holds a slot this long at most.
 	helloTimeout = 3 * time.Second
 	// handshakeTimeout bounds one whole TLS handshake once it has begun:
 	// a client trickling its handshake holds its slot at most this long.
 	handshakeTimeout = 10 * time.Second
 )
 
-// handshakeListener accepts raw connections and performs each TLS
-// handshake in its own goroutine; Accept returns only connections whose
-// handshake finished. At most max handshakes are in flight at once (a
-// flood of half-open handshakes waits in the kernel's backlog instead of
-// eating the CPU and memory every other client needs), and at most
-// perSource from one source, so one address cannot take every slot:
-// whoever else connects is accepted while it tries.
+// handshakeListener accepts raw connections and performs their TLS
+// handshakes; Accept returns only connections whose handshake finished.
+// At most max handshakes are in flight at once (a flood of half-open
+// handshakes waits in the kernel's backlog instead of eating the CPU and
+// memory every other client needs), and at most perSource from one
+// source: its further connections wait in its own queue, served by the
+// goroutines already working for that source, so one address can delay
+// only itself. Whoever else connects gets a free slot.
 type handshakeListener struct {
 	net.Listener
 	cfg       *tls.Config
 	perSource int
-	hello     time.Duration
-	sem       chan struct{}
-	conns     chan net.Conn
-	errc      chan error
-	ctx       context.Context // ends on Close: in-flight handshakes stop
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // the accept loop and every handshake
-	once      sync.Once
-	onRefuse  func() // counts connections closed over the per-source cap
+	// queuePerSource: maxQueuedPerSource (tests lower it)
+	queuePerSource int
+	hello          time.Duration
+	sem            chan struct{}
+	conns          chan net.Conn
+	errc           chan error
+	ctx            context.Context // ends on Close: in-flight handshakes stop
+	cancel         context.CancelFunc
+	wg             sync.WaitGroup // the accept loop and every handshake worker
+	once           sync.Once
+	onRefuse       func() // counts connections closed over the queue caps
 
-	mu       sync.Mutex
-	inFlight map[string]int // per source key
+	mu      sync.Mutex
+	sources map[string]*source
+	queued  int // connections waiting, all sources
+}
+
+// source is one source key's handshakes in flight and its waiting queue.
+type source struct {
+	inFlight int
+	queue    []net.Conn
 }
 
 // handshakeLimits are a handshakeListener's caps; zero fields take the
 // defaults above.
 type handshakeLimits struct {
-	max, perSource int
-	hello          time.Duration
+	max, perSource, queuePerSource int
+	hello                          time.Duration
 }
 
 // newHandshakeListener wraps ln so Accept yields handshaken *tls.Conn
 // values, within lim; onRefuse (optional) is called for every connection
-// closed over the per-source cap.
+// closed because its source's queue (or every source's) was full.
 func newHandshakeListener(ln net.Listener, cfg *tls.Config, lim handshakeLimits, onRefuse func()) *handshakeListener {
 	if lim.max <= 0 {
 		lim.max = defaultMaxHandshakes
 	}
 	if lim.perSource <= 0 {
 		lim.perSource = maxHandshakesPerSource
+	}
+	if lim.queuePerSource <= 0 {
+		lim.queuePerSource = maxQueuedPerSource
 	}
 	if lim.hello <= 0 {
 		lim.hello = helloTimeout
@@ -84,9 +106,9 @@ func newHandshakeListener(ln net.Listener, cfg *tls.Config, lim handshakeLimits,
 		onRefuse = func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &handshakeListener{Listener: ln, cfg: cfg, perSource: lim.perSource, hello: lim.hello,
+	h := &handshakeListener{Listener: ln, cfg: cfg, perSource: lim.perSource, queuePerSource: lim.queuePerSource, hello: lim.hello,
 		sem: make(chan struct{}, lim.max), conns: make(chan net.Conn), errc: make(chan error, 1),
-		ctx: ctx, cancel: cancel, onRefuse: onRefuse, inFlight: map[string]int{}}
+		ctx: ctx, cancel: cancel, onRefuse: onRefuse, sources: map[string]*source{}}
 	h.wg.Add(1)
 	go h.loop()
 	return h
@@ -102,24 +124,46 @@ func connSource(c net.Conn) string {
 	return sourceKey(c.RemoteAddr().String())
 }
 
-// take reserves a handshake slot for source key k, or reports that k
-// already holds its share.
-func (h *handshakeListener) take(k string) bool {
+// admit decides what happens to a new connection of source k: start a
+// worker for it (true), or queue it, or refuse it (false, and refused
+// tells which).
+func (h *handshakeListener) admit(c net.Conn, k string) (start, refused bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.inFlight[k] >= h.perSource {
-		return false
+	st := h.sources[k]
+	if st == nil {
+		st = &source{}
+		h.sources[k] = st
 	}
-	h.inFlight[k]++
-	return true
+	switch {
+	case st.inFlight < h.perSource:
+		st.inFlight++
+		return true, false
+	case len(st.queue) < h.queuePerSource && h.queued < maxQueued:
+		st.queue = append(st.queue, c)
+		h.queued++
+		return false, false
+	}
+	return false, true
 }
 
-func (h *handshakeListener) release(k string) {
+// next hands a worker of source k the next waiting connection of k, or
+// ends the worker's turn (nil).
+func (h *handshakeListener) next(k string) net.Conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.inFlight[k]--; h.inFlight[k] <= 0 {
-		delete(h.inFlight, k)
+	st := h.sources[k]
+	if len(st.queue) > 0 && h.ctx.Err() == nil {
+		c := st.queue[0]
+		st.queue[0] = nil
+		st.queue = st.queue[1:]
+		h.queued--
+		return c
 	}
+	if st.inFlight--; st.inFlight == 0 && len(st.queue) == 0 {
+		delete(h.sources, k)
+	}
+	return nil
 }
 
 func (h *handshakeListener) loop() {
@@ -139,29 +183,45 @@ func (h *handshakeListener) loop() {
 			return
 		}
 		k := connSource(c)
-		if !h.take(k) {
+		start, refused := h.admit(c, k)
+		if refused {
 			h.onRefuse()
 			c.Close()
+		}
+		if !start {
 			continue
 		}
 		select {
 		case h.sem <- struct{}{}:
 		case <-h.ctx.Done():
-			h.release(k)
 			c.Close()
+			for c := h.next(k); c != nil; c = h.next(k) {
+				c.Close()
+			}
 			return
 		}
 		h.wg.Add(1)
-		go h.handshake(c, k)
+		go h.worker(c, k)
+	}
+}
+
+// worker handshakes c, then the connections waiting behind it from the
+// same source, one at a time, holding one global and one per-source slot.
+func (h *handshakeListener) worker(c net.Conn, k string) {
+	defer h.wg.Done()
+	defer func() { <-h.sem }()
+	for ; c != nil; c = h.next(k) {
+		h.handshake(c)
 	}
 }
 
 // handshake runs one TLS handshake: the first bytes must arrive within
 // the hello timeout, the whole handshake within handshakeTimeout.
-func (h *handshakeListener) handshake(c net.Conn, k string) {
-	defer h.wg.Done()
-	defer func() { <-h.sem }()
-	defer h.release(k)
+func (h *handshakeListener) handshake(c net.Conn) {
+	if h.ctx.Err() != nil {
+		c.Close()
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(h.hello))
 	tc := tls.Server(&helloConn{Conn: c}, h.cfg)
 	ctx, cancel := context.WithTimeout(h.ctx, handshakeTimeout)
@@ -206,14 +266,23 @@ func (h *handshakeListener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting, ends the handshakes in flight and returns once
-// every goroutine the listener started has returned.
+// Close stops accepting, ends the handshakes in flight, closes the
+// connections waiting for one and returns once every goroutine the
+// listener started has returned.
 func (h *handshakeListener) Close() error {
 	var err error
 	h.once.Do(func() {
 		h.cancel()
 		err = h.Listener.Close()
 		h.wg.Wait()
+		h.mu.Lock()
+		for _, st := range h.sources {
+			for _, c := range st.queue {
+				c.Close()
+			}
+		}
+		h.sources = map[string]*source{}
+		h.mu.Unlock()
 	})
 	return err
 }

@@ -15,8 +15,9 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	issued   *prometheus.CounterVec
 	limited  prometheus.Counter
-	// handshakesRefused counts connections closed because their source
-	// already had its share of TLS handshakes in flight.
+	// handshakesRefused counts connections closed unhandshaken because
+	// their source's queue of waiting connections (or every source's) was
+	// full.
 	handshakesRefused prometheus.Counter
 }
 
@@ -37,7 +38,7 @@ func newMetrics(reg *prometheus.Registry, db store.Operations) *metrics {
 		Name: "lanyard_rate_limited_total", Help: "Enroll, renew and self-revoke calls refused by the per-client rate limit.",
 	})
 	m.handshakesRefused = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "lanyard_tls_handshakes_refused_total", Help: "Connections closed because their source address already had its share of TLS handshakes in flight.",
+		Name: "lanyard_tls_handshakes_refused_total", Help: "Connections closed before their TLS handshake because their source already had its share of handshakes in flight and of connections waiting.",
 	})
 	reg.MustRegister(m.requests, m.duration, m.issued, m.limited, m.handshakesRefused)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
