@@ -21,8 +21,8 @@ const (
 	// (sourceKey: an IPv4 address or an IPv6 /64). A host has one in
 	// flight; a NAT gateway in front of a fleet has a few (a handshake
 	// lasts two round trips, so 16 at once is still hundreds a second
-	// across a continent). One source then holds at most 1/16 of the
-	// global slots, whatever it does.
+	// across a continent). Beyond it, a source gets more only while
+	// fewer than half of all slots are busy (see handshakeListener).
 	maxHandshakesPerSource = 16
 	// maxQueuedPerSource is how many more connections of one source wait
 	// (accepted, no goroutine, no slot) for one of its handshakes to end:
@@ -48,10 +48,13 @@ const (
 // handshakes; Accept returns only connections whose handshake finished.
 // At most max handshakes are in flight at once (a flood of half-open
 // handshakes waits in the kernel's backlog instead of eating the CPU and
-// memory every other client needs), and at most perSource from one
-// source: its further connections wait in its own queue, served by the
-// goroutines already working for that source, so one address can delay
-// only itself. Whoever else connects gets a free slot.
+// memory every other client needs). A source is always allowed perSource
+// of them, and more only while fewer than max/2 are in flight in all: an
+// idle server lets one busy source (a NAT in front of a booting fleet)
+// use half of it, and the other half stays free for everyone else. A
+// source's further connections wait in its own queue, served by the
+// workers already busy for that source, so one address can delay only
+// itself: whoever else connects finds a free slot.
 type handshakeListener struct {
 	net.Listener
 	cfg       *tls.Config
@@ -71,6 +74,8 @@ type handshakeListener struct {
 	mu      sync.Mutex
 	sources map[string]*source
 	queued  int // connections waiting, all sources
+	active  int // workers running, all sources
+	shared  int // a source gets more than perSource while active < shared
 }
 
 // source is one source key's handshakes in flight and its waiting queue.
@@ -108,7 +113,7 @@ func newHandshakeListener(ln net.Listener, cfg *tls.Config, lim handshakeLimits,
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &handshakeListener{Listener: ln, cfg: cfg, perSource: lim.perSource, queuePerSource: lim.queuePerSource, hello: lim.hello,
 		sem: make(chan struct{}, lim.max), conns: make(chan net.Conn), errc: make(chan error, 1),
-		ctx: ctx, cancel: cancel, onRefuse: onRefuse, sources: map[string]*source{}}
+		ctx: ctx, cancel: cancel, onRefuse: onRefuse, sources: map[string]*source{}, shared: lim.max / 2}
 	h.wg.Add(1)
 	go h.loop()
 	return h
@@ -136,8 +141,9 @@ func (h *handshakeListener) admit(c net.Conn, k string) (start, refused bool) {
 		h.sources[k] = st
 	}
 	switch {
-	case st.inFlight < h.perSource:
+	case st.inFlight < h.perSource || h.active < h.shared:
 		st.inFlight++
+		h.active++
 		return true, false
 	case len(st.queue) < h.queuePerSource && h.queued < maxQueued:
 		st.queue = append(st.queue, c)
@@ -160,6 +166,7 @@ func (h *handshakeListener) next(k string) net.Conn {
 		h.queued--
 		return c
 	}
+	h.active--
 	if st.inFlight--; st.inFlight == 0 && len(st.queue) == 0 {
 		delete(h.sources, k)
 	}

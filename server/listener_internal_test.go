@@ -110,42 +110,55 @@ func TestSilentConnectionEndsAtHelloTimeout(t *testing.T) {
 }
 
 // TestHandshakesCappedPerSource: one source has at most perSource
-// handshakes in flight; its next connections wait their turn (and are
-// served once a slot frees), and once its queue is full a connection is
-// closed at once, and counted; another source meanwhile handshakes at
-// once.
+// handshakes in flight, or half of all slots if that is more; its next
+// connections wait their turn (and are served once a slot frees), and
+// once its queue is full a connection is closed at once, and counted;
+// another source meanwhile handshakes at once.
 func TestHandshakesCappedPerSource(t *testing.T) {
-	addr, refused, accepted := startHandshakeListener(t, handshakeLimits{max: 8, perSource: 2, queuePerSource: 1, hello: time.Minute})
-	silent := []net.Conn{dialFrom(t, "127.0.0.1", addr), dialFrom(t, "127.0.0.1", addr)}
-	waiting := make(chan error, 1)
-	queued := tls.Client(dialFrom(t, "127.0.0.1", addr), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test listener's throwaway certificate
-	go func() { waiting <- queued.Handshake() }()
-	over := dialFrom(t, "127.0.0.1", addr)
-	if !closedByServer(t, over, handshakeTimeout/2) {
-		t.Fatal("a fourth connection from a source with 2 handshakes in flight and 1 waiting was not closed")
+	for _, tc := range []struct {
+		name          string
+		max, inFlight int
+	}{
+		{"its own share", 4, 2},
+		{"half of an idle server", 8, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, refused, accepted := startHandshakeListener(t, handshakeLimits{max: tc.max, perSource: 2, queuePerSource: 1, hello: time.Minute})
+			var silent []net.Conn
+			for range tc.inFlight {
+				silent = append(silent, dialFrom(t, "127.0.0.1", addr))
+			}
+			waiting := make(chan error, 1)
+			queued := tls.Client(dialFrom(t, "127.0.0.1", addr), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test listener's throwaway certificate
+			go func() { waiting <- queued.Handshake() }()
+			over := dialFrom(t, "127.0.0.1", addr)
+			if !closedByServer(t, over, handshakeTimeout/2) {
+				t.Fatalf("a connection from a source with %d handshakes in flight and 1 waiting was not closed", tc.inFlight)
+			}
+			if got := refused.Load(); got != 1 {
+				t.Fatalf("refused count %d, want 1", got)
+			}
+			other := tls.Client(dialFrom(t, "127.0.0.2", addr), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // as above
+			_ = other.SetDeadline(time.Now().Add(handshakeTimeout / 2))
+			if err := other.Handshake(); err != nil {
+				t.Fatalf("handshake from another source: %v", err)
+			}
+			<-accepted
+			select {
+			case err := <-waiting:
+				t.Fatalf("the waiting connection was served while its source's slots were busy: %v", err)
+			default:
+			}
+			for _, c := range silent { // their handshakes fail: the slots free up
+				c.Close()
+			}
+			_ = queued.SetDeadline(time.Now().Add(handshakeTimeout / 2))
+			if err := <-waiting; err != nil {
+				t.Fatalf("the waiting connection, once a slot was free: %v", err)
+			}
+			<-accepted
+		})
 	}
-	if got := refused.Load(); got != 1 {
-		t.Fatalf("refused count %d, want 1", got)
-	}
-	other := tls.Client(dialFrom(t, "127.0.0.2", addr), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // as above
-	_ = other.SetDeadline(time.Now().Add(handshakeTimeout / 2))
-	if err := other.Handshake(); err != nil {
-		t.Fatalf("handshake from another source: %v", err)
-	}
-	<-accepted
-	select {
-	case err := <-waiting:
-		t.Fatalf("the waiting connection was served while both of its source's slots were busy: %v", err)
-	default:
-	}
-	for _, c := range silent { // their handshakes fail: the slots free up
-		c.Close()
-	}
-	_ = queued.SetDeadline(time.Now().Add(handshakeTimeout / 2))
-	if err := <-waiting; err != nil {
-		t.Fatalf("the waiting connection, once a slot was free: %v", err)
-	}
-	<-accepted
 }
 
 // TestCloseEndsHandshakesInFlight: closing the listener ends every
