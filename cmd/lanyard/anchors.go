@@ -277,6 +277,17 @@ func newAnchorsStatusCmd() *cobra.Command {
 			} else {
 				anchorsPrintStatus(out, st)
 			}
+			if !cmd.Flags().Changed("target") && e.db != nil {
+				// The other targets' recorded statuses (live: --target).
+				for _, c := range e.all[1:] {
+					fmt.Fprintf(out, "\ntarget %s, recorded:\n", c.Target)
+					if st, err := anchors.LoadStatusFor(e.db, c.Target); err != nil {
+						fmt.Fprintf(out, "  none (%v)\n", err)
+					} else {
+						anchorsPrintStatus(out, st)
+					}
+				}
+			}
 			if e.acfg.TrustAnchorARN == "" {
 				return fmt.Errorf("no trust anchor to look at: set anchors.trust_anchor_arn or run `lanyard anchors sync --create`")
 			}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ra "github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
+
+	"github.com/lanyard/lanyard/anchors/emulator"
+	"github.com/lanyard/lanyard/ca"
+)
+
+// TestAnchorsTargetsCLI: `lanyard anchors` with several targets in one
+// lanyard.yaml: sync creates each on its own and a refused target fails
+// alone; drift in one target's profile is shown by --dry-run and repaired
+// by sync; the kill switch holds one target; status lists every target.
+func TestAnchorsTargetsCLI(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	if _, err := ca.Init(ca.InitOptions{Dir: caDir}); err != nil {
+		t.Fatal(err)
+	}
+	us := emulator.NewServer(emulator.Options{})
+	defer us.Close()
+	eu := emulator.NewServer(emulator.Options{Region: "eu-west-1"})
+	defer eu.Close()
+	denied := emulator.NewServer(emulator.Options{AccessKeyID: "AKIAOTHERACCOUNT0000"})
+	defer denied.Close()
+	t.Setenv("AWS_ACCESS_KEY_ID", emulator.DefaultAccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", emulator.DefaultSecretAccessKey)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
+	role := "arn:aws:iam::123456789012:role/covalent"
+	yaml := `data_dir: ` + dir + `
+ca_dir: ` + caDir + `
+listen: 127.0.0.1:0
+profiles:
+  covalent:
+    cn: ["*.covalent.example.net"]
+anchors:
+  region: us-east-1
+  endpoint: ` + us.URL + `
+  role_arn: ` + role + `
+  create: true
+  manage: true
+  profile:
+    duration_seconds: 1800
+    source_ips: [192.0.2.0/24]
+  targets:
+    - target: eu
+      region: eu-west-1
+      endpoint: ` + eu.URL + `
+      role_arn: ` + role + `
+      create: true
+      manage: true
+    - target: denied
+      region: us-east-1
+      endpoint: ` + denied.URL + `
+      role_arn: ` + role + `
+      create: true
+`
+	cfgPath := filepath.Join(dir, "lanyard.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lanyard := func(args ...string) (string, error) {
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(args, "--config", cfgPath))
+		err := root.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+
+	out, err := lanyard("anchors", "sync")
+	if err == nil || !strings.Contains(out, "== target denied") || !strings.Contains(out, "UnrecognizedClient") {
+		t.Fatalf("sync: err %v, want the denied target's error\n%s", err, out)
+	}
+	if len(us.TrustAnchors()) != 1 || len(eu.TrustAnchors()) != 1 || len(denied.TrustAnchors()) != 0 {
+		t.Fatalf("anchors created: us %d, eu %d, denied %d", len(us.TrustAnchors()), len(eu.TrustAnchors()), len(denied.TrustAnchors()))
+	}
+
+	// Drift in the eu profile only.
+	euAPI := ra.NewFromConfig(eu.Config())
+	profiles, err := euAPI.ListProfiles(context.Background(), &ra.ListProfilesInput{})
+	if err != nil || len(profiles.Profiles) != 1 {
+		t.Fatalf("eu profiles %v %v", profiles, err)
+	}
+	pid := profiles.Profiles[0].ProfileId
+	if _, err := euAPI.UpdateProfile(context.Background(), &ra.UpdateProfileInput{ProfileId: pid, DurationSeconds: aws.Int32(43200)}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = lanyard("anchors", "sync", "--dry-run", "--target", "eu")
+	if err != nil || !strings.Contains(out, "~ profile durationSeconds: 43200 -> 3600 (would change)") {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	if p, _ := euAPI.GetProfile(context.Background(), &ra.GetProfileInput{ProfileId: pid}); aws.ToInt32(p.Profile.DurationSeconds) != 43200 {
+		t.Fatal("the dry run changed the profile")
+	}
+	if out, err = lanyard("anchors", "sync", "--target", "eu"); err != nil || !strings.Contains(out, "~ profile durationSeconds: 43200 -> 3600") {
+		t.Fatalf("sync eu: %v\n%s", err, out)
+	}
+	if p, _ := euAPI.GetProfile(context.Background(), &ra.GetProfileInput{ProfileId: pid}); aws.ToInt32(p.Profile.DurationSeconds) != 3600 {
+		t.Fatal("sync did not repair the duration")
+	}
+
+	// The kill switch on eu holds eu only.
+	if out, err = lanyard("anchors", "disable", "--target", "eu", "--reason", "drill"); err != nil || !strings.Contains(out, "ENGAGED") {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	if eu.TrustAnchors()[0].Enabled || !us.TrustAnchors()[0].Enabled {
+		t.Fatal("the kill switch did not hold eu alone")
+	}
+	out, _ = lanyard("anchors", "sync")
+	if eu.TrustAnchors()[0].Enabled || !strings.Contains(out, "KILL SWITCH ENGAGED") {
+		t.Fatalf("sync undid the kill switch:\n%s", out)
+	}
+	out, _ = lanyard("anchors", "status")
+	for _, want := range []string{"target eu, recorded:", "KILL SWITCH:   engaged", "drill", "target denied, recorded:", "last error:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
