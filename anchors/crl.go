@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -221,6 +222,9 @@ func parseCRL(data []byte) *x509.RevocationList {
 // The outcome is recorded in the status.
 func (s *Syncer) PushCRL(ctx context.Context, crl *revocation.CRL) error {
 	err := s.pushCRL(ctx, crl)
+	if err == nil {
+		err = s.pushRetiredCRLs(ctx, crl)
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return err
@@ -298,6 +302,71 @@ func (s *Syncer) pushCRL(ctx context.Context, crl *revocation.CRL) error {
 		}
 	}
 	s.recordPushed(ctx, arn, crl)
+	return nil
+}
+
+// RetiredCRLName is the trust-anchor CRL name of a retired intermediate's
+// CRL: the sync's name, "-retired-" and the first 8 hex digits of the
+// intermediate's subject key identifier.
+func (s *Syncer) RetiredCRLName(issuer *x509.Certificate) string {
+	ski := hex.EncodeToString(issuer.SubjectKeyId)
+	if len(ski) > 8 {
+		ski = ski[:8]
+	}
+	return s.cfg.Name + "-retired-" + ski
+}
+
+// pushRetiredCRLs imports or updates, by name, the CRL of every retired
+// intermediate (after an intermediate rotation): IAM Roles Anywhere
+// checks a certificate against the CRLs its issuer signed, so the
+// certificates of the old intermediate need the old intermediate's CRL
+// until they expire. A trust anchor holds at most 2 CRLs (not
+// adjustable), so one retired intermediate at a time fits beside the
+// current one.
+func (s *Syncer) pushRetiredCRLs(ctx context.Context, crl *revocation.CRL) error {
+	if len(crl.Retired) == 0 {
+		return nil
+	}
+	anchor := s.TrustAnchorARN()
+	existing := map[string]types.CrlDetail{}
+	var token *string
+	for {
+		out, err := s.api.ListCrls(ctx, &rolesanywhere.ListCrlsInput{NextToken: token})
+		if err != nil {
+			return fmt.Errorf("anchors: list CRLs: %w", err)
+		}
+		for _, c := range out.Crls {
+			if aws.ToString(c.TrustAnchorArn) == anchor {
+				existing[aws.ToString(c.Name)] = c
+			}
+		}
+		if out.NextToken == nil || *out.NextToken == "" {
+			break
+		}
+		token = out.NextToken
+	}
+	for _, r := range crl.Retired {
+		name := s.RetiredCRLName(r.Issuer)
+		if c, ok := existing[name]; ok {
+			if bytes.Equal(c.CrlData, r.PEM) && aws.ToBool(c.Enabled) {
+				continue
+			}
+			if _, err := s.api.UpdateCrl(ctx, &rolesanywhere.UpdateCrlInput{CrlId: c.CrlId, CrlData: r.PEM}); err != nil {
+				return fmt.Errorf("anchors: update CRL %s to number %d: %w", name, crl.Number, err)
+			}
+			if !aws.ToBool(c.Enabled) {
+				if _, err := s.api.EnableCrl(ctx, &rolesanywhere.EnableCrlInput{CrlId: c.CrlId}); err != nil {
+					return fmt.Errorf("anchors: enable CRL %s: %w", name, err)
+				}
+			}
+			continue
+		}
+		if _, err := s.api.ImportCrl(ctx, &rolesanywhere.ImportCrlInput{Name: aws.String(name), TrustAnchorArn: aws.String(anchor),
+			CrlData: r.PEM, Enabled: aws.Bool(true)}); err != nil {
+			return fmt.Errorf("anchors: import CRL %s of retired intermediate %q: %w", name, r.Issuer.Subject.CommonName, err)
+		}
+		s.log.Info("anchors: imported a retired intermediate's CRL", "name", name, "number", crl.Number)
+	}
 	return nil
 }
 

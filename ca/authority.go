@@ -68,6 +68,8 @@ type Authority struct {
 	closer       io.Closer
 	leaf         *leafFixed // shared encodings for SignLeaf
 	retired      []*x509.Certificate
+	// retiredSigners are the retired intermediates whose keys are kept.
+	retiredSigners []*retiredSigner
 }
 
 // Load reads the CA in opts.Dir: root.crt (plus roots.pem if present),
@@ -127,6 +129,10 @@ func Load(opts LoadOptions) (*Authority, error) {
 		return nil, fmt.Errorf("ca: load %s: %w", opts.Dir, err)
 	}
 	a.retired = retired
+	if a.retiredSigners, err = loadRetiredSigners(opts.Dir, retired, opts.Passphrase); err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -218,13 +224,18 @@ func newAuthority(roots, chain []*x509.Certificate, signer crypto.Signer, closer
 
 // Close releases the KMS the intermediate key was loaded through, if any.
 func (a *Authority) Close() error {
-	if a.closer == nil {
-		return nil
+	var errs []error
+	for _, r := range a.retiredSigners {
+		if r.closer != nil {
+			errs = append(errs, r.closer.Close())
+		}
 	}
-	if err := a.closer.Close(); err != nil {
-		return fmt.Errorf("ca: close KMS: %w", err)
+	if a.closer != nil {
+		if err := a.closer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("ca: close KMS: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Roots returns the trusted roots: root.crt first, then any extra roots of

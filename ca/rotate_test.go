@@ -66,9 +66,24 @@ func checkRotation(t *testing.T, dir, rootKey string, pass []byte) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("old leaf after rotation: %v", err)
 	}
-	// The retired intermediate's key is kept (its CRL) and still matches.
+	// The retired intermediate's key is kept and signs its own CRL.
 	if _, err := os.Stat(res.RetiredCert); err != nil {
 		t.Fatal(err)
+	}
+	entry, err := NewRevokedCert(oldLeaf.SerialNumber, oldLeaf.NotBefore, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crls, err := a.SignRetiredCRLs(CRLRequest{Number: 3, ThisUpdate: oldLeaf.NotBefore, NextUpdate: oldLeaf.NotAfter, Entries: []*RevokedCert{entry}})
+	if err != nil || len(crls) != 1 {
+		t.Fatalf("SignRetiredCRLs: %d CRLs, %v", len(crls), err)
+	}
+	rl, err := x509.ParseRevocationList(crls[0].DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.CheckSignatureFrom(res.Old); err != nil || len(rl.RevokedCertificateEntries) != 1 {
+		t.Fatalf("retired intermediate's CRL: %v", err)
 	}
 	// A second rotation retires the second intermediate too.
 	if _, err := RotateIntermediate(RotateOptions{Dir: dir, RootKeyPath: rootKey, Passphrase: pass}); err != nil {

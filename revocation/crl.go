@@ -80,6 +80,11 @@ func newEntry(c *store.Cert) (*entry, error) {
 // loadStored returns the persisted CRL if it can keep serving, or nil and
 // why not.
 func (s *Service) loadStored(now time.Time) (*CRL, string) {
+	if r, ok := s.signer.(interface{ Retired() []*x509.Certificate }); ok && len(r.Retired()) > 0 {
+		// Only the current intermediate's CRL is stored: rebuild, so that
+		// the retired intermediates' CRLs exist from the start.
+		return nil, "retired intermediates sign their own CRLs"
+	}
 	var m storedCRL
 	if err := s.st.GetMeta(metaKey, &m); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -149,6 +154,9 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 		return nil, fmt.Errorf("CRL %d: %w", n, err)
 	}
 	crl := &CRL{DER: der, PEM: pemCRL(der), Number: n, ThisUpdate: thisUpdate, NextUpdate: nextUpdate, Entries: len(live)}
+	if crl.Retired, err = s.signRetired(n, thisUpdate, nextUpdate, live); err != nil {
+		return nil, fmt.Errorf("CRL %d: %w", n, err)
+	}
 	if err := s.st.PutMeta(ctx, metaKey, storedCRL{DER: der}); err != nil {
 		// The CRL is signed and right: serve it. A restart rebuilds.
 		s.log.Error("CRL not persisted", "number", n, "err", err)
@@ -169,6 +177,27 @@ func (s *Service) sign(n int64, thisUpdate, nextUpdate time.Time, live []*entry)
 		req.Entries[i] = e.rc
 	}
 	return s.signer.SignCRL(req)
+}
+
+// signRetired has every retired intermediate with a key sign the same CRL.
+func (s *Service) signRetired(n int64, thisUpdate, nextUpdate time.Time, live []*entry) ([]IssuerCRL, error) {
+	rs, ok := s.signer.(RetiredCRLSigner)
+	if !ok {
+		return nil, nil
+	}
+	req := ca.CRLRequest{Number: n, ThisUpdate: thisUpdate, NextUpdate: nextUpdate, Entries: make([]*ca.RevokedCert, len(live))}
+	for i, e := range live {
+		req.Entries[i] = e.rc
+	}
+	signed, err := rs.SignRetiredCRLs(req)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]IssuerCRL, len(signed))
+	for i, c := range signed {
+		out[i] = IssuerCRL{Issuer: c.Issuer, DER: c.DER, PEM: pemCRL(c.DER)}
+	}
+	return out, nil
 }
 
 func pemCRL(der []byte) []byte {

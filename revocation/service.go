@@ -67,6 +67,23 @@ type CRL struct {
 	ThisUpdate, NextUpdate time.Time
 	// Entries counts the revoked certificates listed.
 	Entries int
+	// Retired are the same CRL signed by each retired intermediate that
+	// still has its key (after `lanyard ca rotate-intermediate`), so the
+	// certificates they issued keep a CRL from their own issuer.
+	Retired []IssuerCRL
+}
+
+// IssuerCRL is a CRL of one retired intermediate.
+type IssuerCRL struct {
+	// Issuer is the retired intermediate; DER and PEM its CRL.
+	Issuer   *x509.Certificate
+	DER, PEM []byte
+}
+
+// RetiredCRLSigner is implemented by a CRLSigner that also holds the
+// keys of retired intermediates (package ca's Authority).
+type RetiredCRLSigner interface {
+	SignRetiredCRLs(ca.CRLRequest) ([]ca.IssuerCRL, error)
 }
 
 // RefreshAt is when a CRL is due to be replaced: 40% into its validity,

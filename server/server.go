@@ -10,12 +10,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -186,6 +188,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /roots.pem", s.handleRoots)
 	mux.HandleFunc("GET /crl", s.handleCRL)
 	mux.HandleFunc("GET /crl.pem", s.handleCRL)
+	mux.HandleFunc("GET /crl/{issuer}", s.handleRetiredCRL)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET "+BackupPath, s.handleBackup)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
@@ -250,6 +253,29 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/pkix-crl")
 	_, _ = w.Write(crl.DER)
+}
+
+// handleRetiredCRL serves the CRL of a retired intermediate (after a
+// rotation), named by the hex of its subject key identifier: DER, or PEM
+// when the name ends in .pem.
+func (s *Server) handleRetiredCRL(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("issuer")
+	ski, asPEM := strings.CutSuffix(name, ".pem")
+	for _, c := range s.opts.Revocation.Current().Retired {
+		if hex.EncodeToString(c.Issuer.SubjectKeyId) != strings.ToLower(ski) {
+			continue
+		}
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		if asPEM {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			_, _ = w.Write(c.PEM)
+			return
+		}
+		w.Header().Set("Content-Type", "application/pkix-crl")
+		_, _ = w.Write(c.DER)
+		return
+	}
+	http.Error(w, "no CRL for that issuer (GET /crl is the current intermediate's)", http.StatusNotFound)
 }
 
 // BackupPath serves a consistent copy of the store to the admin client
