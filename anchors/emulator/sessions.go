@@ -23,6 +23,10 @@ import (
 // MaxChainLength is the most certificates X-Amz-X509-Chain may carry.
 const MaxChainLength = 5
 
+// issuedRetention is how long after expiry a session's keys are still
+// known to STS (ExpiredToken rather than InvalidClientTokenId).
+const issuedRetention = 24 * time.Hour
+
 var sessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 
 // createSessionInput is CreateSession's JSON body; the three ARNs may also
@@ -334,6 +338,13 @@ func (e *Emulator) createSession(r *http.Request, body []byte) (_ *sessionResult
 		sess.SourceIP = sourceIP.String()
 	}
 	e.sessions = append(e.sessions, sess)
+	// Forget keys a day after they expired (bounded memory in a long dev
+	// run); until then STS answers ExpiredToken for them, as AWS does.
+	for k, c := range e.issued {
+		if now.After(c.expiration.Add(issuedRetention)) {
+			delete(e.issued, k)
+		}
+	}
 	e.issued[akid] = &issuedCreds{secret: set.Credentials.SecretAccessKey, token: set.Credentials.SessionToken,
 		expiration: exp, arn: sess.AssumedRoleArn, userID: sess.AssumedRoleID, account: roleAccount}
 	return &sessionResult{set: set, subjectArn: e.arn("subject", subject.id), sess: sess}, nil
