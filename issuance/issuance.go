@@ -38,6 +38,8 @@ var (
 	ErrNameNotAllowed = errors.New("name not allowed")
 	ErrUnknownProfile = errors.New("unknown profile")
 	ErrLint           = errors.New("certificate failed lint")
+	// ErrBadTokenTTL: a token lifetime that is negative or over MaxTokenTTL.
+	ErrBadTokenTTL = errors.New("invalid token lifetime")
 )
 
 // DefaultTokenTTL is how long an unused enrollment token stays valid: long
@@ -155,11 +157,13 @@ func (s *Service) CreateToken(ctx context.Context, req TokenRequest) (string, *s
 		return "", nil, err
 	}
 	ttl := req.TTL
-	if ttl <= 0 {
+	switch {
+	case ttl < 0:
+		return "", nil, fmt.Errorf("%w: %s is negative", ErrBadTokenTTL, ttl)
+	case ttl == 0:
 		ttl = DefaultTokenTTL
-	}
-	if ttl > MaxTokenTTL {
-		return "", nil, fmt.Errorf("%w: token ttl %s is over the maximum %s", ErrBadCSR, ttl, MaxTokenTTL)
+	case ttl > MaxTokenTTL:
+		return "", nil, fmt.Errorf("%w: %s is over the maximum %s", ErrBadTokenTTL, ttl, MaxTokenTTL)
 	}
 	secret, err := NewTokenSecret()
 	if err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 
 	"connectrpc.com/connect"
 
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -21,52 +23,76 @@ var (
 	errBadClientCert = errors.New("client certificate refused")
 )
 
-// codeOf maps a service error to its Connect code. This is the one place
-// where that mapping lives; anything unknown is Internal.
+// errorTable is the one mapping from service errors to what a caller
+// sees: the Connect code (the API) and, beside it, the HTTP status (the
+// admin web page and the plain endpoints, through HTTPStatus). The first
+// row whose error matches (errors.Is) wins; anything unlisted is
+// Internal / 500. The HTTP status is Connect's own for the code except
+// where a page says more: a used token is 409 Conflict there.
+var errorTable = []struct {
+	err    error
+	code   connect.Code
+	status int
+}{
+	{context.Canceled, connect.CodeCanceled, 499}, // nginx's "client closed request", as Connect uses
+	{context.DeadlineExceeded, connect.CodeDeadlineExceeded, http.StatusGatewayTimeout},
+	{errRateLimited, connect.CodeResourceExhausted, http.StatusTooManyRequests},
+
+	{errNoClientCert, connect.CodeUnauthenticated, http.StatusUnauthorized},
+	{errBadClientCert, connect.CodeUnauthenticated, http.StatusUnauthorized},
+	{issuance.ErrTokenMalformed, connect.CodeUnauthenticated, http.StatusUnauthorized},
+	{issuance.ErrTokenInvalid, connect.CodeUnauthenticated, http.StatusUnauthorized},
+	{issuance.ErrNotRenewable, connect.CodeUnauthenticated, http.StatusUnauthorized},
+	{admincred.ErrExpired, connect.CodeUnauthenticated, http.StatusUnauthorized},
+
+	{errNotAdmin, connect.CodePermissionDenied, http.StatusForbidden},
+	{admincred.ErrNotAdmin, connect.CodePermissionDenied, http.StatusForbidden},
+	{admincred.ErrNotRecorded, connect.CodePermissionDenied, http.StatusForbidden},
+	{admincred.ErrRevoked, connect.CodePermissionDenied, http.StatusForbidden},
+	{issuance.ErrNameNotAllowed, connect.CodePermissionDenied, http.StatusForbidden},
+	{issuance.ErrRevoked, connect.CodePermissionDenied, http.StatusForbidden},
+	{store.ErrRevoked, connect.CodePermissionDenied, http.StatusForbidden},
+
+	{issuance.ErrBadCSR, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{issuance.ErrKeyType, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{issuance.ErrUnknownProfile, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{issuance.ErrBadTokenTTL, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{issuance.ErrKeyReuse, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{admincred.ErrKeyReuse, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{revocation.ErrUnknownReason, connect.CodeInvalidArgument, http.StatusBadRequest},
+	{revocation.ErrBadRequest, connect.CodeInvalidArgument, http.StatusBadRequest},
+
+	{admin.ErrNotFound, connect.CodeNotFound, http.StatusNotFound},
+	{store.ErrNotFound, connect.CodeNotFound, http.StatusNotFound},
+	{revocation.ErrNotFound, connect.CodeNotFound, http.StatusNotFound},
+
+	{store.ErrTokenUsed, connect.CodeFailedPrecondition, http.StatusConflict},
+	{issuance.ErrSuperseded, connect.CodeFailedPrecondition, http.StatusConflict},
+	// Nothing was written (a full disk, a database away); the client
+	// retries (the agent does, with backoff).
+	{store.ErrUnavailable, connect.CodeUnavailable, http.StatusServiceUnavailable},
+}
+
+// codeOf maps a service error to its Connect code (errorTable).
 func codeOf(err error) connect.Code {
-	switch {
-	case errors.Is(err, context.Canceled):
-		return connect.CodeCanceled
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.CodeDeadlineExceeded
-	case errors.Is(err, errRateLimited):
-		return connect.CodeResourceExhausted
-	case errors.Is(err, errNoClientCert), errors.Is(err, errBadClientCert),
-		errors.Is(err, issuance.ErrTokenMalformed),
-		errors.Is(err, issuance.ErrTokenInvalid),
-		errors.Is(err, issuance.ErrNotRenewable),
-		errors.Is(err, admincred.ErrExpired):
-		return connect.CodeUnauthenticated
-	case errors.Is(err, errNotAdmin),
-		errors.Is(err, admincred.ErrNotAdmin),
-		errors.Is(err, admincred.ErrNotRecorded),
-		errors.Is(err, admincred.ErrRevoked),
-		errors.Is(err, issuance.ErrNameNotAllowed),
-		errors.Is(err, issuance.ErrRevoked),
-		errors.Is(err, store.ErrRevoked):
-		return connect.CodePermissionDenied
-	case errors.Is(err, issuance.ErrBadCSR),
-		errors.Is(err, issuance.ErrKeyType),
-		errors.Is(err, issuance.ErrUnknownProfile),
-		errors.Is(err, issuance.ErrKeyReuse),
-		errors.Is(err, admincred.ErrKeyReuse),
-		errors.Is(err, revocation.ErrUnknownReason),
-		errors.Is(err, revocation.ErrBadRequest),
-		errors.Is(err, errBadArgument):
-		return connect.CodeInvalidArgument
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, revocation.ErrNotFound):
-		return connect.CodeNotFound
-	case errors.Is(err, store.ErrTokenUsed), errors.Is(err, issuance.ErrSuperseded):
-		return connect.CodeFailedPrecondition
-	case errors.Is(err, store.ErrUnavailable):
-		// Nothing was written (a full disk, a database away); the client
-		// retries (the agent does, with backoff).
-		return connect.CodeUnavailable
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return row.code
+		}
 	}
 	return connect.CodeInternal
 }
 
-var errBadArgument = errors.New("invalid argument")
+// HTTPStatus maps a service error to the HTTP status a page or plain
+// endpoint answers with (errorTable); anything unlisted is 500.
+func HTTPStatus(err error) int {
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return row.status
+		}
+	}
+	return http.StatusInternalServerError
+}
 
 // toConnect wraps err for the wire. Internal errors are logged with their
 // detail and answered with a generic message (no internals leak).

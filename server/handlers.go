@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/lanyard/lanyard/admin"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
 	"github.com/lanyard/lanyard/ca"
@@ -142,10 +142,7 @@ func adminName(ctx context.Context) string {
 
 func (h *adminService) CreateEnrollmentToken(ctx context.Context, req *connect.Request[v1.CreateEnrollmentTokenRequest]) (*connect.Response[v1.CreateEnrollmentTokenResponse], error) {
 	m := req.Msg
-	if m.GetTtlSeconds() < 0 {
-		return nil, toConnect(h.s.log, "CreateEnrollmentToken", fmt.Errorf("%w: ttl_seconds must not be negative", errBadArgument))
-	}
-	secret, tok, err := h.s.opts.Issuance.CreateToken(ctx, issuance.TokenRequest{
+	secret, tok, err := h.s.opts.AdminAPI.CreateToken(ctx, issuance.TokenRequest{
 		CN: m.GetCn(), Profile: m.GetProfile(), DNSNames: m.GetDnsNames(),
 		TTL: time.Duration(m.GetTtlSeconds()) * time.Second, By: adminName(ctx),
 	})
@@ -156,7 +153,7 @@ func (h *adminService) CreateEnrollmentToken(ctx context.Context, req *connect.R
 }
 
 func (h *adminService) ListEnrollmentTokens(context.Context, *connect.Request[v1.ListEnrollmentTokensRequest]) (*connect.Response[v1.ListEnrollmentTokensResponse], error) {
-	toks, err := h.s.opts.Store.ListUnusedTokens(h.s.opts.Now())
+	toks, err := h.s.opts.AdminAPI.ListTokens()
 	if err != nil {
 		return nil, toConnect(h.s.log, "ListEnrollmentTokens", err)
 	}
@@ -169,9 +166,7 @@ func (h *adminService) ListEnrollmentTokens(context.Context, *connect.Request[v1
 }
 
 func (h *adminService) RevokeEnrollmentToken(ctx context.Context, req *connect.Request[v1.RevokeEnrollmentTokenRequest]) (*connect.Response[v1.RevokeEnrollmentTokenResponse], error) {
-	id := req.Msg.GetTokenId()
-	ev := &store.AuditEvent{At: h.s.opts.Now(), Actor: adminName(ctx), Action: "token.revoke", Subject: id}
-	if err := h.s.opts.Store.RevokeToken(ctx, id, ev); err != nil {
+	if err := h.s.opts.AdminAPI.RevokeToken(ctx, req.Msg.GetTokenId(), adminName(ctx)); err != nil {
 		return nil, toConnect(h.s.log, "RevokeEnrollmentToken", err)
 	}
 	return connect.NewResponse(&v1.RevokeEnrollmentTokenResponse{}), nil
@@ -179,18 +174,12 @@ func (h *adminService) RevokeEnrollmentToken(ctx context.Context, req *connect.R
 
 func (h *adminService) ListCertificates(_ context.Context, req *connect.Request[v1.ListCertificatesRequest]) (*connect.Response[v1.ListCertificatesResponse], error) {
 	m := req.Msg
-	now := h.s.opts.Now()
-	certs, next, err := h.s.opts.Store.ListCerts(store.CertQuery{CNPrefix: m.GetCnPrefix(), Profile: m.GetProfile(), Status: m.GetStatus(),
-		After: m.GetPageToken(), Limit: int(m.GetPageSize()), Now: now})
+	certs, next, err := h.s.opts.AdminAPI.ListCertificates(admin.CertQuery{Serial: m.GetSerial(), CNPrefix: m.GetCnPrefix(),
+		Profile: m.GetProfile(), Status: m.GetStatus(), After: m.GetPageToken(), Limit: int(m.GetPageSize())})
 	if err != nil {
 		return nil, toConnect(h.s.log, "ListCertificates", err)
 	}
-	if s := m.GetSerial(); s != "" {
-		certs, next = nil, ""
-		if c, err := h.s.opts.Store.GetCert(s); err == nil {
-			certs = append(certs, c)
-		}
-	}
+	now := h.s.opts.AdminAPI.Now()
 	out := &v1.ListCertificatesResponse{NextPageToken: next}
 	for _, c := range certs {
 		out.Certificates = append(out.Certificates, certPB(c, now, false))
@@ -199,23 +188,23 @@ func (h *adminService) ListCertificates(_ context.Context, req *connect.Request[
 }
 
 func (h *adminService) GetCertificate(_ context.Context, req *connect.Request[v1.GetCertificateRequest]) (*connect.Response[v1.GetCertificateResponse], error) {
-	c, err := h.s.opts.Store.GetCert(req.Msg.GetSerial())
+	c, err := h.s.opts.AdminAPI.GetCertificate(req.Msg.GetSerial())
 	if err != nil {
 		return nil, toConnect(h.s.log, "GetCertificate", err)
 	}
-	return connect.NewResponse(&v1.GetCertificateResponse{Certificate: certPB(c, h.s.opts.Now(), true)}), nil
+	return connect.NewResponse(&v1.GetCertificateResponse{Certificate: certPB(c, h.s.opts.AdminAPI.Now(), true)}), nil
 }
 
 func (h *adminService) RevokeCertificate(ctx context.Context, req *connect.Request[v1.RevokeCertificateRequest]) (*connect.Response[v1.RevokeCertificateResponse], error) {
 	m := req.Msg
-	res, err := h.s.opts.Revocation.Revoke(ctx, revocation.Request{Serial: m.GetSerial(), CN: m.GetCn(), Reason: int(m.GetReason()),
+	res, err := h.s.opts.AdminAPI.Revoke(ctx, revocation.Request{Serial: m.GetSerial(), CN: m.GetCn(), Reason: int(m.GetReason()),
 		Comment: m.GetComment(), By: adminName(ctx)})
 	if err != nil {
 		return nil, toConnect(h.s.log, "RevokeCertificate", err)
 	}
 	out := &v1.RevokeCertificateResponse{CrlNumber: res.CRLNumber}
 	for _, c := range res.Certificates {
-		out.Certificates = append(out.Certificates, certPB(c, h.s.opts.Now(), false))
+		out.Certificates = append(out.Certificates, certPB(c, h.s.opts.AdminAPI.Now(), false))
 	}
 	return connect.NewResponse(out), nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
 	"github.com/lanyard/lanyard/ca"
@@ -53,6 +54,9 @@ type Options struct {
 	// Admin checks, rotates and renews the admin credential (default: one
 	// built from CA, Store, Revocation and Now).
 	Admin *admincred.Service
+	// AdminAPI is the service behind the AdminService handlers (default: one
+	// built on Store, Issuance and Revocation).
+	AdminAPI *admin.Service
 	// Web is the admin page, mounted at /admin/ (optional).
 	Web http.Handler
 	// Extra handlers mounted as given (e.g. an in-process emulator).
@@ -117,6 +121,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if len(opts.ServerNames) == 0 {
 		opts.ServerNames = []string{"localhost", "127.0.0.1"}
+	}
+	if opts.AdminAPI == nil {
+		opts.AdminAPI = admin.New(admin.Config{Store: opts.Store, Issuance: opts.Issuance, Revocation: opts.Revocation, Now: opts.Now})
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()

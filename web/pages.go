@@ -14,9 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -55,19 +57,18 @@ func (h *handler) anchorStatus() *AnchorStatus {
 }
 
 func (h *handler) dashboard(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	now := h.cfg.Now()
-	counts, err := h.cfg.Store.CountCerts(now, expiryHours)
+	counts, err := h.cfg.Admin.Counts(expiryHours)
 	if err != nil {
 		h.internal(w, r, s, "count certificates", err)
 		return
 	}
-	events, _, err := h.cfg.Store.ListAudit(store.AuditQuery{Limit: 10})
+	events, _, err := h.cfg.Admin.ListAudit(store.AuditQuery{Limit: 10})
 	if err != nil {
 		h.internal(w, r, s, "read the audit log", err)
 		return
 	}
-	d := dashboardData{Counts: counts, Anchors: h.anchorStatus(), CRL: h.cfg.Revocation.Current(), Events: events}
-	if warn, err := admincred.StoreWarning(h.cfg.Store, now); err != nil {
+	d := dashboardData{Counts: counts, Anchors: h.anchorStatus(), CRL: h.cfg.Admin.CRL(), Events: events}
+	if warn, err := admincred.StoreWarning(h.cfg.Store, h.cfg.Now()); err != nil {
 		h.log.Error("web: check the admin credential", "err", err)
 	} else if warn != "" {
 		d.Warnings = append(d.Warnings, warn)
@@ -130,7 +131,7 @@ func isHex(s string) bool {
 func (h *handler) certs(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	v := r.URL.Query()
 	q := certQuery{CN: v.Get("cn"), Serial: v.Get("serial"), Profile: v.Get("profile"), Status: v.Get("status"), After: v.Get("after")}
-	d := certsData{Q: q, ProfileNames: h.cfg.Issuance.Profiles().Names(), Statuses: []string{store.StatusValid, store.StatusExpired, store.StatusRevoked}}
+	d := certsData{Q: q, ProfileNames: h.cfg.Admin.Profiles().Names(), Statuses: []string{store.StatusValid, store.StatusExpired, store.StatusRevoked}}
 	bad := func(msg string) {
 		h.render(w, http.StatusBadRequest, "certs", &page{Title: "Certificates", Nav: "certs", Session: s, Error: msg, Data: d})
 	}
@@ -156,20 +157,19 @@ func (h *handler) certs(w http.ResponseWriter, r *http.Request, s *store.Session
 			h.render(w, http.StatusOK, "certs", &page{Title: "Certificates", Nav: "certs", Session: s, Data: d})
 			return
 		}
-		c, err := h.cfg.Store.GetCert(serial)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
+		list, _, err := h.cfg.Admin.ListCertificates(admin.CertQuery{Serial: serial, CNPrefix: q.CN, Profile: q.Profile, Status: q.Status})
+		if err != nil {
 			h.internal(w, r, s, "look up the serial", err)
 			return
-		case (q.CN == "" || strings.HasPrefix(c.CN, q.CN)) && (q.Profile == "" || c.Profile == q.Profile) && (q.Status == "" || c.Status(now) == q.Status):
+		}
+		for _, c := range list {
 			d.Rows = append(d.Rows, certRow{c.Serial, c.CN, c.Profile, c.Status(now), c.NotAfter})
 		}
 		h.render(w, http.StatusOK, "certs", &page{Title: "Certificates", Nav: "certs", Session: s, Data: d})
 		return
 	}
-	list, next, err := h.cfg.Store.ListCerts(store.CertQuery{CNPrefix: q.CN, Profile: q.Profile, Status: q.Status, After: q.After, Limit: pageSize, Now: now})
-	if errors.Is(err, store.ErrNotFound) {
+	list, next, err := h.cfg.Admin.ListCertificates(admin.CertQuery{CNPrefix: q.CN, Profile: q.Profile, Status: q.Status, After: q.After, Limit: pageSize})
+	if errors.Is(err, admin.ErrNotFound) {
 		bad("The page link is damaged; start again from the first page.")
 		return
 	}
@@ -230,9 +230,9 @@ func (h *handler) cert(w http.ResponseWriter, r *http.Request, s *store.Session)
 		h.fail(w, r, s, http.StatusNotFound, "No such certificate: a serial is hexadecimal digits.")
 		return
 	}
-	c, err := h.cfg.Store.GetCert(serial)
-	if errors.Is(err, store.ErrNotFound) {
-		h.fail(w, r, s, http.StatusNotFound, fmt.Sprintf("No certificate has serial %s.", serial))
+	c, err := h.cfg.Admin.GetCertificate(serial)
+	if errors.Is(err, admin.ErrNotFound) {
+		h.fail(w, r, s, server.HTTPStatus(err), fmt.Sprintf("No certificate has serial %s.", serial))
 		return
 	}
 	if err != nil {
@@ -280,7 +280,7 @@ func (h *handler) cert(w http.ResponseWriter, r *http.Request, s *store.Session)
 // say "pending" a little longer than strictly true, never the reverse).
 func (h *handler) anchorNote(rev *store.Revocation, crlNum int64) string {
 	if crlNum <= 0 {
-		cur := h.cfg.Revocation.Current()
+		cur := h.cfg.Admin.CRL()
 		if cur == nil || cur.ThisUpdate.Before(rev.At.Truncate(time.Second)) {
 			return "pending: no CRL lists it yet"
 		}
@@ -314,14 +314,14 @@ func (h *handler) revoke(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		h.fail(w, r, s, http.StatusBadRequest, "Not revoked: tick the confirmation box to revoke the certificate.")
 		return
 	}
-	res, err := h.cfg.Revocation.Revoke(ctxWithoutCancel(r), revocation.Request{Serial: serial, Reason: reason,
+	res, err := h.cfg.Admin.Revoke(ctxWithoutCancel(r), revocation.Request{Serial: serial, Reason: reason,
 		Comment: r.PostForm.Get("comment"), By: s.Actor})
 	switch {
 	case errors.Is(err, revocation.ErrNotFound):
-		h.fail(w, r, s, http.StatusNotFound, fmt.Sprintf("No certificate has serial %s; nothing was revoked.", serial))
+		h.fail(w, r, s, server.HTTPStatus(err), fmt.Sprintf("No certificate has serial %s; nothing was revoked.", serial))
 		return
 	case errors.Is(err, revocation.ErrUnknownReason), errors.Is(err, revocation.ErrBadRequest):
-		h.fail(w, r, s, http.StatusBadRequest, "Not revoked: "+err.Error()+".")
+		h.fail(w, r, s, server.HTTPStatus(err), "Not revoked: "+err.Error()+".")
 		return
 	case err != nil:
 		h.internal(w, r, s, "revoke the certificate", err)
@@ -353,15 +353,15 @@ type tokensData struct {
 }
 
 func (h *handler) tokensPage(w http.ResponseWriter, r *http.Request, s *store.Session, status int, p *page, d *tokensData) {
-	toks, err := h.cfg.Store.ListUnusedTokens(h.cfg.Now())
+	toks, err := h.cfg.Admin.ListTokens()
 	if err != nil {
 		h.internal(w, r, s, "list tokens", err)
 		return
 	}
 	d.Tokens = toks
-	d.ProfileNames = h.cfg.Issuance.Profiles().Names()
+	d.ProfileNames = h.cfg.Admin.Profiles().Names()
 	if d.Form.Profile == "" {
-		d.Form.Profile = h.cfg.Issuance.Profiles().Default
+		d.Form.Profile = h.cfg.Admin.Profiles().Default
 	}
 	p.Title, p.Nav, p.Session, p.Data = "Enrollment tokens", "tokens", s, d
 	h.render(w, status, "tokens", p)
@@ -396,9 +396,9 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request, s *store.S
 		}
 	}
 	dns := strings.FieldsFunc(f.DNS, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' })
-	secret, tok, err := h.cfg.Issuance.CreateToken(ctxWithoutCancel(r), issuance.TokenRequest{CN: f.CN, Profile: f.Profile, DNSNames: dns, TTL: ttl, By: s.Actor})
+	secret, tok, err := h.cfg.Admin.CreateToken(ctxWithoutCancel(r), issuance.TokenRequest{CN: f.CN, Profile: f.Profile, DNSNames: dns, TTL: ttl, By: s.Actor})
 	switch {
-	case errors.Is(err, issuance.ErrNameNotAllowed), errors.Is(err, issuance.ErrUnknownProfile), errors.Is(err, issuance.ErrBadCSR):
+	case errors.Is(err, issuance.ErrNameNotAllowed), errors.Is(err, issuance.ErrUnknownProfile), errors.Is(err, issuance.ErrBadTokenTTL):
 		bad(err.Error() + ".")
 		return
 	case err != nil:
@@ -417,14 +417,13 @@ func (h *handler) revokeToken(w http.ResponseWriter, r *http.Request, s *store.S
 		h.fail(w, r, s, http.StatusNotFound, "No such token.")
 		return
 	}
-	now := h.cfg.Now()
-	err := h.cfg.Store.RevokeToken(ctxWithoutCancel(r), id, &store.AuditEvent{At: now, Actor: s.Actor, Action: "token.revoke", Subject: id})
+	err := h.cfg.Admin.RevokeToken(ctxWithoutCancel(r), id, s.Actor)
 	switch {
 	case errors.Is(err, store.ErrTokenUsed):
-		h.fail(w, r, s, http.StatusConflict, "This token was already used; revoke the certificate it paid for instead.")
+		h.fail(w, r, s, server.HTTPStatus(err), "This token was already used; revoke the certificate it paid for instead.")
 		return
-	case errors.Is(err, store.ErrNotFound):
-		h.fail(w, r, s, http.StatusNotFound, "No such token.")
+	case errors.Is(err, admin.ErrNotFound):
+		h.fail(w, r, s, server.HTTPStatus(err), "No such token.")
 		return
 	case err != nil:
 		h.internal(w, r, s, "revoke the token", err)
@@ -461,7 +460,7 @@ func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session
 			Error: "The page link is damaged; start again from the newest events.", Data: d})
 		return
 	}
-	events, next, err := h.cfg.Store.ListAudit(store.AuditQuery{Action: q.Action, Actor: q.Actor, Subject: q.Subject, Before: q.Before, Limit: pageSize})
+	events, next, err := h.cfg.Admin.ListAudit(store.AuditQuery{Action: q.Action, Actor: q.Actor, Subject: q.Subject, Before: q.Before, Limit: pageSize})
 	if err != nil {
 		h.internal(w, r, s, "read the audit log", err)
 		return

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -74,10 +75,15 @@ type AnchorStatus struct {
 
 // Config configures New.
 type Config struct {
-	// Store, Issuance and Revocation are the services the pages call.
+	// Store holds the sessions and the admin password; Issuance and
+	// Revocation build Admin when it is nil.
 	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
+	// Admin is the service the pages call (the one behind the Connect
+	// AdminService too); default: one built on Store, Issuance and
+	// Revocation.
+	Admin *admin.Service
 	// Anchors reports the trust-anchor sync; nil means not configured.
 	Anchors func() AnchorStatus
 	// CAURL and Fingerprint go into the enroll command shown for a new token.
@@ -126,6 +132,9 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if cfg.ClientCert == nil {
 		cfg.ClientCert = verifiedChainLeaf
+	}
+	if cfg.Admin == nil {
+		cfg.Admin = admin.New(admin.Config{Store: cfg.Store, Issuance: cfg.Issuance, Revocation: cfg.Revocation, Now: cfg.Now})
 	}
 	pages, err := parsePages()
 	if err != nil {

@@ -1,0 +1,185 @@
+// Package admin is the one service behind the CA's two admin faces, the
+// Connect AdminService (package server) and the admin web page (package
+// web): enrollment tokens, the certificate list, revocation, the audit log
+// and the dashboard's counts. Both faces decode their input, call one
+// method here and encode the answer; neither reaches into the store, so
+// what one shows the other shows too, and an error one reports the other
+// reports. Who may call (the admin certificate, a web session) is the
+// faces' business; By fields name the caller for the audit log.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+// AuditTokenRevoke is the audit action of an admin withdrawing a token.
+const AuditTokenRevoke = "token.revoke"
+
+// ErrNotFound: no such certificate or token.
+var ErrNotFound = errors.New("not found")
+
+// Store is what the admin service reads and writes directly (everything
+// else goes through the issuance and revocation services).
+type Store interface {
+	ListUnusedTokens(now time.Time) ([]*store.Token, error)
+	RevokeToken(ctx context.Context, id string, ev *store.AuditEvent) error
+	GetCert(serial string) (*store.Cert, error)
+	ListCerts(q store.CertQuery) ([]*store.Cert, string, error)
+	CountCerts(now time.Time, hours int) (*store.Counts, error)
+	ListAudit(q store.AuditQuery) ([]*store.AuditEvent, string, error)
+}
+
+// Service carries out admin requests. Safe for concurrent use.
+type Service struct {
+	st  Store
+	iss *issuance.Service
+	rev *revocation.Service
+	now func() time.Time
+}
+
+// Config builds a Service.
+type Config struct {
+	Store      Store
+	Issuance   *issuance.Service
+	Revocation *revocation.Service
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{st: cfg.Store, iss: cfg.Issuance, rev: cfg.Revocation, now: cfg.Now}
+}
+
+// Now returns the service clock's time (what "valid" and "expired" are
+// judged at).
+func (s *Service) Now() time.Time { return s.now() }
+
+// Profiles returns the current profiles (names for the forms).
+func (s *Service) Profiles() *issuance.Profiles { return s.iss.Profiles() }
+
+// CreateToken mints an enrollment token (issuance.Service.CreateToken).
+func (s *Service) CreateToken(ctx context.Context, req issuance.TokenRequest) (secret string, tok *store.Token, err error) {
+	return s.iss.CreateToken(ctx, req)
+}
+
+// ListTokens returns the tokens neither used, revoked nor expired, newest
+// first.
+func (s *Service) ListTokens() ([]*store.Token, error) {
+	toks, err := s.st.ListUnusedTokens(s.now())
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return toks, nil
+}
+
+// RevokeToken withdraws an unused token. It fails with ErrNotFound for an
+// unknown id and store.ErrTokenUsed for a token already redeemed (revoke
+// the certificate it paid for instead).
+func (s *Service) RevokeToken(ctx context.Context, id, by string) error {
+	ev := &store.AuditEvent{At: s.now(), Actor: by, Action: AuditTokenRevoke, Subject: id}
+	err := s.st.RevokeToken(ctx, id, ev)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("token %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return nil
+}
+
+// CertQuery selects certificates. Serial, when set, looks up that one
+// certificate (lower-case hex, as the store keys it) and the other fields
+// filter it; otherwise they search, one page at a time.
+type CertQuery struct {
+	Serial   string
+	CNPrefix string
+	Profile  string
+	Status   string
+	// After is the page token from the previous page's answer.
+	After string
+	// Limit caps the page (store default and maximum apply).
+	Limit int
+}
+
+// ListCertificates returns one page of certificates matching q and the
+// next page's token ("" at the end). A serial that names no certificate
+// is an empty answer, not an error; a damaged page token fails with
+// ErrNotFound; any other store error is returned.
+func (s *Service) ListCertificates(q CertQuery) ([]*store.Cert, string, error) {
+	now := s.now()
+	if q.Serial != "" {
+		c, err := s.st.GetCert(q.Serial)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, "", nil
+		case err != nil:
+			return nil, "", fmt.Errorf("look up certificate %s: %w", q.Serial, err)
+		case strings.HasPrefix(c.CN, q.CNPrefix) &&
+			(q.Profile == "" || c.Profile == q.Profile) && (q.Status == "" || c.Status(now) == q.Status):
+			return []*store.Cert{c}, "", nil
+		}
+		return nil, "", nil
+	}
+	certs, next, err := s.st.ListCerts(store.CertQuery{CNPrefix: q.CNPrefix, Profile: q.Profile, Status: q.Status,
+		After: q.After, Limit: q.Limit, Now: now})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", fmt.Errorf("page token %q: %w", q.After, ErrNotFound)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("search certificates: %w", err)
+	}
+	return certs, next, nil
+}
+
+// GetCertificate returns the record of serial, or ErrNotFound.
+func (s *Service) GetCertificate(serial string) (*store.Cert, error) {
+	c, err := s.st.GetCert(serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("certificate %q: %w", serial, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read certificate %s: %w", serial, err)
+	}
+	return c, nil
+}
+
+// Revoke revokes a certificate (with its lineage) or every certificate of
+// a CN (revocation.Service.Revoke).
+func (s *Service) Revoke(ctx context.Context, req revocation.Request) (*revocation.Result, error) {
+	return s.rev.Revoke(ctx, req)
+}
+
+// ListAudit returns one page of audit events, newest first, and the next
+// page's token.
+func (s *Service) ListAudit(q store.AuditQuery) ([]*store.AuditEvent, string, error) {
+	evs, next, err := s.st.ListAudit(q)
+	if err != nil {
+		return nil, "", fmt.Errorf("read the audit log: %w", err)
+	}
+	return evs, next, nil
+}
+
+// Counts summarises the certificates for the dashboard: by status, by
+// profile, and valid ones expiring in each of the next hours.
+func (s *Service) Counts(hours int) (*store.Counts, error) {
+	c, err := s.st.CountCerts(s.now(), hours)
+	if err != nil {
+		return nil, fmt.Errorf("count certificates: %w", err)
+	}
+	return c, nil
+}
+
+// CRL returns the newest CRL (what /crl serves).
+func (s *Service) CRL() *revocation.CRL { return s.rev.Current() }
