@@ -341,6 +341,7 @@ type tokenForm struct{ CN, Profile, DNS, TTL string }
 type createdToken struct {
 	CN        string
 	ExpiresAt time.Time
+	Token     string // the secret, pasted when the command asks for it
 	Command   string
 }
 
@@ -406,8 +407,14 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request, s *store.S
 		return
 	}
 	d.Form = tokenForm{Profile: f.Profile}
-	d.Created = &createdToken{CN: tok.CN, ExpiresAt: tok.ExpiresAt,
-		Command: fmt.Sprintf("lanyard enroll --ca %s --fingerprint %s --token %s --out /etc/lanyard/pki", h.cfg.CAURL, h.cfg.Fingerprint, secret)}
+	// The command reads the token from stdin: a token on the command line
+	// is visible in ps and shell history.
+	cmd := fmt.Sprintf("lanyard enroll --ca %s --fingerprint %s --cn %s", h.cfg.CAURL, h.cfg.Fingerprint, tok.CN)
+	for _, n := range tok.DNSNames {
+		cmd += " --dns-name " + n
+	}
+	d.Created = &createdToken{CN: tok.CN, ExpiresAt: tok.ExpiresAt, Token: secret,
+		Command: cmd + " --token - --out /etc/lanyard/pki"}
 	h.tokensPage(w, r, s, http.StatusOK, &page{}, d)
 }
 

@@ -582,12 +582,15 @@ func TestTokens(t *testing.T) {
 	cookie, csrf := e.login(t)
 	w := e.do(t, "POST", "/admin/tokens", cookie, url.Values{"csrf": {csrf}, "cn": {"new1.covalent.example.net"}, "profile": {"covalent"}, "ttl": {"2h"}})
 	body := w.Body.String()
-	want := "lanyard enroll --ca " + e.ca.URL + " --fingerprint " + e.ca.Authority.Fingerprint() + " --token lyt1_"
-	if w.Code != 200 || !strings.Contains(body, want) || !strings.Contains(body, "--out /etc/lanyard/pki") {
-		t.Fatalf("create: %d, want %q in %s", w.Code, want, body)
+	want := "lanyard enroll --ca " + e.ca.URL + " --fingerprint " + e.ca.Authority.Fingerprint() + " --cn new1.covalent.example.net --token - --out /etc/lanyard/pki"
+	if w.Code != 200 || !strings.Contains(body, want) || !strings.Contains(body, `<pre class="command" id="enroll-token">lyt1_`) {
+		t.Fatalf("create: %d, want %q and the token on its own in %s", w.Code, want, body)
 	}
 	secret := body[strings.Index(body, "lyt1_"):]
-	secret = secret[:strings.IndexByte(secret, ' ')]
+	secret = secret[:strings.IndexByte(secret, '<')]
+	if strings.Contains(body, "--token "+secret) {
+		t.Fatal("the printed command carries the token in argv")
+	}
 	toks, _ := e.ca.Store.ListUnusedTokens(e.clock.Now())
 	if len(toks) != 1 || toks[0].CN != "new1.covalent.example.net" || toks[0].ExpiresAt.Sub(toks[0].CreatedAt) != 2*time.Hour {
 		t.Fatalf("tokens: %+v", toks)

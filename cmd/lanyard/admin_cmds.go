@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/migrations"
 	"github.com/lanyard/lanyard/renewal/agent"
@@ -51,7 +53,8 @@ func newTokenCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "token for %s (id %s), single use, expires %s:\n%s\n", cn, resp.Msg.GetTokenId(),
 				resp.Msg.GetExpiresAt().AsTime().Local().Format(time.RFC3339), resp.Msg.GetToken())
-			fmt.Fprintf(out, "\non the host:\n  lanyard enroll --ca %s --token %s --out /etc/lanyard/pki --fingerprint <root sha256>\n", cfg.URL, resp.Msg.GetToken())
+			fmt.Fprintf(out, "\non the host (paste the token when asked, or save it to a 0600 file and pass --token-file FILE):\n  %s\n",
+				enrollCommand(cfg.URL, rootFingerprint(cfg.CADir), cn, dns, "-"))
 			return nil
 		},
 	}
@@ -62,6 +65,36 @@ func newTokenCmd() *cobra.Command {
 	f.DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the token")
 	return cmd
+}
+
+// enrollCommand is the `lanyard enroll` line the token views print (the CLI,
+// the dev banner): the token comes from tokenArg ("-" for stdin, or a file
+// for --token-file), never from the command line itself.
+func enrollCommand(caURL, fingerprint, cn string, dns []string, tokenArg string) string {
+	args := []string{"lanyard", "enroll", "--ca", caURL, "--fingerprint", fingerprint, "--cn", cn}
+	for _, n := range dns {
+		args = append(args, "--dns-name", n)
+	}
+	if tokenArg == "-" {
+		args = append(args, "--token", "-")
+	} else {
+		args = append(args, "--token-file", tokenArg)
+	}
+	return strings.Join(append(args, "--out", "/etc/lanyard/pki"), " ")
+}
+
+// rootFingerprint is the SHA-256 of the CA root in caDir, or a placeholder
+// when it cannot be read here.
+func rootFingerprint(caDir string) string {
+	b, err := os.ReadFile(ca.PathsIn(caDir).RootCert)
+	if err != nil {
+		return "<root sha256>"
+	}
+	certs, err := caclient.ParseCertificates(b)
+	if err != nil {
+		return "<root sha256>"
+	}
+	return caclient.Fingerprint(certs[0])
 }
 
 func newCertsCmd() *cobra.Command {

@@ -140,10 +140,16 @@ func TestDevModeWholeLoop(t *testing.T) {
 		}
 		return string(out)
 	}
-	for _, want := range []string{"--fingerprint", "--aws-profile covalent", "--trust-anchor-arn", "--endpoint http://" + emu} {
+	for _, want := range []string{"--fingerprint", "--cn host1.covalent.example.net", "--token-file .lanyard/host1.token", "--aws-profile covalent", "--trust-anchor-arn", "--endpoint http://" + emu} {
 		if !strings.Contains(enrollLine, want) {
 			t.Fatalf("enroll line lacks %q: %s", want, enrollLine)
 		}
+	}
+	if strings.Contains(enrollLine, "lyt1_") {
+		t.Fatalf("the printed enroll line carries the token: %s", enrollLine)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, ".lanyard", "host1.token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("dev token file: %v %v", fi, err)
 	}
 	run(strings.Fields(enrollLine)[1:]...)
 

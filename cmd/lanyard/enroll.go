@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,15 +45,12 @@ certificate the CA returns must chain to those roots for client authentication
 and, with --cn, carry exactly that CN and the --dns-name SANs; otherwise
 nothing is written.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return err
-				}
-				token = strings.TrimSpace(string(b))
+			token, err := readToken(cmd, token, tokenFile)
+			if err != nil {
+				return err
 			}
 			if caURL == "" || token == "" || out == "" {
-				return errors.New("--ca, --token (or --token-file) and --out are required")
+				return errors.New("--ca, --token-file FILE (or --token - to read it from stdin) and --out are required")
 			}
 			if fingerprint == "" && rootsPath == "" {
 				return errors.New("--fingerprint (the CA root's SHA-256, printed by lanyard serve) or --roots is required to trust the CA")
@@ -75,8 +74,8 @@ nothing is written.`,
 	f.StringVar(&caURL, "ca", "", "CA URL, e.g. https://ca.example.net:8443")
 	f.StringVar(&fingerprint, "fingerprint", "", "SHA-256 fingerprint of the CA root (hex)")
 	f.StringVar(&rootsPath, "roots", "", "CA root certificate file, instead of --fingerprint")
-	f.StringVar(&token, "token", "", "enrollment token")
-	f.StringVar(&tokenFile, "token-file", "", "read the token from this file")
+	f.StringVar(&token, "token", "", `enrollment token; "-" reads it from stdin (a literal token is visible in ps and shell history: prefer --token-file or -)`)
+	f.StringVar(&tokenFile, "token-file", "", "read the enrollment token from this file")
 	f.StringVar(&out, "out", "", "host folder to write")
 	f.StringVar(&want.CN, "cn", "", "the CN the token is for: asked for in the CSR and checked in the certificate (lanyard token prints it)")
 	f.StringSliceVar(&want.DNSNames, "dns-name", nil, "a DNS SAN the token grants (repeatable; with --cn the certificate must carry exactly these)")
@@ -157,6 +156,40 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 		info.GetWindowStart().AsTime().Format("2006-01-02 15:04 MST"), info.GetWindowEnd().AsTime().Format("15:04 MST"), out)
 	return nil
 }
+
+// readToken returns the enrollment token from --token-file, from stdin
+// (--token -, one line; a prompt when stdin is a terminal) or, with a
+// warning, from --token itself.
+func readToken(cmd *cobra.Command, token, tokenFile string) (string, error) {
+	switch {
+	case tokenFile != "" && token != "":
+		return "", errors.New("give either --token or --token-file, not both")
+	case tokenFile != "":
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case token == "-":
+		in := cmd.InOrStdin()
+		if f, ok := in.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				fmt.Fprint(cmd.ErrOrStderr(), "enrollment token: ")
+			}
+		}
+		line, err := bufio.NewReader(io.LimitReader(in, maxTokenLine)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("--token -: read stdin: %w", err)
+		}
+		return strings.TrimSpace(line), nil
+	case token != "":
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning: --token puts the secret in this command line, visible in ps and your shell history; use --token-file FILE or --token - (stdin)")
+	}
+	return token, nil
+}
+
+// maxTokenLine bounds what --token - reads: a token is under 100 bytes.
+const maxTokenLine = 4 << 10
 
 // trustRoots returns the roots the host folder will trust (and store in
 // DIR/ca.pem): with --fingerprint only the pinned root and the roots it

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,12 +35,18 @@ import (
 // runLanyard runs the lanyard command line in-process.
 func runLanyard(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runLanyardStdin(t, "", args...)
+}
+
+// runLanyardStdin runs the lanyard command line in-process with stdin.
+func runLanyardStdin(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
-	root.SetIn(bytes.NewReader(nil))
+	root.SetIn(strings.NewReader(stdin))
 	err = root.ExecuteContext(context.Background())
 	return out.String(), errOut.String(), err
 }
@@ -310,6 +318,64 @@ func TestEnrollRefusesUntrustedAnswer(t *testing.T) {
 			}
 			if _, serr := os.Stat(out); !errors.Is(serr, os.ErrNotExist) {
 				t.Fatalf("host folder written for a refused answer: %v", serr)
+			}
+		})
+	}
+}
+
+// TestEnrollTokenSources is issue 9 item 10: the token comes from a file or
+// stdin; --token SECRET still works but warns that argv is visible.
+func TestEnrollTokenSources(t *testing.T) {
+	ca := testca.Start(t, testca.Options{})
+	fp := ca.Authority.Fingerprint()
+	const warning = "warning: --token puts the secret in this command line"
+	tests := []struct {
+		name     string
+		args     func(token string) ([]string, string) // flags, stdin
+		wantWarn bool
+		wantErr  string
+	}{
+		{"--token-file", func(token string) ([]string, string) {
+			f := filepath.Join(t.TempDir(), "token")
+			if err := os.WriteFile(f, []byte(token+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return []string{"--token-file", f}, ""
+		}, false, ""},
+		{"--token - reads stdin", func(token string) ([]string, string) {
+			return []string{"--token", "-"}, token + "\n"
+		}, false, ""},
+		{"--token SECRET warns", func(token string) ([]string, string) {
+			return []string{"--token", token}, ""
+		}, true, ""},
+		{"--token - with empty stdin", func(string) ([]string, string) {
+			return []string{"--token", "-"}, ""
+		}, false, "are required"},
+		{"both", func(token string) ([]string, string) {
+			return []string{"--token", token, "--token-file", "x"}, ""
+		}, false, "not both"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cn := fmt.Sprintf("tok%d.covalent.example.net", i)
+			flags, stdin := tt.args(ca.Token(t, cn))
+			out := filepath.Join(t.TempDir(), "host")
+			args := append([]string{"enroll", "--ca", ca.URL, "--fingerprint", fp, "--cn", cn, "--out", out}, flags...)
+			_, stderr, err := runLanyardStdin(t, stdin, args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(stderr, warning); got != tt.wantWarn {
+				t.Fatalf("warning on stderr: %v, want %v (stderr %q)", got, tt.wantWarn, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(out, "cert.pem")); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 func newServeCmd() *cobra.Command {
@@ -126,6 +127,9 @@ func serve(ctx context.Context, out io.Writer, cfg *config.Config, cfgPath strin
 // devHostCN is the host name the dev welcome's enroll command uses.
 const devHostCN = "host1.covalent.example.net"
 
+// devTokenFile, inside the dev folder, holds the dev welcome's token.
+const devTokenFile = "host1.token"
+
 // printDevWelcome prints, in dev mode, how to log in to the admin page
 // and a ready-to-paste enroll command with a fresh token (and, with the
 // emulator, the flags that make the written AWS profile work).
@@ -139,9 +143,15 @@ func printDevWelcome(ctx context.Context, a *app.App, out io.Writer) error {
 	if err := devAdminLogin(ctx, a, out); err != nil {
 		return err
 	}
+	// The token goes to a 0600 file, not into the printed command line
+	// (ps, shell history).
+	tokenFile := filepath.Join(config.DevDir, devTokenFile)
+	if err := hostdir.WriteFileAtomic(tokenFile, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("dev enrollment token: %w", err)
+	}
 	self := selfCommand()
-	args := []string{self, "enroll", "--ca", a.Config.URL, "--fingerprint", a.CA.Fingerprint(), "--token", secret,
-		"--out", "./host1-pki"}
+	args := []string{self, "enroll", "--ca", a.Config.URL, "--fingerprint", a.CA.Fingerprint(), "--cn", devHostCN,
+		"--token-file", tokenFile, "--out", "./host1-pki"}
 	args = append(args, anchorsEnrollFlags(a)...)
 	fmt.Fprintf(out, "  enroll a host (token for %s, valid 1h):\n    %s\n", devHostCN, strings.Join(args, " "))
 	if a.Config.Anchors.Enabled && a.Config.Anchors.Emulator {
