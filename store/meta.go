@@ -75,6 +75,9 @@ type Session struct {
 	CSRF      string    `json:"csrf"`
 	Actor     string    `json:"actor"`
 	ExpiresAt time.Time `json:"expires"`
+	// Generation names the admin password the session logged in with
+	// (package web): a password change makes every older session invalid.
+	Generation string `json:"gen,omitempty"`
 }
 
 // PutSession stores a web session keyed by the SHA-256 of its cookie

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/crypto/argon2"
 
 	"github.com/lanyard/lanyard/admincred"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -62,7 +64,8 @@ type passwordHash struct {
 
 // SetPassword replaces the admin password of the web page: it stores an
 // argon2id hash (random salt) under PasswordMetaKey and records an audit
-// event. The password must have at least MinPasswordLen characters.
+// event. Every session logged in before it ends (its generation no longer
+// matches; see passwordGeneration). The password must have at least MinPasswordLen characters.
 func SetPassword(ctx context.Context, db store.Store, password string) error {
 	n := utf8.RuneCountInString(password)
 	switch {
@@ -86,6 +89,21 @@ func SetPassword(ctx context.Context, db store.Store, password string) error {
 		return fmt.Errorf("set admin password: audit: %w", err)
 	}
 	return nil
+}
+
+// passwordGeneration names the stored password (a digest of its random
+// salt): sessions carry it, and a new password ends every session that
+// carries an older one. "" when no password is set.
+func passwordGeneration(db store.Meta) (string, error) {
+	var ph passwordHash
+	if err := db.GetMeta(PasswordMetaKey, &ph); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return "", nil
+		}
+		return "", fmt.Errorf("read admin password hash: %w", err)
+	}
+	sum := sha256.Sum256(ph.Salt)
+	return hex.EncodeToString(sum[:8]), nil
 }
 
 // CheckPassword reports whether password is the admin password, comparing
@@ -159,9 +177,16 @@ func (h *handler) currentSession(r *http.Request) (*store.Session, sessionState)
 		}
 		return nil, sessionNone
 	}
-	if !h.cfg.Now().Before(s.ExpiresAt) {
+	gen, err := passwordGeneration(h.cfg.Store)
+	if err != nil {
+		h.log.Error("web: read the password generation", "err", err)
+		return nil, sessionNone
+	}
+	if !h.cfg.Now().Before(s.ExpiresAt) || s.Generation != gen {
+		// Expired on the server's clock, or the password changed since it
+		// logged in: gone for good.
 		if err := h.cfg.Store.DeleteSession(ctxWithoutCancel(r), key); err != nil {
-			h.log.Error("web: delete expired session", "err", err)
+			h.log.Error("web: delete ended session", "err", err)
 		}
 		return nil, sessionExpired
 	}
@@ -180,7 +205,11 @@ func (h *handler) newSession(w http.ResponseWriter, r *http.Request, actor strin
 	}
 	key := sessionKey(cookie)
 	now := h.cfg.Now()
-	s := &store.Session{ID: key[:16], CSRF: csrf, Actor: actor, ExpiresAt: now.Add(h.cfg.SessionTTL)}
+	gen, err := passwordGeneration(h.cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	s := &store.Session{ID: key[:16], CSRF: csrf, Actor: actor, ExpiresAt: now.Add(h.cfg.SessionTTL), Generation: gen}
 	if err := h.cfg.Store.PutSession(ctxWithoutCancel(r), key, s); err != nil {
 		return nil, fmt.Errorf("new session: %w", err)
 	}
@@ -199,6 +228,22 @@ func verifiedChainLeaf(r *http.Request) *x509.Certificate {
 		return r.TLS.VerifiedChains[0][0]
 	}
 	return nil
+}
+
+// certSession is the session of a request authorised by a live admin
+// certificate: built per request, never stored, no cookie and no login
+// audit event (the certificate is the credential on every request). Its
+// CSRF token is an HMAC of the certificate under a per-process key, so
+// the forms of a page it rendered post back with the same certificate.
+func (h *handler) certSession(r *http.Request) *store.Session {
+	c := h.cfg.ClientCert(r)
+	if c == nil || !h.adminCert(r) {
+		return nil
+	}
+	mac := hmac.New(sha256.New, h.csrfKey[:])
+	mac.Write(c.Raw)
+	return &store.Session{ID: "cert", CSRF: base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),
+		Actor: "admin:cert:" + lanyardv1.FormatSerial(c.SerialNumber), ExpiresAt: c.NotAfter}
 }
 
 // adminCert reports whether the request came with a live admin client
@@ -226,12 +271,8 @@ func (h *handler) auth(next func(http.ResponseWriter, *http.Request, *store.Sess
 	return func(w http.ResponseWriter, r *http.Request) {
 		safe := r.Method == http.MethodGet || r.Method == http.MethodHead
 		s, state := h.currentSession(r)
-		if s == nil && safe && h.adminCert(r) {
-			var err error
-			if s, err = h.newSession(w, r, "admin:certificate"); err != nil {
-				h.internal(w, r, nil, "start a session", err)
-				return
-			}
+		if s == nil {
+			s = h.certSession(r)
 		}
 		if s == nil {
 			if safe {
@@ -306,10 +347,6 @@ func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.adminCert(r) {
-		if _, err := h.newSession(w, r, "admin:certificate"); err != nil {
-			h.internal(w, r, nil, "start a session", err)
-			return
-		}
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
@@ -373,6 +410,11 @@ func (h *handler) logout(w http.ResponseWriter, r *http.Request, s *store.Sessio
 			h.internal(w, r, s, "log out", err)
 			return
 		}
+	}
+	if s.ID == "cert" {
+		// Nothing to end: the certificate authorises each request.
+		http.Redirect(w, r, "/admin/", http.StatusSeeOther)
+		return
 	}
 	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: h.cfg.Now(), Actor: s.Actor, Action: "logout", Subject: "session:" + s.ID}); err != nil {
 		h.log.Error("web: audit logout", "err", err)

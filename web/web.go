@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"embed"
 	"errors"
@@ -108,6 +109,9 @@ type handler struct {
 	pages  map[string]*template.Template
 	static http.Handler
 	login  *loginLimiter
+	// csrfKey keys the CSRF tokens of certificate-authorised requests
+	// (certSession); per process, as those pages are.
+	csrfKey [32]byte
 	root   http.Handler
 }
 
@@ -153,6 +157,9 @@ func New(cfg Config) (http.Handler, error) {
 		// that spares addresses without failures, and a cap on concurrent
 		// argon2id checks (see loginlimit.go).
 		login: newLoginLimiter(cfg.Now),
+	}
+	if _, err := rand.Read(h.csrfKey[:]); err != nil {
+		return nil, fmt.Errorf("web: CSRF key: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/login", h.loginPage)
