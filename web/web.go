@@ -112,7 +112,7 @@ type handler struct {
 	// csrfKey keys the CSRF tokens of certificate-authorised requests
 	// (certSession); per process, as those pages are.
 	csrfKey [32]byte
-	root   http.Handler
+	root    http.Handler
 }
 
 // New returns the admin page's handler, serving paths under /admin/.
