@@ -285,22 +285,6 @@ func (s *Server) handleRetiredCRL(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "no CRL for that issuer (GET /crl is the current intermediate's)", http.StatusNotFound)
 }
 
-// BackupPath serves a consistent copy of the store to the admin client
-// certificate (`lanyard backup` while the server holds the store's lock).
-const BackupPath = "/_backup"
-
-func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
-	if err := s.checkAdmin(r.Context()); err != nil {
-		http.Error(w, err.Error(), http.StatusForbidden)
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="lanyard.db"`)
-	if err := s.opts.Store.BackupTo(w); err != nil {
-		s.log.Error("backup", "err", err)
-	}
-}
-
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	if _, err := s.opts.Store.CRLNumber(); err != nil {
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)

@@ -4,8 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -21,7 +19,6 @@ import (
 	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/revocation"
-	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -237,12 +234,17 @@ func newBackupCmd() *cobra.Command {
 		Short: "Write a consistent copy of the store, online (through the server) or offline",
 		Long: `backup copies the store atomically to FILE (mode 0600). When lanyard serve
 holds the store, the copy is streamed from the running server over the admin
-client certificate; otherwise the store file is opened directly.`,
+client certificate into a new file next to FILE, checked (whole, and a sound
+store) and only then renamed to FILE; otherwise the store file is opened
+directly. A PostgreSQL store is backed up with pg_dump instead.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := loadConfig(cmd, nil)
 			if err != nil {
 				return err
+			}
+			if isPostgresURL(cfg.Store) {
+				return errPostgresBackup
 			}
 			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
 			if err == nil {
@@ -257,22 +259,11 @@ client certificate; otherwise the store file is opened directly.`,
 			if cerr != nil {
 				return fmt.Errorf("store busy (%v) and the server is unreachable: %w", err, cerr)
 			}
-			resp, err := cl.HTTP.Get(cl.URL + server.BackupPath)
+			n, err := downloadBackup(cmd.Context(), cl.HTTP, cl.URL, args[0])
 			if err != nil {
-				return fmt.Errorf("online backup: %w", err)
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("online backup: server answered %s", resp.Status)
-			}
-			data, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return fmt.Errorf("online backup: %w", err)
-			}
-			if err := hostdir.WriteFileAtomic(args[0], data, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s (%d bytes, online)\n", args[0], len(data))
+			fmt.Fprintf(cmd.OutOrStdout(), "backup written to %s (%d bytes, online)\n", args[0], n)
 			return nil
 		},
 	}
