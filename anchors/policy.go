@@ -13,6 +13,10 @@ const (
 	RolesAnywherePrincipal = "rolesanywhere.amazonaws.com"
 	// SubjectCNKey is the session tag of the certificate's subject CN.
 	SubjectCNKey = "aws:PrincipalTag/x509Subject/CN"
+	// SubjectOUKey is the session tag of the certificate's subject OU.
+	SubjectOUKey = "aws:PrincipalTag/x509Subject/OU"
+	// SANDNSKey is the session tag of the certificate's first DNS SAN.
+	SANDNSKey = "aws:PrincipalTag/x509SAN/DNS"
 	// IssuerCNKey is the session tag of the certificate's issuer CN.
 	IssuerCNKey = "aws:PrincipalTag/x509Issuer/CN"
 	// SourceArnKey is set to the trust anchor's ARN by Roles Anywhere.
@@ -31,6 +35,10 @@ type PolicyInput struct {
 	// is one DNS label, or "re:" regular expressions (which IAM cannot
 	// express: TrustPolicy refuses them with ErrUnsupportedCNRule).
 	CNRules []string
+	// DNSRules are the profile's allowed DNS SANs
+	// (issuance.ProfileConfig.DNS; "*.domain" globs or exact names). None
+	// means the profile's certificates carry no DNS SAN.
+	DNSRules []string
 	// IssuerCN is the CN of the CA's issuing intermediate.
 	IssuerCN string
 	// TrustAnchorARN is the trust anchor the certificates come through.
@@ -62,6 +70,19 @@ type Statement struct {
 // "*.domain" with StringNotLike "*.*.domain", because IAM's "*" also
 // matches dots while the profile's matches one label. IAM has no regular
 // expressions, so a "re:" rule is an error wrapping ErrUnsupportedCNRule.
+//
+// Every statement also requires what a profile's (clientAuth-only) leaf
+// looks like as far as Roles Anywhere maps it into session tags, so that
+// the CA's other certificates under the same issuer cannot assume the
+// role: no subject OU (Null x509Subject/OU; the admin credential carries
+// OU "lanyard admin"), and no DNS SAN when the profile grants none (Null
+// x509SAN/DNS; the server's TLS certificate carries its DNS names), else a
+// first DNS SAN matching the profile's DNS rules (StringLikeIfExists; IAM's
+// "*" also matches dots, so this is a superset of a one-label glob). What
+// Roles Anywhere cannot express: the extended key usage (clientAuth vs
+// serverAuth) and key usage are not mapped attributes, and only the first
+// DNS SAN is mapped; the server therefore refuses server names a profile's
+// CN rules allow (see internal/app).
 func TrustPolicy(p PolicyInput) ([]byte, error) {
 	if len(p.CNRules) == 0 {
 		return nil, fmt.Errorf("anchors: %w: no CN rules", ErrInvalidPolicyInput)
@@ -87,8 +108,17 @@ func TrustPolicy(p PolicyInput) ([]byte, error) {
 			exact = append(exact, r)
 		}
 	}
+	leafShape := func(c map[string]map[string]any) {
+		null := map[string]any{SubjectOUKey: "true"}
+		if len(p.DNSRules) == 0 {
+			null[SANDNSKey] = "true"
+		} else {
+			c["StringLikeIfExists"] = map[string]any{SANDNSKey: oneOrMany(p.DNSRules)}
+		}
+		c["Null"] = null
+	}
 	base := func(sid string) Statement {
-		return Statement{
+		st := Statement{
 			Sid: sid, Effect: "Allow", Principal: map[string]string{"Service": RolesAnywherePrincipal},
 			Action: TrustActions,
 			Condition: map[string]map[string]any{
@@ -96,6 +126,8 @@ func TrustPolicy(p PolicyInput) ([]byte, error) {
 				"ArnEquals":    {SourceArnKey: p.TrustAnchorARN},
 			},
 		}
+		leafShape(st.Condition)
+		return st
 	}
 	pol := Policy{Version: policyVersion}
 	if len(exact) > 0 {

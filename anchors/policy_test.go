@@ -24,7 +24,8 @@ const anchorARN = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/0f6
 func TestTrustPolicy(t *testing.T) {
 	type cond = map[string]map[string]any
 	base := func(extra cond) cond {
-		c := cond{"StringEquals": {IssuerCNKey: "lanyard Intermediate CA"}, "ArnEquals": {SourceArnKey: anchorARN}}
+		c := cond{"StringEquals": {IssuerCNKey: "lanyard Intermediate CA"}, "ArnEquals": {SourceArnKey: anchorARN},
+			"Null": {SubjectOUKey: "true", SANDNSKey: "true"}}
 		for k, v := range extra {
 			if k == "StringEquals" {
 				for kk, vv := range v {

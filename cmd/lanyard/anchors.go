@@ -414,7 +414,7 @@ denying every call that does not come from one of the --source-ip CIDRs.`,
 				slices.Sort(names)
 				return fmt.Errorf("no profile %q in the configuration (profiles: %v)", profile, names)
 			}
-			doc, err := anchors.TrustPolicy(anchors.PolicyInput{CNRules: p.CN, IssuerCN: e.ca.inter.Subject.CommonName,
+			doc, err := anchors.TrustPolicy(anchors.PolicyInput{CNRules: p.CN, DNSRules: p.DNS, IssuerCN: e.ca.inter.Subject.CommonName,
 				TrustAnchorARN: e.acfg.TrustAnchorARN})
 			if err != nil {
 				return err

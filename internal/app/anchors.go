@@ -232,7 +232,7 @@ func (a *App) devTrustPolicy(trustAnchorARN string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("no %q profile in the configuration", DevProfile)
 	}
-	return anchors.TrustPolicy(anchors.PolicyInput{CNRules: p.CN, IssuerCN: a.CA.Intermediate().Subject.CommonName, TrustAnchorARN: trustAnchorARN})
+	return anchors.TrustPolicy(anchors.PolicyInput{CNRules: p.CN, DNSRules: p.DNS, IssuerCN: a.CA.Intermediate().Subject.CommonName, TrustAnchorARN: trustAnchorARN})
 }
 
 // anchorsStatusHandler serves the Syncer's status as JSON to the admin
