@@ -9,7 +9,9 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 )
@@ -95,4 +97,85 @@ func BenchmarkSignLeaf(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzSignLeafMatchesX509 is the differential test of the leaf encoder:
+// random leaf shapes (CA key type, leaf key type, serial, CN, DNS SANs,
+// CRL distribution point, validity) through SignLeaf and through
+// x509.CreateCertificate with the same inputs must fail together or give
+// the same TBSCertificate. dns is split at commas; the validity is capped
+// to the intermediate's on both sides, as SignLeaf documents.
+func FuzzSignLeafMatchesX509(f *testing.F) {
+	caTypes := []string{KeyTypeP256, KeyTypeP384, KeyTypeRSA2048}
+	auths := make([]*Authority, len(caTypes))
+	for i, kt := range caTypes {
+		_, auths[i] = newCA(f, InitOptions{KeyType: kt})
+	}
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafKeys := []crypto.PublicKey{&p256.PublicKey, &p384.PublicKey, &rsaKey.PublicKey}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).Unix()
+	f.Add(uint8(0), uint8(0), []byte{0x18, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, "host1.covalent.example.net", "", "", now, int64(86400))
+	f.Add(uint8(1), uint8(2), []byte{0x80, 1}, "a.covalent.example.net", "a.covalent.example.net,b.covalent.example.net", "http://ca.example.net/crl", now, int64(3600))
+	f.Add(uint8(2), uint8(1), []byte{1}, "", "only-san.example.net", "", now, int64(60))
+	f.Add(uint8(0), uint8(0), []byte{0x7f, 0xff}, "host_1@x ü", "", "http://x/crl", now-86400*365, int64(86400*3650))
+	f.Fuzz(func(t *testing.T, caKey, leafKey uint8, serial []byte, cn, dns, dp string, notBefore, ttl int64) {
+		a := auths[int(caKey)%len(auths)]
+		pub := leafKeys[int(leafKey)%len(leafKeys)]
+		var names []string
+		if dns != "" {
+			names = strings.Split(dns, ",")
+		}
+		nb := time.Unix(notBefore, 0).UTC()
+		req := LeafRequest{Serial: new(big.Int).SetBytes(serial), CommonName: cn, DNSNames: names,
+			NotBefore: nb, NotAfter: nb.Add(time.Duration(ttl) * time.Second), PublicKey: pub, CRLDistributionPoint: dp}
+		_, got, err := a.SignLeaf(req)
+
+		ski, skiErr := subjectKeyID(pub)
+		if skiErr != nil {
+			t.Fatal(skiErr)
+		}
+		cnb, cna := req.NotBefore, req.NotAfter
+		if cnb.Before(a.intermediate.NotBefore) {
+			cnb = a.intermediate.NotBefore
+		}
+		if cna.After(a.intermediate.NotAfter) {
+			cna = a.intermediate.NotAfter
+		}
+		tmpl := &x509.Certificate{SerialNumber: req.Serial, Subject: pkix.Name{CommonName: cn}, DNSNames: names,
+			NotBefore: cnb, NotAfter: cna, KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
+			SubjectKeyId: ski, AuthorityKeyId: a.intermediate.SubjectKeyId, SignatureAlgorithm: a.sigAlg}
+		if dp != "" {
+			tmpl.CRLDistributionPoints = []string{dp}
+		}
+		var refErr error
+		var want *x509.Certificate
+		switch {
+		case !cna.After(cnb):
+			refErr = errors.New("empty validity") // SignLeaf's rule; x509 has none
+		case req.Serial.Sign() == 0:
+			refErr = errors.New("zero serial") // SignLeaf's rule: RFC 5280 wants a positive serial
+		default:
+			var der []byte
+			if der, refErr = x509.CreateCertificate(rand.Reader, tmpl, a.intermediate, pub, a.signer); refErr == nil {
+				if want, refErr = x509.ParseCertificate(der); refErr != nil {
+					t.Fatalf("parse x509's certificate: %v", refErr)
+				}
+			}
+		}
+		if (err == nil) != (refErr == nil) {
+			t.Fatalf("SignLeaf: %v; x509: %v", err, refErr)
+		}
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(got.RawTBSCertificate, want.RawTBSCertificate) {
+			t.Fatalf("TBS differs from crypto/x509's\n got %x\nwant %x", got.RawTBSCertificate, want.RawTBSCertificate)
+		}
+		if err := got.CheckSignatureFrom(a.intermediate); err != nil {
+			t.Fatalf("signature: %v", err)
+		}
+	})
 }
