@@ -19,8 +19,9 @@ import (
 	"github.com/lanyard/lanyard/revocation"
 )
 
-// MaxCRLBytes is the largest CRL (PEM) Roles Anywhere imports.
-const MaxCRLBytes = 300000
+// MaxCRLBytes is the largest CRL (PEM) Roles Anywhere imports
+// (revocation.RolesAnywhereCRLLimit, the one definition).
+const MaxCRLBytes = revocation.RolesAnywhereCRLLimit
 
 // pushAttempts bounds the attempts of one background CRL push; after them
 // the push is given up (and recorded) until the next CRL or Run's next

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -43,7 +45,8 @@ type Grant struct {
 	record func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error
 	// actor and action name the grant's holder and the kind of issuance
 	// for the audit log.
-	actor, action string
+	actor  string
+	action store.AuditAction
 	// at is when the authorization was checked.
 	at time.Time
 }
@@ -67,7 +70,7 @@ func (s *Service) AuthorizeToken(token string) (*Grant, error) {
 	}
 	return &Grant{
 		CN: tok.CN, DNSNames: slices.Clone(tok.DNSNames), Profile: tok.Profile, TokenID: id,
-		actor: "token:" + id, action: "issue", at: now,
+		actor: "token:" + id, action: store.ActionIssue, at: now,
 		record: func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
 			c.TokenID = id
 			err := s.db.RedeemToken(ctx, id, hash, now, c, ev)
@@ -86,7 +89,7 @@ func (s *Service) AuthorizeToken(token string) (*Grant, error) {
 // unexpired. The grant carries the record's names and profile, whatever a
 // CSR will say; Issue links the new certificate to current.
 func (s *Service) AuthorizeRenewal(current *x509.Certificate) (*Grant, error) {
-	serial := SerialHex(current.SerialNumber)
+	serial := lanyardv1.FormatSerial(current.SerialNumber)
 	now := s.now()
 	rec, err := s.db.GetCert(serial)
 	if err != nil {
@@ -104,7 +107,7 @@ func (s *Service) AuthorizeRenewal(current *x509.Certificate) (*Grant, error) {
 	}
 	return &Grant{
 		CN: rec.CN, DNSNames: slices.Clone(rec.DNSNames), Profile: rec.Profile, Predecessor: serial,
-		currentKey: current.PublicKey, actor: "cert:" + serial, action: "renew", at: now,
+		currentKey: current.PublicKey, actor: "cert:" + serial, action: store.ActionRenew, at: now,
 		record: func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
 			err := s.db.InsertRenewal(ctx, serial, c, ev)
 			if errors.Is(err, store.ErrRevoked) {

@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/store"
 )
@@ -176,7 +178,7 @@ func (s *Service) CreateToken(ctx context.Context, req TokenRequest) (string, *s
 	now := s.now()
 	tok := &store.Token{ID: id, Hash: hash, CN: req.CN, Profile: p.Name, DNSNames: slices.Clone(req.DNSNames),
 		CreatedAt: now, ExpiresAt: now.Add(ttl), CreatedBy: req.By}
-	ev := &store.AuditEvent{At: now, Actor: req.By, Action: "token.create", Subject: id,
+	ev := &store.AuditEvent{At: now, Actor: req.By, Action: store.ActionTokenCreate, Subject: id,
 		Detail: fmt.Sprintf("cn=%s profile=%s ttl=%s", req.CN, p.Name, ttl)}
 	if err := s.db.PutToken(ctx, tok, ev); err != nil {
 		return "", nil, fmt.Errorf("store token: %w", err)
@@ -275,7 +277,7 @@ func (s *Service) sign(p *Profile, cn string, dns []string, pub crypto.PublicKey
 		return nil, fmt.Errorf("sign: %w", err)
 	}
 	rec := &store.Cert{
-		Serial: SerialHex(cert.SerialNumber), CN: cn, DNSNames: slices.Clone(dns), Profile: p.Name, KeyType: kt,
+		Serial: lanyardv1.FormatSerial(cert.SerialNumber), CN: cn, DNSNames: slices.Clone(dns), Profile: p.Name, KeyType: kt,
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: now, DER: der,
 	}
 	return &Issued{Cert: cert, DER: der, Record: rec}, nil

@@ -6,8 +6,6 @@ import (
 	"math/big"
 	"sync"
 	"time"
-
-	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 )
 
 // Serial numbers are 128 bits: 64 bits that grow with time followed by
@@ -41,7 +39,3 @@ func (s *serialSource) next(now time.Time) ([]byte, error) {
 }
 
 func serialInt(b []byte) *big.Int { return new(big.Int).SetBytes(b) }
-
-// SerialHex formats a certificate serial the way the store keys it and
-// the API carries it (lanyardv1.FormatSerial).
-func SerialHex(n *big.Int) string { return lanyardv1.FormatSerial(n) }

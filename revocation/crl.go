@@ -3,13 +3,12 @@ package revocation
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/store"
 )
@@ -65,11 +64,10 @@ func newEntry(c *store.Cert) (*entry, error) {
 	if c.Revocation == nil {
 		return nil, fmt.Errorf("certificate %s is not revoked", c.Serial)
 	}
-	raw, err := hex.DecodeString(c.Serial)
+	_, n, err := lanyardv1.ParseSerial(c.Serial)
 	if err != nil {
-		return nil, fmt.Errorf("certificate %s: bad serial: %w", c.Serial, err)
+		return nil, fmt.Errorf("certificate %s: %w", c.Serial, err)
 	}
-	n := new(big.Int).SetBytes(raw)
 	rc, err := ca.NewRevokedCert(n, c.Revocation.At, c.Revocation.Reason)
 	if err != nil {
 		return nil, err
@@ -121,7 +119,7 @@ func (s *Service) loadStored(now time.Time) (*CRL, string) {
 	defer s.mu.Unlock()
 	for _, e := range s.entries {
 		if e.notAfter.After(now) && !listed[e.key] {
-			return nil, fmt.Sprintf("stored CRL %d does not list revoked certificate %032x", crl.Number, e.rc.Serial())
+			return nil, fmt.Sprintf("stored CRL %d does not list revoked certificate %s", crl.Number, lanyardv1.FormatSerial(e.rc.Serial()))
 		}
 	}
 	return crl, ""

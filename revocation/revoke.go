@@ -2,7 +2,6 @@ package revocation
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -62,18 +62,11 @@ func validate(req Request) (serial, cn string, err error) {
 		return "", "", fmt.Errorf("%w: the comment must be UTF-8 text of at most %d bytes", ErrBadRequest, MaxCommentBytes)
 	}
 	if serial != "" {
-		serial = strings.ToLower(strings.ReplaceAll(serial, ":", ""))
-		if len(serial) > 40 {
-			return "", "", fmt.Errorf("%w: serial %q is longer than 20 bytes", ErrBadRequest, req.Serial)
+		sn, _, err := lanyardv1.ParseSerial(serial)
+		if err != nil {
+			return "", "", fmt.Errorf("%w: %v", ErrBadRequest, err)
 		}
-		if len(serial) < 32 {
-			serial = strings.Repeat("0", 32-len(serial)) + serial
-		} else if len(serial)%2 == 1 {
-			serial = "0" + serial
-		}
-		if _, err := hex.DecodeString(serial); err != nil {
-			return "", "", fmt.Errorf("%w: serial %q is not hexadecimal", ErrBadRequest, req.Serial)
-		}
+		serial = sn
 		return serial, "", nil
 	}
 	if len(cn) > 1024 || strings.ContainsRune(cn, 0) || !utf8.ValidString(cn) {

@@ -41,10 +41,13 @@ const (
 	// MaxCommentBytes caps Request.Comment.
 	MaxCommentBytes = 1024
 	// RolesAnywhereCRLLimit is the largest PEM CRL IAM Roles Anywhere
-	// imports (bytes); a bigger CRL is still built, with a warning.
+	// imports, in bytes (ImportCrl's crlData is 1 to 300000 bytes; see
+	// shared/reference). It is lanyard's one definition of that limit: a
+	// bigger CRL is still built, with a warning; package anchors refuses to
+	// push it and the emulator refuses to import it.
 	RolesAnywhereCRLLimit = 300000
 	// AuditAction is the audit log action of a revocation.
-	AuditAction = "revoke"
+	AuditAction = store.ActionRevoke
 )
 
 // CRLSigner is the CA (ca.Authority satisfies it): the intermediate key

@@ -89,7 +89,7 @@ func TestRevokedAdminCertificateRefusedEverywhere(t *testing.T) {
 			t.Fatalf("%s refuses the live admin certificate", ep)
 		}
 	}
-	serial := issuance.SerialHex(c.AdminCert.Leaf.SerialNumber)
+	serial := v1.FormatSerial(c.AdminCert.Leaf.SerialNumber)
 	if _, err := c.Revocation.Revoke(context.Background(), revocation.Request{Serial: serial, Reason: revocation.ReasonKeyCompromise, By: "test"}); err != nil {
 		t.Fatalf("revoke the admin certificate: %v", err)
 	}
@@ -156,7 +156,7 @@ func TestRotateAdminCertificate(t *testing.T) {
 		t.Fatalf("admin renewal: %v", err)
 	}
 	thief := adminTLS(t, rr.Msg.GetBundle(), thiefKey)
-	if got := rr.Msg.GetPreviousSerial(); got != issuance.SerialHex(c.AdminCert.Leaf.SerialNumber) {
+	if got := rr.Msg.GetPreviousSerial(); got != v1.FormatSerial(c.AdminCert.Leaf.SerialNumber) {
 		t.Fatalf("renewal's previous serial %s", got)
 	}
 	if left := thief.Leaf.NotAfter.Sub(thief.Leaf.NotBefore); left < 89*24*time.Hour || left > 91*24*time.Hour {
@@ -202,7 +202,7 @@ func TestRotateAdminCertificate(t *testing.T) {
 		t.Errorf("%d admin certificate records, want 3", n)
 	}
 	events, _, err := c.Store.ListAudit(store.AuditQuery{Action: "admin.rotate"})
-	if err != nil || len(events) != 1 || events[0].Subject != issuance.SerialHex(fresh.Leaf.SerialNumber) {
+	if err != nil || len(events) != 1 || events[0].Subject != v1.FormatSerial(fresh.Leaf.SerialNumber) {
 		t.Errorf("admin.rotate audit events %v (%v)", events, err)
 	}
 	// A revoked credential cannot rotate; reusing the key is refused.
@@ -251,7 +251,7 @@ func TestAdminRenewal(t *testing.T) {
 		t.Error("a superseded admin certificate renewed again after the grace")
 	}
 	// Revoking the first certificate of the lineage revokes its renewal.
-	if _, err := c.Revocation.Revoke(ctx, revocation.Request{Serial: issuance.SerialHex(c.AdminCert.Leaf.SerialNumber), Reason: revocation.ReasonKeyCompromise, By: "test"}); err != nil {
+	if _, err := c.Revocation.Revoke(ctx, revocation.Request{Serial: v1.FormatSerial(c.AdminCert.Leaf.SerialNumber), Reason: revocation.ReasonKeyCompromise, By: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	for ep, ok := range adminEntryPoints(t, c, next) {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+
 	"connectrpc.com/connect"
 
 	"github.com/lanyard/lanyard/admincred"
@@ -29,7 +31,7 @@ func describeCertError(leaf *x509.Certificate, err error, now time.Time) error {
 	if errors.As(err, &inv) && inv.Reason == x509.Expired {
 		if now.After(leaf.NotAfter) {
 			return fmt.Errorf("%w: client certificate %s expired at %s; it cannot renew, enroll again with a new token",
-				errBadClientCert, leaf.SerialNumber.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
+				errBadClientCert, lanyardv1.FormatSerial(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
 		return fmt.Errorf("%w: client certificate is not valid yet (check the host clock)", errBadClientCert)
 	}

@@ -12,7 +12,6 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/testca"
-	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 )
 
@@ -105,7 +104,7 @@ func TestRevokeRacingRenew(t *testing.T) {
 			}
 			listed := false
 			for _, e := range crl.RevokedCertificateEntries {
-				listed = listed || issuance.SerialHex(e.SerialNumber) == renewed
+				listed = listed || v1.FormatSerial(e.SerialNumber) == renewed
 			}
 			if !listed {
 				t.Fatalf("round %d: cascaded revocation of %s is not on the current CRL", round, renewed)

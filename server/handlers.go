@@ -112,9 +112,9 @@ func (h *certificateService) RevokeSelf(ctx context.Context, req *connect.Reques
 	}
 	reason := int(req.Msg.GetReason())
 	if reason == 0 {
-		reason = 1 // keyCompromise: the holder asks because its key is no longer safe
+		reason = revocation.ReasonKeyCompromise // the holder asks because its key is no longer safe
 	}
-	serial := issuance.SerialHex(cur.SerialNumber)
+	serial := v1.FormatSerial(cur.SerialNumber)
 	res, err := h.s.opts.Revocation.Revoke(ctx, revocation.Request{Serial: serial, Reason: reason, Comment: "revoked by its holder", By: "cert:" + serial})
 	if err != nil {
 		return nil, toConnect(h.s.log, proc, err)
@@ -135,7 +135,7 @@ type adminService struct {
 
 func adminName(ctx context.Context) string {
 	if c := ClientCert(ctx); c != nil {
-		return "admin:cert:" + issuance.SerialHex(c.SerialNumber)
+		return "admin:cert:" + v1.FormatSerial(c.SerialNumber)
 	}
 	return "admin"
 }

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -308,9 +310,9 @@ func (s *Server) renewServerCert(ctx context.Context) error {
 		}
 		cert.Leaf = leaf
 	}
-	rec := &store.Cert{Serial: issuance.SerialHex(leaf.SerialNumber), CN: leaf.Subject.CommonName, DNSNames: leaf.DNSNames,
+	rec := &store.Cert{Serial: lanyardv1.FormatSerial(leaf.SerialNumber), CN: leaf.Subject.CommonName, DNSNames: leaf.DNSNames,
 		Profile: "_server", KeyType: "P-256", NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, IssuedAt: now, DER: leaf.Raw}
-	ev := &store.AuditEvent{At: now, Actor: "server", Action: "issue.server", Subject: rec.Serial}
+	ev := &store.AuditEvent{At: now, Actor: "server", Action: store.ActionIssueServer, Subject: rec.Serial}
 	if err := s.opts.Store.InsertCert(ctx, rec, ev); err != nil {
 		return fmt.Errorf("record server certificate: %w", err)
 	}

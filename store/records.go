@@ -76,12 +76,12 @@ type Token struct {
 
 // AuditEvent is one line of the audit log.
 type AuditEvent struct {
-	ID      string    `json:"id"`
-	At      time.Time `json:"at"`
-	Actor   string    `json:"actor"`   // "token:<id>", "cert:<serial>", "admin:<how>"
-	Action  string    `json:"action"`  // issue, renew, revoke, token.create, token.revoke, login, ...
-	Subject string    `json:"subject"` // serial, token id, ...
-	Detail  string    `json:"detail,omitempty"`
+	ID      string      `json:"id"`
+	At      time.Time   `json:"at"`
+	Actor   string      `json:"actor"`   // "token:<id>", "cert:<serial>", "admin:<how>"
+	Action  AuditAction `json:"action"`  // one of AuditActions
+	Subject string      `json:"subject"` // serial, token id, ...
+	Detail  string      `json:"detail,omitempty"`
 }
 
 // CertQuery selects certificates for ListCerts. Empty fields match all.
@@ -99,7 +99,7 @@ type CertQuery struct {
 
 // AuditQuery selects audit events, newest first.
 type AuditQuery struct {
-	Action  string
+	Action  AuditAction
 	Actor   string
 	Subject string
 	Before  string // page token: the ID of the last event of the previous page

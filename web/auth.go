@@ -85,7 +85,7 @@ func SetPassword(ctx context.Context, db store.Store, password string) error {
 	if err := db.PutMeta(ctx, PasswordMetaKey, ph); err != nil {
 		return fmt.Errorf("set admin password: %w", err)
 	}
-	if err := db.AppendAudit(ctx, &store.AuditEvent{Actor: "admin:local", Action: "admin.password", Subject: "web"}); err != nil {
+	if err := db.AppendAudit(ctx, &store.AuditEvent{Actor: "admin:local", Action: store.ActionAdminPassword, Subject: "web"}); err != nil {
 		return fmt.Errorf("set admin password: audit: %w", err)
 	}
 	return nil
@@ -213,7 +213,7 @@ func (h *handler) newSession(w http.ResponseWriter, r *http.Request, actor strin
 	if err := h.cfg.Store.PutSession(ctxWithoutCancel(r), key, s); err != nil {
 		return nil, fmt.Errorf("new session: %w", err)
 	}
-	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: now, Actor: actor, Action: "login", Subject: "session:" + s.ID}); err != nil {
+	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: now, Actor: actor, Action: store.ActionLogin, Subject: "session:" + s.ID}); err != nil {
 		h.log.Error("web: audit login", "err", err)
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: cookie, Path: "/", MaxAge: int(h.cfg.SessionTTL.Seconds()),
@@ -416,7 +416,7 @@ func (h *handler) logout(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		http.Redirect(w, r, "/admin/", http.StatusSeeOther)
 		return
 	}
-	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: h.cfg.Now(), Actor: s.Actor, Action: "logout", Subject: "session:" + s.ID}); err != nil {
+	if err := h.cfg.Store.AppendAudit(ctxWithoutCancel(r), &store.AuditEvent{At: h.cfg.Now(), Actor: s.Actor, Action: store.ActionLogout, Subject: "session:" + s.ID}); err != nil {
 		h.log.Error("web: audit logout", "err", err)
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})

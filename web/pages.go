@@ -16,6 +16,7 @@ import (
 
 	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
@@ -105,17 +106,8 @@ type certRow struct {
 // normalizeSerial accepts a serial in hex (either case, colons allowed) and
 // returns lanyard's 32-digit lower-case form; ok is false if it is not hex.
 func normalizeSerial(s string) (string, bool) {
-	s = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
-	if s == "" || len(s) > 40 || !isHex(s) {
-		return "", false
-	}
-	if len(s) < 32 {
-		s = strings.Repeat("0", 32-len(s)) + s
-	}
-	if len(s)%2 == 1 {
-		s = "0" + s
-	}
-	return s, true
+	f, _, err := lanyardv1.ParseSerial(s)
+	return f, err == nil
 }
 
 func isHex(s string) bool {
@@ -445,7 +437,7 @@ type auditQuery struct{ Action, Actor, Subject, Before string }
 // auditData is the audit page's data.
 type auditData struct {
 	Q           auditQuery
-	Actions     []string
+	Actions     []store.AuditAction
 	Events      []*store.AuditEvent
 	Note        string
 	First, Next string
@@ -454,7 +446,7 @@ type auditData struct {
 func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	v := r.URL.Query()
 	q := auditQuery{Action: v.Get("action"), Actor: v.Get("actor"), Subject: v.Get("subject"), Before: v.Get("before")}
-	d := auditData{Q: q, Actions: []string{"issue", "renew", "revoke", "token.create", "token.revoke", "login", "logout", "admin.password"}}
+	d := auditData{Q: q, Actions: store.AuditActions}
 	for _, f := range []string{q.Action, q.Actor, q.Subject, q.Before} {
 		if len(f) > maxField {
 			h.render(w, http.StatusBadRequest, "audit", &page{Title: "Audit log", Nav: "audit", Session: s,
@@ -467,7 +459,7 @@ func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session
 			Error: "The page link is damaged; start again from the newest events.", Data: d})
 		return
 	}
-	events, next, err := h.cfg.Admin.ListAudit(store.AuditQuery{Action: q.Action, Actor: q.Actor, Subject: q.Subject, Before: q.Before, Limit: pageSize})
+	events, next, err := h.cfg.Admin.ListAudit(store.AuditQuery{Action: store.AuditAction(q.Action), Actor: q.Actor, Subject: q.Subject, Before: q.Before, Limit: pageSize})
 	if err != nil {
 		h.internal(w, r, s, "read the audit log", err)
 		return

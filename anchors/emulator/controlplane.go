@@ -13,13 +13,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lanyard/lanyard/revocation"
 )
 
 // AWS limits the emulator enforces.
 const (
 	MaxCertificatesPerAnchor = 2
 	MaxCRLsPerAnchor         = 2
-	MaxCRLBytes              = 300000
+	MaxCRLBytes              = revocation.RolesAnywhereCRLLimit
 	MinDurationSeconds       = 900
 	MaxDurationSeconds       = 43200
 	DefaultDurationSeconds   = 3600

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/hostdir"
@@ -338,7 +340,7 @@ func keyDescription(c *x509.Certificate) string {
 // serialHex formats a serial as the CA's store keys it: 32 lower-case hex
 // digits, left-padded.
 func serialHex(c *x509.Certificate) string {
-	return fmt.Sprintf("%032x", c.SerialNumber)
+	return lanyardv1.FormatSerial(c.SerialNumber)
 }
 
 // checkPermissions: the private key readable by its owner only, and the

@@ -45,7 +45,7 @@ func auditArgs(ev *store.AuditEvent) (id []byte, action, actor, subject string, 
 	}
 	id = store.PrepareAudit(ev)
 	rec, err = json.Marshal(ev)
-	return id, ev.Action, ev.Actor, ev.Subject, rec, err
+	return id, string(ev.Action), ev.Actor, ev.Subject, rec, err
 }
 
 // The audit insert every batched statement ends with: written only when

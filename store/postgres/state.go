@@ -151,7 +151,7 @@ func (db *DB) ListAudit(q store.AuditQuery) ([]*store.AuditEvent, string, error)
 		rows, err := db.pool.Query(ctx, `SELECT id, rec FROM audit
 			WHERE ($1::bytea IS NULL OR id < $1) AND ($2 = '' OR action = $2)
 			AND ($3 = '' OR strpos(actor, $3) > 0) AND ($4 = '' OR strpos(subject, $4) > 0)
-			ORDER BY id DESC LIMIT $5`, before, q.Action, q.Actor, q.Subject, q.Limit+1)
+			ORDER BY id DESC LIMIT $5`, before, string(q.Action), q.Actor, q.Subject, q.Limit+1)
 		if err != nil {
 			return err
 		}

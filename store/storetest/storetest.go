@@ -561,9 +561,9 @@ func testCRLNumber(t *testing.T, s store.Store) {
 func testAudit(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for i := range 30 {
-		action := "issue"
+		action := store.ActionIssue
 		if i%3 == 0 {
-			action = "renew"
+			action = store.ActionRenew
 		}
 		ev := &store.AuditEvent{At: T0.Add(time.Duration(i) * time.Second), Actor: fmt.Sprintf("token:t%d", i), Action: action, Subject: fmt.Sprintf("serial-%02d", i), Detail: "d"}
 		if err := s.AppendAudit(ctx, ev); err != nil {
