@@ -245,7 +245,7 @@ func (s *Service) Adopt(ctx context.Context, cert *x509.Certificate) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	ev := &store.AuditEvent{At: now, Actor: "server", Action: "admin.adopt", Subject: serial,
+	ev := &store.AuditEvent{At: now, Actor: "server", Action: store.ActionAdminAdopt, Subject: serial,
 		Detail: "admin credential of the CA folder recorded; not_after=" + cert.NotAfter.UTC().Format(time.RFC3339)}
 	if err := s.cfg.Store.InsertCert(ctx, rec, ev); err != nil {
 		return false, fmt.Errorf("adopt admin credential %s: %w", serial, err)
@@ -319,7 +319,7 @@ func (s *Service) Rotate(ctx context.Context, current *x509.Certificate, csrDER 
 	if err != nil {
 		return nil, fmt.Errorf("rotate admin credential %s: %w", old, err)
 	}
-	ev := &store.AuditEvent{At: now, Actor: by, Action: "admin.rotate", Subject: rec.Serial,
+	ev := &store.AuditEvent{At: now, Actor: by, Action: store.ActionAdminRotate, Subject: rec.Serial,
 		Detail: fmt.Sprintf("replaces=%s not_after=%s", old, rec.NotAfter.UTC().Format(time.RFC3339))}
 	if err := s.cfg.Store.InsertCert(ctx, rec, ev); err != nil {
 		return nil, fmt.Errorf("rotate admin credential %s: record: %w", old, err)
@@ -381,7 +381,7 @@ func (s *Service) Renew(ctx context.Context, current *x509.Certificate, csrDER [
 	if err != nil {
 		return nil, nil, fmt.Errorf("renew admin credential %s: %w", old, err)
 	}
-	ev := &store.AuditEvent{At: now, Actor: "cert:" + old, Action: "admin.renew", Subject: rec.Serial,
+	ev := &store.AuditEvent{At: now, Actor: "cert:" + old, Action: store.ActionAdminRenew, Subject: rec.Serial,
 		Detail: fmt.Sprintf("previous=%s not_after=%s", old, rec.NotAfter.UTC().Format(time.RFC3339))}
 	if err := s.cfg.Store.InsertRenewal(ctx, old, rec, ev); err != nil {
 		if errors.Is(err, store.ErrRevoked) {

@@ -149,7 +149,7 @@ func Restore(ctx context.Context, opts Options) (*Report, error) {
 		db.Close()
 		return nil, fmt.Errorf("restore: read the backup: %w", err)
 	}
-	req.Event = &store.AuditEvent{At: opts.Now, Actor: opts.Actor, Action: "restore", Subject: filepath.Base(opts.Backup)}
+	req.Event = &store.AuditEvent{At: opts.Now, Actor: opts.Actor, Action: store.ActionRestore, Subject: filepath.Base(opts.Backup)}
 	res, err := db.ReapplyRestore(ctx, req)
 	if err != nil {
 		db.Close()

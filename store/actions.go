@@ -24,10 +24,24 @@ const (
 	ActionLogout AuditAction = "logout"
 	// ActionAdminPassword: the admin page's password was set.
 	ActionAdminPassword AuditAction = "admin.password"
+	// ActionAdminAdopt, ActionAdminRotate and ActionAdminRenew: the admin
+	// client credential recorded, replaced or renewed.
+	ActionAdminAdopt  AuditAction = "admin.adopt"
+	ActionAdminRotate AuditAction = "admin.rotate"
+	ActionAdminRenew  AuditAction = "admin.renew"
+	// ActionRotateIntermediate: a new issuing intermediate installed.
+	ActionRotateIntermediate AuditAction = "ca.rotate-intermediate"
+	// ActionTidy: expired records removed from the store.
+	ActionTidy AuditAction = "tidy"
+	// ActionStoreCompact: the store file compacted.
+	ActionStoreCompact AuditAction = "store.compact"
+	// ActionRestore: the store restored from a backup.
+	ActionRestore AuditAction = "restore"
 )
 
 // AuditActions is every AuditAction, in the order the admin page lists them.
 var AuditActions = []AuditAction{
 	ActionIssue, ActionRenew, ActionIssueServer, ActionRevoke, ActionTokenCreate, ActionTokenRevoke,
-	ActionLogin, ActionLogout, ActionAdminPassword,
+	ActionLogin, ActionLogout, ActionAdminPassword, ActionAdminAdopt, ActionAdminRotate, ActionAdminRenew,
+	ActionRotateIntermediate, ActionTidy, ActionStoreCompact, ActionRestore,
 }

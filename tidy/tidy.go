@@ -91,7 +91,7 @@ func (s *Service) Run(ctx context.Context, actor string, dryRun bool) (*Report, 
 	req := s.cfg.Retention.Request(now)
 	req.DryRun = dryRun
 	if !dryRun {
-		req.Event = &store.AuditEvent{At: now, Actor: actor, Action: "tidy", Subject: "store"}
+		req.Event = &store.AuditEvent{At: now, Actor: actor, Action: store.ActionTidy, Subject: "store"}
 	}
 	res, err := s.cfg.Store.Tidy(ctx, req)
 	rep := &Report{Request: req, DryRun: dryRun, At: now, Took: time.Since(now)}

@@ -68,7 +68,7 @@ when the old key can be destroyed. Recorded in the audit log.`,
 				fmt.Fprintf(out, "and create a new %s intermediate key in %s, signed by the root; nothing changed\n", res.KeyType, res.KeyStore)
 				return nil
 			}
-			ev := &store.AuditEvent{At: time.Now(), Actor: "admin:cli", Action: "ca.rotate-intermediate",
+			ev := &store.AuditEvent{At: time.Now(), Actor: "admin:cli", Action: store.ActionRotateIntermediate,
 				Subject: lanyardv1.FormatSerial(res.New.SerialNumber),
 				Detail:  fmt.Sprintf("retired %s; new %s key in %s", lanyardv1.FormatSerial(res.Old.SerialNumber), res.KeyType, res.KeyStore)}
 			if err := db.AppendAudit(cmd.Context(), ev); err != nil {

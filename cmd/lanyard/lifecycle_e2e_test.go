@@ -305,7 +305,7 @@ func TestTidyAndCompactCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	for action, want := range map[string]int{"tidy": 2, "store.compact": 1} {
+	for action, want := range map[store.AuditAction]int{store.ActionTidy: 2, store.ActionStoreCompact: 1} {
 		if evs, _, _ := db.ListAudit(store.AuditQuery{Action: action}); len(evs) != want {
 			t.Errorf("%d %s audit events, want %d", len(evs), action, want)
 		}
