@@ -21,7 +21,7 @@ import (
 )
 
 // AuditTokenRevoke is the audit action of an admin withdrawing a token.
-const AuditTokenRevoke = "token.revoke"
+const AuditTokenRevoke = store.ActionTokenRevoke
 
 // ErrNotFound: no such certificate or token.
 var ErrNotFound = errors.New("not found")
