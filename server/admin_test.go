@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -261,5 +262,27 @@ func TestAdminRenewal(t *testing.T) {
 	}
 	if _, err := renew(next); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("renewing a revoked admin lineage: %v, want PermissionDenied", err)
+	}
+}
+
+// TestServerNamesOutsideProfiles (issue 9 item 12): the server refuses a
+// server name that a profile's CN rules allow, naming the profile.
+func TestServerNamesOutsideProfiles(t *testing.T) {
+	c := testca.Start(t, testca.Options{})
+	tests := []struct {
+		names   []string
+		wantErr bool
+	}{
+		{[]string{"ca.example.org", "127.0.0.1"}, false},
+		{[]string{"ca.example.org", "ca.covalent.example.net"}, true},
+	}
+	for _, tt := range tests {
+		_, err := server.New(server.Options{CA: c.Authority, Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, ServerNames: tt.names})
+		if got := errors.Is(err, server.ErrServerNameInProfile); got != tt.wantErr {
+			t.Errorf("server names %v: %v, want refused %v", tt.names, err, tt.wantErr)
+		}
+		if tt.wantErr && (err == nil || !strings.Contains(err.Error(), `profile "covalent"`)) {
+			t.Errorf("the error does not name the profile: %v", err)
+		}
 	}
 }

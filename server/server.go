@@ -124,6 +124,9 @@ func New(opts Options) (*Server, error) {
 	if len(opts.ServerNames) == 0 {
 		opts.ServerNames = []string{"localhost", "127.0.0.1"}
 	}
+	if err := checkServerNames(opts.ServerNames, opts.Issuance); err != nil {
+		return nil, err
+	}
 	if opts.AdminAPI == nil {
 		opts.AdminAPI = admin.New(admin.Config{Store: opts.Store, Issuance: opts.Issuance, Revocation: opts.Revocation, Now: opts.Now})
 	}
@@ -158,6 +161,31 @@ func New(opts Options) (*Server, error) {
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// ErrServerNameInProfile: a server name is a CN some profile allows.
+var ErrServerNameInProfile = errors.New("server name is allowed as a host certificate CN")
+
+// checkServerNames refuses server names (the server certificate's CN and
+// DNS SANs) that any profile's CN rules allow: the server's certificate
+// shares the issuer with host certificates, and IAM Roles Anywhere cannot
+// tell them apart by extended key usage (not a mapped attribute), so a
+// role trust policy matching that CN would also accept the server's
+// certificate.
+func checkServerNames(names []string, iss *issuance.Service) error {
+	if iss == nil {
+		return nil
+	}
+	ps := iss.Profiles()
+	for _, n := range names {
+		for _, pn := range ps.Names() {
+			if p, err := ps.Get(pn); err == nil && p.AllowsCN(n) {
+				return fmt.Errorf("%w: server name %q matches the CN rules of profile %q; pick server names (server_names) outside every profile's CN rules, or narrow the profile",
+					ErrServerNameInProfile, n, pn)
+			}
+		}
+	}
+	return nil
 }
 
 // Handler is the full HTTP handler (for tests that bring their own listener).
