@@ -112,7 +112,7 @@ func ExpiryWarning(cert *x509.Certificate, now time.Time) string {
 	}
 	when := cert.NotAfter.UTC().Format(time.RFC3339)
 	if left <= 0 {
-		return fmt.Sprintf("the admin certificate (serial %s) expired at %s: issue a new one with `lanyard admin rotate-cert --offline` on the CA host",
+		return fmt.Sprintf("the admin certificate (serial %s) expired at %s: it can no longer renew or rotate over the network",
 			lanyardv1.FormatSerial(cert.SerialNumber), when)
 	}
 	return fmt.Sprintf("the admin certificate (serial %s) expires in %s, at %s: run `lanyard admin renew-cert` (or `lanyard admin rotate-cert`)",
@@ -166,7 +166,7 @@ func StoreWarning(db Lister, now time.Time) (string, error) {
 		return "", err
 	}
 	if c == nil {
-		return "no live admin certificate is recorded: the admin CLI cannot reach the server; issue one on the CA host with `lanyard admin rotate-cert --offline`", nil
+		return "no live admin certificate is recorded: the admin CLI and the certificate login no longer work (only the password login does)", nil
 	}
 	if left := c.NotAfter.Sub(now); left < WarnBefore {
 		return fmt.Sprintf("the admin certificate (serial %s) expires in %s, at %s: run `lanyard admin renew-cert` (or `lanyard admin rotate-cert`)",
