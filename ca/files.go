@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/lanyard/lanyard/internal/atomicfile"
 )
 
 // File names inside a CA folder.
@@ -71,32 +73,11 @@ type fileWriter struct {
 // ErrExists if path already exists (an existing file is never replaced).
 func (w *fileWriter) create(path string, data []byte, perm fs.FileMode) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: fsync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := os.Link(tmpName, path); err != nil {
+	if err := atomicfile.Create(path, data, perm); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%w: %s exists", ErrExists, path)
 		}
-		return fmt.Errorf("ca: write %s: %w", path, err)
+		return fmt.Errorf("ca: %w", err)
 	}
 	w.written = append(w.written, path)
 	if w.dirs == nil {
@@ -125,15 +106,10 @@ func (w *fileWriter) rollback() {
 	w.written = nil
 }
 
-// syncDir fsyncs a folder.
+// syncDir fsyncs a folder (atomicfile.SyncDir).
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("ca: fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ca: fsync %s: %w", dir, err)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("ca: %w", err)
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/lanyard/lanyard/internal/atomicfile"
 	"github.com/lanyard/lanyard/migrations"
 )
 
@@ -167,29 +168,12 @@ func copyDB(bdb *bolt.DB, dst string) error {
 	return bdb.View(func(tx *bolt.Tx) error { return writeFileAtomic(dst, tx) })
 }
 
+// writeFileAtomic writes a snapshot of tx to dst (0600) with atomicfile.
 func writeFileAtomic(dst string, tx *bolt.Tx) error {
-	f, err := os.CreateTemp(filepath.Dir(dst), ".backup-*")
-	if err != nil {
+	return atomicfile.WriteFunc(dst, 0o600, func(w io.Writer) error {
+		_, err := tx.WriteTo(w)
 		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := tx.WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	})
 }
 
 // Backup writes a consistent copy of the store to dst (atomically,

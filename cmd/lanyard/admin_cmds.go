@@ -186,7 +186,11 @@ func revokeSelf(cmd *cobra.Command, dir string, reason int) error {
 	if err != nil {
 		return err
 	}
-	v, err := (&hostdir.Dir{Path: dir}).LoadCurrent()
+	d, err := hostdir.OpenReadOnly(dir)
+	if err != nil {
+		return err
+	}
+	v, err := d.LoadCurrent()
 	if err != nil {
 		return err
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/app"
+	"github.com/lanyard/lanyard/internal/atomicfile"
 	"github.com/lanyard/lanyard/issuance"
-	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 func newServeCmd() *cobra.Command {
@@ -146,7 +146,7 @@ func printDevWelcome(ctx context.Context, a *app.App, out io.Writer) error {
 	// The token goes to a 0600 file, not into the printed command line
 	// (ps, shell history).
 	tokenFile := filepath.Join(config.DevDir, devTokenFile)
-	if err := hostdir.WriteFileAtomic(tokenFile, []byte(secret+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(tokenFile, []byte(secret+"\n"), 0o600); err != nil {
 		return fmt.Errorf("dev enrollment token: %w", err)
 	}
 	self := selfCommand()

@@ -219,8 +219,12 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 			if SleepUntil(ctx, a.clock, retireAt, a.check) != nil {
 				return
 			}
-			d := &hostdir.Dir{Path: path, Keep: dc.Keep, Now: a.clock.Now}
-			if err := d.Prune(); err != nil {
+			d, err := hostdir.Open(path)
+			if err == nil {
+				d.Keep, d.Now = dc.Keep, a.clock.Now
+				err = d.Prune()
+			}
+			if err != nil {
 				log.Warn("cannot remove superseded private keys", "err", err)
 			}
 		}
@@ -264,7 +268,10 @@ func (a *Agent) status(ctx context.Context, path string, hint *schedule.Window) 
 	if hint == nil {
 		return CheckDir(ctx, path)
 	}
-	d := &hostdir.Dir{Path: path}
+	d, err := hostdir.OpenReadOnly(path)
+	if err != nil {
+		return nil, err
+	}
 	v, err := d.LoadCurrent()
 	if err != nil {
 		return nil, err
@@ -306,10 +313,13 @@ func (a *Agent) renewWithRetry(ctx context.Context, dc DirConfig, path string, l
 // waitForChange sleeps until `current` no longer names version (a manual
 // enroll or renew fixed the folder), looking once per suspend check.
 func (a *Agent) waitForChange(ctx context.Context, path, version string) error {
-	d := &hostdir.Dir{Path: path}
 	for {
 		if err := SleepUntil(ctx, a.clock, a.clock.Now().Add(a.check), a.check); err != nil {
 			return err
+		}
+		d, err := hostdir.OpenReadOnly(path)
+		if err != nil {
+			continue
 		}
 		if cur, err := d.Current(); err == nil && cur != version {
 			a.log.Info("folder changed; scheduling again", "dir", path, "version", cur)

@@ -57,7 +57,10 @@ func ResolveVersion(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", dir, err)
 	}
-	d := &hostdir.Dir{Path: abs}
+	d, err := hostdir.OpenReadOnly(abs)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", dir, err)
+	}
 	name, err := d.Current()
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", dir, err)

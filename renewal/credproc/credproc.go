@@ -264,7 +264,14 @@ func loadCurrent(dir string) (*hostdir.Version, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%s: %w: not a folder", abs, ErrNotHostFolder)
 	}
-	v, err := (&hostdir.Dir{Path: abs}).LoadCurrent()
+	d, err := hostdir.OpenReadOnly(abs)
+	if err != nil {
+		if errors.Is(err, hostdir.ErrNotEnrolled) {
+			return nil, fmt.Errorf("%s: %w: %w", abs, ErrNotHostFolder, err)
+		}
+		return nil, err
+	}
+	v, err := d.LoadCurrent()
 	if err != nil {
 		if errors.Is(err, hostdir.ErrNotEnrolled) {
 			return nil, fmt.Errorf("%s: %w: %w", abs, ErrNotHostFolder, err)

@@ -151,7 +151,8 @@ type Options struct {
 type state struct {
 	opts    Options
 	now     func() time.Time
-	dir     string // absolute
+	dir     string       // absolute
+	hd      *hostdir.Dir // the host folder, opened read-only
 	enr     *agent.Enrollment
 	enrErr  error
 	roots   []byte // DIR/ca.pem
@@ -229,7 +230,11 @@ func (s *state) checkFiles() Finding {
 		return fail(CheckFiles, "host folder %s is not a folder", abs)
 	}
 	s.readEnrollment()
-	d := &hostdir.Dir{Path: abs}
+	d, err := hostdir.OpenReadOnly(abs)
+	if err != nil {
+		return fail(CheckFiles, "host folder %s: %s", abs, oneLine(err))
+	}
+	s.hd = d
 	v, err := d.Current()
 	if err != nil {
 		if errors.Is(err, hostdir.ErrNotEnrolled) {
@@ -314,7 +319,7 @@ func (s *state) checkKeyMatch() Finding {
 	if s.version == "" {
 		return skip(CheckKeyMatch, "certificate and key not checked: no current version")
 	}
-	v, err := (&hostdir.Dir{Path: s.dir}).Load(s.version)
+	v, err := s.hd.Load(s.version)
 	switch {
 	case errors.Is(err, hostdir.ErrMismatch):
 		return fail(CheckKeyMatch, "certificate does not match the private key in %s/%s: the pair is unusable (renew with --force or re-enroll)",

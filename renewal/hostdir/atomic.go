@@ -5,56 +5,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/lanyard/lanyard/internal/atomicfile"
 )
 
 // tmpPrefix starts the name of every temporary file, folder and symlink this
-// package creates; Open removes leftovers with this prefix.
-const tmpPrefix = ".tmp-"
+// package creates (atomicfile's prefix); Open removes leftovers with it.
+const tmpPrefix = atomicfile.TempPrefix
 
 // WriteFileAtomic replaces path with data so that readers see either the old
-// content or the new one, never a mix or a partial file: it writes a
-// temporary file in the same folder (named ".tmp-*"), sets mode (exactly,
-// regardless of the umask), fsyncs it, renames it over path and fsyncs the
-// folder. If path is a symlink, the link itself is replaced. On error the
-// temporary file is removed and path is left as it was.
+// content or the new one (atomicfile.Write: mode set exactly, fsynced, the
+// folder fsynced; a symlink at path is replaced, not followed). On error
+// path is left as it was.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, tmpPrefix+base+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: create temporary file: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(mode.Perm()); err != nil {
-		return fmt.Errorf("write %s: chmod temporary file: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: close: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: rename into place: %w", path, err)
-	}
-	ok = true
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }
 
 // writeNewFile creates path (which must not exist), writes data with mode
@@ -80,21 +44,7 @@ func writeNewFile(path string, data []byte, mode os.FileMode) (err error) {
 }
 
 // syncDir fsyncs a folder so that renames and creations inside it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open folder %s for fsync: %w", dir, err)
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	if serr != nil && !errors.Is(serr, syscall.EINVAL) { // some file systems cannot fsync folders
-		return fmt.Errorf("fsync folder %s: %w", dir, serr)
-	}
-	if cerr != nil {
-		return fmt.Errorf("close folder %s: %w", dir, cerr)
-	}
-	return nil
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // replaceSymlink points link at target atomically: it creates a symlink
 // under a temporary name in the same folder and renames it over link.

@@ -149,6 +149,30 @@ func Open(path string) (*Dir, error) {
 	return d, nil
 }
 
+// OpenReadOnly opens an existing host folder for reading ([Dir.Current],
+// [Dir.Load], [Dir.LoadCurrent], [Dir.Versions]): unlike [Open] it creates
+// nothing, takes no lock and cleans nothing up, so readers (the credential
+// process, exec-helper, doctor, an agent looking at its folder) never
+// write and never wait for a writer. It refuses the folders Open refuses
+// (ErrUnsafe). Do not call Write or Prune on the result.
+func OpenReadOnly(path string) (*Dir, error) {
+	if path == "" {
+		return nil, errors.New("hostdir: open: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("hostdir: open %s: %w", path, err)
+	}
+	for _, p := range []string{abs, filepath.Join(abs, VersionsDir)} {
+		if err := checkFolder(p); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrNotEnrolled, p, err)
+		} else if err != nil {
+			return nil, fmt.Errorf("hostdir: open: %w", err)
+		}
+	}
+	return &Dir{Path: abs}, nil
+}
+
 // VersionPath returns the folder of a version: DIR/versions/NAME.
 func (d *Dir) VersionPath(version string) string {
 	return filepath.Join(d.Path, VersionsDir, version)
