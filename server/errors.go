@@ -21,6 +21,7 @@ var (
 	errNotAdmin      = errors.New("this call needs the admin client certificate")
 	errRateLimited   = errors.New("too many requests from this client; slow down")
 	errBadClientCert = errors.New("client certificate refused")
+	errBadEnvelope   = errors.New("malformed request framing")
 )
 
 // errorTable is the one mapping from service errors to what a caller
@@ -37,6 +38,7 @@ var errorTable = []struct {
 	{context.Canceled, connect.CodeCanceled, 499}, // nginx's "client closed request", as Connect uses
 	{context.DeadlineExceeded, connect.CodeDeadlineExceeded, http.StatusGatewayTimeout},
 	{errRateLimited, connect.CodeResourceExhausted, http.StatusTooManyRequests},
+	{errBadEnvelope, connect.CodeInvalidArgument, http.StatusBadRequest},
 
 	{errNoClientCert, connect.CodeUnauthenticated, http.StatusUnauthorized},
 	{errBadClientCert, connect.CodeUnauthenticated, http.StatusUnauthorized},

@@ -268,6 +268,12 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 				}
 				return
 			}
+			if enveloped(r.Header.Get("Content-Type")) {
+				if err := checkEnvelopes(r, body); err != nil {
+					s.writeEnvelopeError(w, r, err)
+					return
+				}
+			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		next.ServeHTTP(w, r)
