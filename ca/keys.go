@@ -20,6 +20,8 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/kms/apiv1"
 	"go.step.sm/crypto/pemutil"
+
+	"github.com/lanyard/lanyard/internal/pembundle"
 )
 
 // Key type names accepted by InitOptions.KeyType.
@@ -211,31 +213,16 @@ func parseSigner(name string, data []byte, passphrase []byte) (crypto.Signer, er
 	return s, nil
 }
 
-// parseCertificates parses every PEM CERTIFICATE block of data read from
-// name, in order; other blocks are an error.
+// parseCertificates parses the PEM certificates of data read from name, in
+// order, under the repository's one bundle policy (package pembundle); no
+// certificate at all is an error.
 func parseCertificates(name string, data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("ca: %s: unexpected PEM block %q (want CERTIFICATE)", name, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("ca: %s: certificate %d: %w", name, len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
+	certs, err := pembundle.ParseNonEmpty(data)
+	if errors.Is(err, pembundle.ErrEmpty) {
 		return nil, fmt.Errorf("ca: %s holds no PEM certificate", name)
 	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("ca: %s: trailing data after the last PEM certificate", name)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %s: %w", name, err)
 	}
 	return certs, nil
 }

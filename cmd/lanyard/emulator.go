@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lanyard/lanyard/anchors/emulator"
+	"github.com/lanyard/lanyard/internal/pembundle"
 )
 
 // newEmulatorCmd returns `lanyard emulator`: the local IAM Roles Anywhere
@@ -53,20 +52,9 @@ their ARNs printed.`,
 				if err != nil {
 					return err
 				}
-				var roots []*x509.Certificate
-				for rest := data; ; {
-					var b *pem.Block
-					if b, rest = pem.Decode(rest); b == nil {
-						break
-					}
-					if b.Type != "CERTIFICATE" {
-						continue
-					}
-					c, err := x509.ParseCertificate(b.Bytes)
-					if err != nil {
-						return fmt.Errorf("%s: %w", seedFrom, err)
-					}
-					roots = append(roots, c)
+				roots, err := pembundle.ParseNonEmpty(data)
+				if err != nil {
+					return fmt.Errorf("%s: %w", seedFrom, err)
 				}
 				anchorArn, profileArn, err := emu.Seed(roots, roleArn)
 				if err != nil {

@@ -1,7 +1,6 @@
 package hostdir
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -9,6 +8,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/lanyard/lanyard/internal/pembundle"
 )
 
 // Material is what one version folder holds, as PEM. The full chain written
@@ -67,31 +68,11 @@ func parseMaterial(certPEM, chainPEM, keyPEM []byte) (*parsed, error) {
 	return &parsed{cert: certs[0], chain: chain, key: key}, nil
 }
 
-// parseCertificates parses every PEM block of data, all of which must be
-// CERTIFICATE blocks. Text outside PEM blocks is allowed; anything that looks
-// like a PEM block but does not decode is not.
+// parseCertificates parses a PEM bundle under the repository's one policy
+// (package pembundle): CERTIFICATE blocks only, text outside blocks allowed,
+// a block that does not decode refused.
 func parseCertificates(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if bytes.Contains(rest, []byte("-----BEGIN")) {
-		return nil, errors.New("malformed PEM block")
-	}
-	return out, nil
+	return pembundle.Parse(data)
 }
 
 // parsePrivateKey parses one PEM private key block holding an ECDSA or RSA key.
