@@ -17,9 +17,11 @@ func TestRenewalInfoSpreadsRotation(t *testing.T) {
 	f := newFixture(t)
 	const hosts = 60
 	var serials []string
+	var lifetime time.Duration
 	for i := range hosts {
 		iss := f.enrolled(t, "rot"+string(rune('a'+i%26))+string(rune('a'+i/26))+".covalent.example.net")
 		serials = append(serials, iss.Record.Serial)
+		lifetime = iss.Record.NotAfter.Sub(iss.Record.NotBefore)
 	}
 	f.now = testNow.Add(time.Hour)
 	if _, err := ca.RotateIntermediate(ca.RotateOptions{Dir: f.caDir, Now: func() time.Time { return f.now }}); err != nil {
@@ -35,7 +37,9 @@ func TestRenewalInfoSpreadsRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	rotatedAt := a.Intermediate().NotBefore
-	spread := DefaultTTL / 4
+	// A quarter of the issued lifetime (the TTL plus the leaf backdate),
+	// as rotationWindow computes it.
+	spread := lifetime / 4
 	var first, last time.Time
 	for _, s := range serials {
 		w, err := svc.RenewalInfo(s)
