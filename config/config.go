@@ -59,6 +59,20 @@ type Config struct {
 	LogLevel string `mapstructure:"log_level" yaml:"log_level"`
 	// Dev is set by `serve --dev`.
 	Dev bool `mapstructure:"dev" yaml:"dev"`
+	// ACME tunes the ACME server (/acme/<profile>/directory).
+	ACME ACME `mapstructure:"acme" yaml:"acme"`
+}
+
+// ACME holds the ACME server's settings for development and tests only:
+// the composition root refuses them outside dev mode (and tests), because
+// pointing validation at a fixed address would let anyone who controls
+// that address pass http-01 for every name.
+type ACME struct {
+	// HTTP01Port is the port http-01 validation connects to (default 80).
+	HTTP01Port int `mapstructure:"http01_port" yaml:"http01_port"`
+	// ResolveTo is the address every identifier resolves to for
+	// validation (e.g. 127.0.0.1), like pebble's -dnsserver.
+	ResolveTo string `mapstructure:"resolve_to" yaml:"resolve_to"`
 }
 
 // CRL configures revocation lists.

@@ -183,3 +183,26 @@ func (p *Profile) CheckNames(cn string, dns []string) error {
 	}
 	return p.CheckDNSNames(dns)
 }
+
+// AuthorizeOrder returns the grant for an ACME order whose identifiers
+// the ACME server has validated: cn under profile, asked for by actor
+// (the ACME account, for the audit log). It checks the names against the
+// profile now; Issue checks them again and records the certificate on
+// its own (no token or predecessor is consumed: the order's finalization
+// is the single use, enforced by the ACME server).
+func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor string) (*Grant, error) {
+	p, err := s.Profiles().Get(profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.CheckNames(cn, dnsNames); err != nil {
+		return nil, err
+	}
+	return &Grant{
+		CN: cn, DNSNames: slices.Clone(dnsNames), Profile: profile,
+		actor: actor, action: "acme-issue", at: s.now(),
+		record: func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
+			return s.db.InsertCert(ctx, c, ev)
+		},
+	}, nil
+}

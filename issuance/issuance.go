@@ -75,6 +75,7 @@ type Store interface {
 	GetCert(serial string) (*store.Cert, error)
 	RedeemToken(ctx context.Context, tokenID string, tokenHash []byte, now time.Time, c *store.Cert, ev *store.AuditEvent) error
 	InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent) error
+	InsertCert(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error
 }
 
 // Service issues certificates. It is safe for concurrent use; profiles

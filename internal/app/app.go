@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/lanyard/lanyard/acme"
 	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
@@ -45,6 +46,9 @@ type Options struct {
 	// ServerOptions, when set, adjusts the server's options just before
 	// the server is built (tests).
 	ServerOptions func(*server.Options)
+	// Testing allows the dev-only settings (acme.http01_port,
+	// acme.resolve_to) without dev mode; only internal/testca sets it.
+	Testing bool
 }
 
 // App is an assembled server. Build makes it, Serve runs it, Close
@@ -71,6 +75,8 @@ type App struct {
 	// Tidy prunes the store after the configured retentions (TidyPath by
 	// hand, every tidy.interval by itself).
 	Tidy *tidy.Service
+	// ACME is the ACME server mounted at /acme/.
+	ACME *acme.Server
 
 	closers []func() error // in the order they run
 }
@@ -137,6 +143,12 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	}
 	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log})
 	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Admin, a.Log)
+	if (cfg.ACME.HTTP01Port != 0 || cfg.ACME.ResolveTo != "") && !cfg.Dev && !opts.Testing {
+		return nil, errors.New("acme.http01_port and acme.resolve_to are for dev mode and tests only")
+	}
+	a.ACME = acme.New(acme.Config{Issuer: a.Issuance, Revocation: a.Revocation, Store: a.Store, ChainPEM: a.CA.ChainPEM(),
+		Now: a.Now, Logger: a.Log, ValidationPort: cfg.ACME.HTTP01Port, ResolveTo: cfg.ACME.ResolveTo})
+	so.Extra["/acme/"] = a.ACME
 	if opts.AdminPage != nil {
 		if so.Web, err = opts.AdminPage(a); err != nil {
 			return nil, fmt.Errorf("admin web page: %w", err)

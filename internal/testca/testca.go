@@ -73,6 +73,8 @@ type Options struct {
 	// CRLDistributionPoint puts the CA's own /crl URL in issued
 	// certificates (crl.distribution_url).
 	CRLDistributionPoint bool
+	// ACME sets the dev/test-only ACME validation settings.
+	ACME config.ACME
 }
 
 // CA is a running test CA.
@@ -143,12 +145,13 @@ func Start(t testing.TB, opts Options) *CA {
 		Store:          filepath.Join(dir, "lanyard.db"),
 		Profiles:       opts.Profiles,
 		DefaultProfile: def,
+		ACME:           opts.ACME,
 	}
 	if opts.CRLDistributionPoint {
 		cfg.CRL.DistributionURL = cfg.URL + "/crl"
 	}
 	c := &CA{Dir: dir, URL: cfg.URL, Paths: p, Now: now}
-	ao := app.Options{Now: now, Logger: slog.New(slog.DiscardHandler), ServerOptions: opts.Server}
+	ao := app.Options{Now: now, Logger: slog.New(slog.DiscardHandler), ServerOptions: opts.Server, Testing: true}
 	if opts.Web != nil {
 		ao.AdminPage = func(a *app.App) (http.Handler, error) {
 			c.fill(a)

@@ -1,0 +1,876 @@
+// Package acme serves RFC 8555 ACME at /acme/<profile>/ on lanyard's TLS
+// port, with External Account Binding required: an EAB key minted by the
+// admin for one profile (optionally one CN) is the only way to open an
+// account. Orders carry one dns identifier, the certificate's CN; http-01
+// proves control of it; finalize turns the order into an issuance grant
+// (issuance.Service.AuthorizeOrder) and issuance.Service.Issue signs and
+// records it — there is no other signing path and no other store: ACME
+// state (EAB keys, accounts, orders, authorizations) lives in the store's
+// Meta part. JWS is go.step.sm/crypto/jose.
+//
+// Nonces are held in this process (bounded, single use); several replicas
+// behind one name would need the nonce set shared (or nonces that name
+// their replica, as boulder does) — see the closing note.
+package acme
+
+import (
+	"context"
+	"crypto"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.step.sm/crypto/jose"
+
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/renewal/schedule"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+// MaxBody bounds a JWS request body: the largest legitimate one is a
+// finalize with an RSA-4096 CSR (about 2 KiB base64) plus the JWS
+// envelope; 64 KiB leaves ample room and refuses anything abusive.
+const MaxBody = 64 << 10
+
+// Lifetimes of ACME objects.
+const (
+	// OrderLifetime is how long an order (and its authorization) may be
+	// completed: long enough for a client's retries, short enough that a
+	// stale proof of control is not reused.
+	OrderLifetime = time.Hour
+	// NonceLifetime bounds how long an unused nonce is accepted.
+	NonceLifetime = 10 * time.Minute
+	// MaxNonces bounds the nonce set; the oldest is dropped beyond it (a
+	// client whose nonce was dropped gets badNonce and retries).
+	MaxNonces = 1 << 16
+)
+
+// Issuer is the part of issuance the ACME server uses.
+type Issuer interface {
+	AuthorizeOrder(profile, cn string, dnsNames []string, actor string) (*issuance.Grant, error)
+	Issue(ctx context.Context, g *issuance.Grant, csrDER []byte) (*issuance.Issued, error)
+	Profiles() *issuance.Profiles
+	RenewalInfo(serial string) (schedule.Window, error)
+}
+
+// Revoker is the revocation service.
+type Revoker interface {
+	Revoke(ctx context.Context, req revocation.Request) (*revocation.Result, error)
+}
+
+// Store is the part of the store ACME state goes through.
+type Store interface {
+	store.Meta
+	GetCert(serial string) (*store.Cert, error)
+	AppendAudit(ctx context.Context, ev *store.AuditEvent) error
+}
+
+// Config builds a Server.
+type Config struct {
+	Issuer     Issuer
+	Revocation Revoker
+	Store      Store
+	// ChainPEM is the intermediate chain appended to every certificate.
+	ChainPEM []byte
+	Now      func() time.Time
+	Logger   *slog.Logger
+	// ValidationPort and ResolveTo are for dev and tests only (the
+	// composition root refuses them otherwise): the http-01 port (default
+	// 80) and the host every identifier resolves to for validation.
+	ValidationPort int
+	ResolveTo      string
+	// Client fetches http-01 responses (default: 10 s timeout, no redirects
+	// followed beyond Go's default of 10).
+	Client *http.Client
+}
+
+// Server is the ACME handler.
+type Server struct {
+	cfg    Config
+	mu     sync.Mutex // nonces, and read-modify-write of ACME records (one replica)
+	nonces map[string]time.Time
+	order  []string
+}
+
+// New returns the ACME handler, to be mounted at /acme/.
+func New(cfg Config) *Server {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ValidationPort == 0 {
+		cfg.ValidationPort = 80
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	return &Server{cfg: cfg, nonces: map[string]time.Time{}}
+}
+
+// Problem is an RFC 8555 section 6.7 error.
+type Problem struct {
+	Type   string `json:"type"`
+	Detail string `json:"detail"`
+	Status int    `json:"status"`
+}
+
+func (p *Problem) Error() string { return p.Type + ": " + p.Detail }
+
+func prob(status int, typ, format string, a ...any) *Problem {
+	return &Problem{Type: "urn:ietf:params:acme:error:" + typ, Detail: fmt.Sprintf(format, a...), Status: status}
+}
+
+// records, each JSON under a Meta key.
+type eabKey struct {
+	ID       string    `json:"id"`
+	Key      []byte    `json:"key"`
+	Profile  string    `json:"profile"`
+	CN       string    `json:"cn,omitempty"`
+	Reusable bool      `json:"reusable"`
+	Used     bool      `json:"used"`
+	Revoked  bool      `json:"revoked"`
+	Created  time.Time `json:"created"`
+}
+
+type account struct {
+	ID      string          `json:"id"`
+	Profile string          `json:"profile"`
+	JWK     json.RawMessage `json:"jwk"`
+	EABKey  string          `json:"eab_key"`
+	Status  string          `json:"status"`
+}
+
+type order struct {
+	ID       string    `json:"id"`
+	Account  string    `json:"account"`
+	Profile  string    `json:"profile"`
+	CN       string    `json:"cn"`
+	Status   string    `json:"status"`
+	Expires  time.Time `json:"expires"`
+	Authz    string    `json:"authz"`
+	Serial   string    `json:"serial,omitempty"`
+	Replaces string    `json:"replaces,omitempty"`
+	Error    *Problem  `json:"error,omitempty"`
+}
+
+type authz struct {
+	ID      string    `json:"id"`
+	Account string    `json:"account"`
+	CN      string    `json:"cn"`
+	Status  string    `json:"status"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+func key(kind, id string) string { return "acme/" + kind + "/" + id }
+
+func (s *Server) get(kind, id string, v any) error { return s.cfg.Store.GetMeta(key(kind, id), v) }
+func (s *Server) put(ctx context.Context, kind, id string, v any) error {
+	return s.cfg.Store.PutMeta(ctx, key(kind, id), v)
+}
+
+func randID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// CreateEAB mints an EAB key for profile (optionally bound to cn); the
+// HMAC key is returned once, base64url. by is audited.
+func (s *Server) CreateEAB(ctx context.Context, profile, cn string, reusable bool, by string) (kid, hmacKey string, err error) {
+	p, err := s.cfg.Issuer.Profiles().Get(profile)
+	if err != nil {
+		return "", "", err
+	}
+	if cn != "" && !p.AllowsCN(cn) {
+		return "", "", fmt.Errorf("%w: profile %q does not allow CN %q", issuance.ErrNameNotAllowed, profile, cn)
+	}
+	k := &eabKey{ID: randID(12), Key: make([]byte, 32), Profile: profile, CN: cn, Reusable: reusable, Created: s.cfg.Now()}
+	_, _ = rand.Read(k.Key)
+	if err := s.put(ctx, "eab", k.ID, k); err != nil {
+		return "", "", err
+	}
+	_ = s.cfg.Store.AppendAudit(ctx, &store.AuditEvent{At: k.Created, Actor: by, Action: "acme-eab-create", Subject: k.ID,
+		Detail: fmt.Sprintf("profile=%s cn=%s reusable=%t", profile, cn, reusable)})
+	return k.ID, base64.RawURLEncoding.EncodeToString(k.Key), nil
+}
+
+// RevokeEAB withdraws an EAB key: no new account may bind it.
+func (s *Server) RevokeEAB(ctx context.Context, kid, by string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var k eabKey
+	if err := s.get("eab", kid, &k); err != nil {
+		return err
+	}
+	k.Revoked = true
+	if err := s.put(ctx, "eab", kid, &k); err != nil {
+		return err
+	}
+	return s.cfg.Store.AppendAudit(ctx, &store.AuditEvent{At: s.cfg.Now(), Actor: by, Action: "acme-eab-revoke", Subject: kid})
+}
+
+func (s *Server) newNonce() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := randID(16)
+	s.nonces[n] = s.cfg.Now()
+	s.order = append(s.order, n)
+	for len(s.order) > MaxNonces {
+		delete(s.nonces, s.order[0])
+		s.order = s.order[1:]
+	}
+	return n
+}
+
+func (s *Server) useNonce(n string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.nonces[n]
+	delete(s.nonces, n)
+	return ok && s.cfg.Now().Sub(at) < NonceLifetime
+}
+
+// ServeHTTP routes /acme/<profile>/<op>[/<id>].
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/acme/"), "/")
+	w.Header().Set("Replay-Nonce", s.newNonce())
+	w.Header().Set("Cache-Control", "no-store")
+	if len(parts) < 2 {
+		s.fail(w, prob(404, "malformed", "no such ACME resource"))
+		return
+	}
+	profile, op := parts[0], parts[1]
+	id := ""
+	if len(parts) > 2 {
+		id = parts[2]
+	}
+	if _, err := s.cfg.Issuer.Profiles().Get(profile); err != nil {
+		s.fail(w, prob(404, "malformed", "no profile %q", profile))
+		return
+	}
+	base := "https://" + r.Host + "/acme/" + profile
+	w.Header().Add("Link", "<"+base+"/directory>;rel=\"index\"")
+	switch {
+	case op == "directory" && r.Method == http.MethodGet:
+		writeJSON(w, 200, map[string]any{
+			"newNonce": base + "/new-nonce", "newAccount": base + "/new-account", "newOrder": base + "/new-order",
+			"revokeCert": base + "/revoke-cert", "renewalInfo": base + "/renewal-info",
+			"meta": map[string]any{"externalAccountRequired": true},
+		})
+		return
+	case op == "new-nonce" && (r.Method == http.MethodHead || r.Method == http.MethodGet):
+		if r.Method == http.MethodGet {
+			w.WriteHeader(http.StatusNoContent)
+		}
+		return
+	case op == "renewal-info" && r.Method == http.MethodGet:
+		s.renewalInfo(w, id)
+		return
+	case r.Method != http.MethodPost:
+		s.fail(w, prob(405, "malformed", "method %s not allowed here", r.Method))
+		return
+	}
+	url := base + "/" + op
+	if id != "" {
+		url += "/" + id
+	}
+	req, p := s.verify(r, url, op == "new-account" || op == "revoke-cert")
+	if p != nil {
+		s.fail(w, p)
+		return
+	}
+	req.profile, req.base, req.id, req.w = profile, base, id, w
+	var h func(context.Context, *request) (int, any, *Problem)
+	switch op {
+	case "new-account":
+		h = s.newAccount
+	case "account":
+		h = s.accountOp
+	case "new-order":
+		h = s.newOrder
+	case "order":
+		h = s.getOrder
+	case "authz":
+		h = s.getAuthz
+	case "chall":
+		h = s.challenge
+	case "finalize":
+		h = s.finalize
+	case "cert":
+		s.certificate(w, r.Context(), req)
+		return
+	case "revoke-cert":
+		h = s.revokeCert
+	default:
+		s.fail(w, prob(404, "malformed", "no such ACME resource"))
+		return
+	}
+	status, body, p := h(r.Context(), req)
+	if p != nil {
+		s.fail(w, p)
+		return
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) fail(w http.ResponseWriter, p *Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// request is a verified JWS request.
+type request struct {
+	payload           []byte
+	jwk               *jose.JSONWebKey // embedded key (new-account, revoke-cert by key)
+	acct              *account
+	profile, base, id string
+	w                 http.ResponseWriter
+}
+
+// verify checks the JWS: size, form, nonce (single use), url, signature
+// by the account key (kid) or the embedded key (jwk, only where allowed).
+func (s *Server) verify(r *http.Request, url string, jwkAllowed bool) (*request, *Problem) {
+	if ct := r.Header.Get("Content-Type"); ct != "application/jose+json" {
+		return nil, prob(415, "malformed", "content type must be application/jose+json")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
+		return nil, prob(413, "malformed", "request body over %d bytes, or unreadable", MaxBody)
+	}
+	jws, err := jose.ParseJWS(string(body))
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, prob(400, "malformed", "not a flattened JWS with one signature")
+	}
+	h := jws.Signatures[0].Protected
+	switch h.Algorithm {
+	case "RS256", "ES256", "ES384", "ES512", "EdDSA", "PS256":
+	default:
+		return nil, prob(400, "badSignatureAlgorithm", "algorithm %q not accepted", h.Algorithm)
+	}
+	if !s.useNonce(h.Nonce) {
+		return nil, prob(400, "badNonce", "nonce unknown, expired or already used")
+	}
+	if u, _ := h.ExtraHeaders["url"].(string); u != url {
+		return nil, prob(401, "unauthorized", "JWS url %q is not the request URL %q", u, url)
+	}
+	req := &request{}
+	var verifyKey any
+	switch {
+	case h.JSONWebKey != nil && h.KeyID == "":
+		if !jwkAllowed {
+			return nil, prob(400, "malformed", "this request must be signed by an account key (kid)")
+		}
+		if !h.JSONWebKey.Valid() || !h.JSONWebKey.IsPublic() {
+			return nil, prob(400, "badPublicKey", "jwk is not a valid public key")
+		}
+		req.jwk, verifyKey = h.JSONWebKey, h.JSONWebKey
+	case h.KeyID != "" && h.JSONWebKey == nil:
+		prefix := strings.TrimSuffix(url[:strings.Index(url, "/acme/")], "/") + "/acme/"
+		rest := strings.TrimPrefix(h.KeyID, prefix)
+		parts := strings.Split(rest, "/")
+		var a account
+		if rest == h.KeyID || len(parts) != 3 || parts[1] != "account" || s.get("account", parts[2], &a) != nil {
+			return nil, prob(400, "accountDoesNotExist", "no account %q", h.KeyID)
+		}
+		if a.Status != "valid" {
+			return nil, prob(401, "unauthorized", "account is %s", a.Status)
+		}
+		if !strings.HasPrefix(url, prefix+a.Profile+"/") {
+			return nil, prob(401, "unauthorized", "account belongs to another profile")
+		}
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(a.JWK); err != nil {
+			return nil, prob(500, "serverInternal", "stored account key unreadable")
+		}
+		req.acct, verifyKey = &a, &k
+	default:
+		return nil, prob(400, "malformed", "exactly one of jwk and kid must be given")
+	}
+	payload, err := jws.Verify(verifyKey)
+	if err != nil {
+		return nil, prob(400, "malformed", "JWS signature does not verify")
+	}
+	req.payload = payload
+	return req, nil
+}
+
+func (s *Server) acctURL(req *request, id string) string { return req.base + "/account/" + id }
+
+func (s *Server) newAccount(ctx context.Context, req *request) (int, any, *Problem) {
+	var in struct {
+		Contact              []string        `json:"contact"`
+		TermsOfServiceAgreed bool            `json:"termsOfServiceAgreed"`
+		OnlyReturnExisting   bool            `json:"onlyReturnExisting"`
+		EAB                  json.RawMessage `json:"externalAccountBinding"`
+	}
+	if err := json.Unmarshal(req.payload, &in); err != nil {
+		return 0, nil, prob(400, "malformed", "payload is not a newAccount object")
+	}
+	if req.jwk == nil {
+		return 0, nil, prob(400, "malformed", "newAccount must be signed with jwk")
+	}
+	thumb, err := req.jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return 0, nil, prob(400, "badPublicKey", "cannot hash the key")
+	}
+	acctID := base64.RawURLEncoding.EncodeToString(thumb)
+	var existing account
+	if s.get("account", acctID, &existing) == nil && existing.Profile == req.profile {
+		req.wHeader("Location", s.acctURL(req, acctID))
+		return 200, acctJSON(&existing, req), nil
+	}
+	if in.OnlyReturnExisting {
+		return 0, nil, prob(400, "accountDoesNotExist", "no account for this key")
+	}
+	if len(in.EAB) == 0 {
+		return 0, nil, prob(401, "externalAccountRequired", "an external account binding is required")
+	}
+	eab, err := jose.ParseJWS(string(in.EAB))
+	if err != nil || len(eab.Signatures) != 1 {
+		return 0, nil, prob(400, "malformed", "externalAccountBinding is not a JWS")
+	}
+	eh := eab.Signatures[0].Protected
+	if eh.Algorithm != "HS256" && eh.Algorithm != "HS384" && eh.Algorithm != "HS512" {
+		return 0, nil, prob(400, "malformed", "externalAccountBinding must be HMAC-signed")
+	}
+	if u, _ := eh.ExtraHeaders["url"].(string); u != req.base+"/new-account" {
+		return 0, nil, prob(401, "unauthorized", "externalAccountBinding url is not the newAccount URL")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var k eabKey
+	if eh.KeyID == "" || s.get("eab", eh.KeyID, &k) != nil || k.Revoked || (k.Used && !k.Reusable) {
+		return 0, nil, prob(401, "unauthorized", "external account key unknown, revoked or used")
+	}
+	if k.Profile != req.profile {
+		return 0, nil, prob(401, "unauthorized", "external account key belongs to another profile")
+	}
+	bound, err := eab.Verify(k.Key)
+	if err != nil {
+		return 0, nil, prob(401, "unauthorized", "externalAccountBinding signature does not verify")
+	}
+	jwkJSON, _ := req.jwk.MarshalJSON()
+	var a, b any
+	if json.Unmarshal(bound, &a) != nil || json.Unmarshal(jwkJSON, &b) != nil || !jsonEqual(a, b) {
+		return 0, nil, prob(401, "unauthorized", "externalAccountBinding does not bind the account key")
+	}
+	acct := &account{ID: acctID, Profile: req.profile, JWK: jwkJSON, EABKey: k.ID, Status: "valid"}
+	k.Used = true
+	if err := s.put(ctx, "eab", k.ID, &k); err != nil {
+		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	}
+	if err := s.put(ctx, "account", acctID, acct); err != nil {
+		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	}
+	_ = s.cfg.Store.AppendAudit(ctx, &store.AuditEvent{At: s.cfg.Now(), Actor: "acme-eab:" + k.ID, Action: "acme-account", Subject: acctID,
+		Detail: "profile=" + req.profile})
+	req.wHeader("Location", s.acctURL(req, acctID))
+	return 201, acctJSON(acct, req), nil
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return subtle.ConstantTimeCompare(x, y) == 1
+}
+
+func (r *request) wHeader(k, v string) { r.w.Header().Set(k, v) }
+
+func acctJSON(a *account, req *request) map[string]any {
+	return map[string]any{"status": a.Status, "orders": req.base + "/orders/" + a.ID}
+}
+
+func (s *Server) accountOp(ctx context.Context, req *request) (int, any, *Problem) {
+	if req.id != req.acct.ID {
+		return 0, nil, prob(403, "unauthorized", "not your account")
+	}
+	var in struct {
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(req.payload, &in)
+	if in.Status == "deactivated" {
+		req.acct.Status = "deactivated"
+		if err := s.put(ctx, "account", req.acct.ID, req.acct); err != nil {
+			return 0, nil, prob(500, "serverInternal", "store: %v", err)
+		}
+	}
+	return 200, acctJSON(req.acct, req), nil
+}
+
+func (s *Server) orderJSON(o *order, req *request) map[string]any {
+	m := map[string]any{
+		"status": o.Status, "expires": o.Expires.UTC().Format(time.RFC3339),
+		"identifiers":    []map[string]string{{"type": "dns", "value": o.CN}},
+		"authorizations": []string{req.base + "/authz/" + o.Authz},
+		"finalize":       req.base + "/finalize/" + o.ID,
+	}
+	if o.Serial != "" {
+		m["certificate"] = req.base + "/cert/" + o.ID
+	}
+	if o.Replaces != "" {
+		m["replaces"] = o.Replaces
+	}
+	if o.Error != nil {
+		m["error"] = o.Error
+	}
+	return m
+}
+
+func (s *Server) newOrder(ctx context.Context, req *request) (int, any, *Problem) {
+	if req.acct == nil {
+		return 0, nil, prob(400, "malformed", "newOrder must be signed by an account")
+	}
+	var in struct {
+		Identifiers []struct{ Type, Value string } `json:"identifiers"`
+		NotBefore   string                         `json:"notBefore"`
+		NotAfter    string                         `json:"notAfter"`
+		Replaces    string                         `json:"replaces"`
+	}
+	if err := json.Unmarshal(req.payload, &in); err != nil {
+		return 0, nil, prob(400, "malformed", "payload is not a newOrder object")
+	}
+	if len(in.Identifiers) != 1 || in.Identifiers[0].Type != "dns" {
+		return 0, nil, prob(400, "rejectedIdentifier", "an order names exactly one dns identifier: the certificate's CN")
+	}
+	if in.NotBefore != "" || in.NotAfter != "" {
+		return 0, nil, prob(400, "malformed", "notBefore/notAfter are set by the profile")
+	}
+	cn := strings.ToLower(in.Identifiers[0].Value)
+	p, err := s.cfg.Issuer.Profiles().Get(req.acct.Profile)
+	if err != nil || !p.AllowsCN(cn) {
+		return 0, nil, prob(400, "rejectedIdentifier", "profile %q does not allow CN %q", req.acct.Profile, cn)
+	}
+	var k eabKey
+	if s.get("eab", req.acct.EABKey, &k) == nil && k.CN != "" && k.CN != cn {
+		return 0, nil, prob(400, "rejectedIdentifier", "this account's key is bound to CN %q", k.CN)
+	}
+	if in.Replaces != "" {
+		serial, p := s.replacedSerial(in.Replaces)
+		if p != nil {
+			return 0, nil, p
+		}
+		rec, err := s.cfg.Store.GetCert(serial)
+		if err != nil || rec.CN != cn {
+			return 0, nil, prob(409, "alreadyReplaced", "replaces names no certificate of CN %q", cn)
+		}
+	}
+	now := s.cfg.Now()
+	o := &order{ID: randID(12), Account: req.acct.ID, Profile: req.acct.Profile, CN: cn, Status: "pending",
+		Expires: now.Add(OrderLifetime), Authz: randID(12), Replaces: in.Replaces}
+	az := &authz{ID: o.Authz, Account: req.acct.ID, CN: cn, Status: "pending", Token: randID(32), Expires: o.Expires}
+	if err := s.put(ctx, "authz", az.ID, az); err != nil {
+		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	}
+	if err := s.put(ctx, "order", o.ID, o); err != nil {
+		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	}
+	req.wHeader("Location", req.base+"/order/"+o.ID)
+	return 201, s.orderJSON(o, req), nil
+}
+
+func (s *Server) loadOrder(req *request) (*order, *Problem) {
+	var o order
+	if s.get("order", req.id, &o) != nil || o.Account != req.acct.ID {
+		return nil, prob(404, "malformed", "no such order")
+	}
+	if o.Status == "pending" || o.Status == "ready" {
+		var a authz
+		switch {
+		case !s.cfg.Now().Before(o.Expires):
+			o.Status = "invalid"
+		case s.get("authz", o.Authz, &a) == nil && a.Status == "valid":
+			o.Status = "ready"
+		case a.Status == "invalid":
+			o.Status = "invalid"
+		}
+	}
+	return &o, nil
+}
+
+func (s *Server) getOrder(_ context.Context, req *request) (int, any, *Problem) {
+	o, p := s.loadOrder(req)
+	if p != nil {
+		return 0, nil, p
+	}
+	return 200, s.orderJSON(o, req), nil
+}
+
+func (s *Server) authzJSON(a *authz, req *request) map[string]any {
+	ch := map[string]any{"type": "http-01", "url": req.base + "/chall/" + a.ID, "token": a.Token, "status": a.Status}
+	if a.Status == "valid" {
+		ch["status"] = "valid"
+	}
+	return map[string]any{
+		"status": a.Status, "expires": a.Expires.UTC().Format(time.RFC3339),
+		"identifier": map[string]string{"type": "dns", "value": a.CN},
+		"challenges": []any{ch},
+	}
+}
+
+func (s *Server) loadAuthz(req *request) (*authz, *Problem) {
+	var a authz
+	if req.acct == nil || s.get("authz", req.id, &a) != nil || a.Account != req.acct.ID {
+		return nil, prob(404, "malformed", "no such authorization")
+	}
+	if a.Status == "pending" && !s.cfg.Now().Before(a.Expires) {
+		a.Status = "expired"
+	}
+	return &a, nil
+}
+
+func (s *Server) getAuthz(_ context.Context, req *request) (int, any, *Problem) {
+	a, p := s.loadAuthz(req)
+	if p != nil {
+		return 0, nil, p
+	}
+	return 200, s.authzJSON(a, req), nil
+}
+
+// challenge validates http-01 at once (synchronously): the client then
+// polls the authorization, which is already final.
+func (s *Server) challenge(ctx context.Context, req *request) (int, any, *Problem) {
+	a, p := s.loadAuthz(req)
+	if p != nil {
+		return 0, nil, p
+	}
+	chURL := req.base + "/chall/" + a.ID
+	if a.Status == "pending" {
+		var k jose.JSONWebKey
+		_ = k.UnmarshalJSON(req.acct.JWK)
+		thumb, _ := k.Thumbprint(crypto.SHA256)
+		want := a.Token + "." + base64.RawURLEncoding.EncodeToString(thumb)
+		a.Status = "invalid"
+		if err := s.fetchHTTP01(ctx, a.CN, a.Token, want); err == nil {
+			a.Status = "valid"
+		} else {
+			s.cfg.Logger.Info("acme http-01 failed", "cn", a.CN, "err", err)
+		}
+		if err := s.put(ctx, "authz", a.ID, a); err != nil {
+			return 0, nil, prob(500, "serverInternal", "store: %v", err)
+		}
+	}
+	req.wHeader("Link", "<"+req.base+"/authz/"+a.ID+">;rel=\"up\"")
+	return 200, map[string]any{"type": "http-01", "url": chURL, "token": a.Token, "status": a.Status}, nil
+}
+
+func (s *Server) fetchHTTP01(ctx context.Context, cn, token, want string) error {
+	host := cn
+	if s.cfg.ResolveTo != "" {
+		host = s.cfg.ResolveTo
+	}
+	u := "http://" + net.JoinHostPort(host, strconv.Itoa(s.cfg.ValidationPort)) + "/.well-known/acme-challenge/" + token
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	hr.Host = cn
+	resp, err := s.cfg.Client.Do(hr)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != want {
+		return fmt.Errorf("http-01 at %s: status %d, wrong key authorization", u, resp.StatusCode)
+	}
+	return nil
+}
+
+func (s *Server) finalize(ctx context.Context, req *request) (int, any, *Problem) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, p := s.loadOrder(req)
+	if p != nil {
+		return 0, nil, p
+	}
+	var a authz
+	if s.get("authz", o.Authz, &a) != nil || a.Status != "valid" || o.Status == "invalid" {
+		return 0, nil, prob(403, "orderNotReady", "the order's authorization is not valid")
+	}
+	if o.Status == "valid" {
+		return 0, nil, prob(403, "orderNotReady", "the order is already finalized")
+	}
+	var in struct {
+		CSR string `json:"csr"`
+	}
+	if err := json.Unmarshal(req.payload, &in); err != nil {
+		return 0, nil, prob(400, "malformed", "payload is not a finalize object")
+	}
+	der, err := base64.RawURLEncoding.DecodeString(in.CSR)
+	if err != nil {
+		return 0, nil, prob(400, "badCSR", "csr is not base64url")
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return 0, nil, prob(400, "badCSR", "csr does not parse")
+	}
+	// lego and certbot put the identifier in the SANs and may leave the CN
+	// empty; the certificate's CN is the order's, its SANs none or the CN.
+	for _, n := range csr.DNSNames {
+		if !strings.EqualFold(n, o.CN) {
+			return 0, nil, prob(400, "badCSR", "csr names %q, which the order does not", n)
+		}
+	}
+	if csr.Subject.CommonName != "" && !strings.EqualFold(csr.Subject.CommonName, o.CN) {
+		return 0, nil, prob(400, "badCSR", "csr CN %q is not the order's %q", csr.Subject.CommonName, o.CN)
+	}
+	var dns []string
+	if len(csr.DNSNames) > 0 {
+		dns = []string{o.CN}
+	}
+	g, err := s.cfg.Issuer.AuthorizeOrder(o.Profile, o.CN, dns, "acme:"+o.Account)
+	if err != nil {
+		return 0, nil, prob(400, "rejectedIdentifier", "%v", err)
+	}
+	iss, err := s.cfg.Issuer.Issue(ctx, g, der)
+	if err != nil {
+		if errors.Is(err, issuance.ErrBadCSR) || errors.Is(err, issuance.ErrNameNotAllowed) {
+			return 0, nil, prob(400, "badCSR", "%v", err)
+		}
+		return 0, nil, prob(500, "serverInternal", "issue: %v", err)
+	}
+	o.Status, o.Serial = "valid", iss.Record.Serial
+	if err := s.put(ctx, "cert", o.Serial, o.Account); err != nil {
+		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	}
+	if err := s.put(ctx, "order", o.ID, o); err != nil {
+		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	}
+	req.wHeader("Location", req.base+"/order/"+o.ID)
+	return 200, s.orderJSON(o, req), nil
+}
+
+func (s *Server) certificate(w http.ResponseWriter, _ context.Context, req *request) {
+	o, p := s.loadOrder(req)
+	if p == nil && o.Serial == "" {
+		p = prob(404, "malformed", "order has no certificate")
+	}
+	if p != nil {
+		s.fail(w, p)
+		return
+	}
+	rec, err := s.cfg.Store.GetCert(o.Serial)
+	if err != nil {
+		s.fail(w, prob(500, "serverInternal", "certificate record: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/pem-certificate-chain")
+	_ = pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: rec.DER})
+	_, _ = w.Write(s.cfg.ChainPEM)
+}
+
+// revokeCert revokes through the revocation service, for the account
+// whose order got the certificate, or for the certificate's own key.
+func (s *Server) revokeCert(ctx context.Context, req *request) (int, any, *Problem) {
+	var in struct {
+		Certificate string `json:"certificate"`
+		Reason      int    `json:"reason"`
+	}
+	if err := json.Unmarshal(req.payload, &in); err != nil {
+		return 0, nil, prob(400, "malformed", "payload is not a revokeCert object")
+	}
+	der, err := base64.RawURLEncoding.DecodeString(in.Certificate)
+	if err != nil {
+		return 0, nil, prob(400, "malformed", "certificate is not base64url")
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return 0, nil, prob(400, "malformed", "certificate does not parse")
+	}
+	serial := issuance.SerialHex(cert.SerialNumber)
+	rec, err := s.cfg.Store.GetCert(serial)
+	if err != nil || !hmac.Equal(rec.DER, der) {
+		return 0, nil, prob(404, "malformed", "not a certificate of this CA")
+	}
+	by := ""
+	switch {
+	case req.acct != nil:
+		if rec.Profile != req.acct.Profile || !s.accountOrdered(req.acct.ID, serial) {
+			return 0, nil, prob(403, "unauthorized", "this account did not order the certificate")
+		}
+		by = "acme:" + req.acct.ID
+	case req.jwk != nil:
+		if !keyEqual(req.jwk.Key, cert.PublicKey) {
+			return 0, nil, prob(403, "unauthorized", "jwk is not the certificate's key")
+		}
+		by = "acme-certkey:" + serial
+	}
+	if rec.Revocation != nil {
+		return 0, nil, prob(400, "alreadyRevoked", "certificate already revoked")
+	}
+	if _, err := s.cfg.Revocation.Revoke(ctx, revocation.Request{Serial: serial, Reason: in.Reason, By: by}); err != nil {
+		if errors.Is(err, revocation.ErrBadRequest) {
+			return 0, nil, prob(400, "badRevocationReason", "%v", err)
+		}
+		return 0, nil, prob(500, "serverInternal", "revoke: %v", err)
+	}
+	return 200, struct{}{}, nil
+}
+
+func keyEqual(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
+}
+
+// accountOrdered reports whether the account's order produced serial
+// (finalize records serial → account).
+func (s *Server) accountOrdered(acct, serial string) bool {
+	var got string
+	return s.get("cert", serial, &got) == nil && got == acct
+}
+
+// replacedSerial decodes an RFC 9773 certificate identifier
+// (base64url(AKI) "." base64url(serial)) into a serial in store form.
+func (s *Server) replacedSerial(id string) (string, *Problem) {
+	aki, ser, ok := strings.Cut(id, ".")
+	_, err1 := base64.RawURLEncoding.DecodeString(aki)
+	b, err2 := base64.RawURLEncoding.DecodeString(ser)
+	if !ok || err1 != nil || err2 != nil || len(b) == 0 {
+		return "", prob(400, "malformed", "not a certificate identifier: %q", id)
+	}
+	return issuance.SerialHex(new(big.Int).SetBytes(b)), nil
+}
+
+// renewalInfo answers RFC 9773 from issuance's renewal window (the one the
+// agent follows): a revoked certificate's window is now.
+func (s *Server) renewalInfo(w http.ResponseWriter, id string) {
+	serial, p := s.replacedSerial(id)
+	if p != nil {
+		s.fail(w, p)
+		return
+	}
+	win, err := s.cfg.Issuer.RenewalInfo(serial)
+	if err != nil {
+		s.fail(w, prob(404, "malformed", "no certificate %s", serial))
+		return
+	}
+	w.Header().Set("Retry-After", "21600")
+	writeJSON(w, 200, map[string]any{"suggestedWindow": map[string]string{
+		"start": win.Start.UTC().Format(time.RFC3339), "end": win.End.UTC().Format(time.RFC3339)}})
+}

@@ -1,0 +1,138 @@
+package acme_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/challenge/http01"
+	"github.com/go-acme/lego/v5/lego"
+	"github.com/go-acme/lego/v5/registration"
+
+	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/testca"
+)
+
+type user struct {
+	key crypto.Signer
+	reg *legoacme.ExtendedAccount
+}
+
+func (u *user) GetEmail() string                           { return "" }
+func (u *user) GetRegistration() *legoacme.ExtendedAccount { return u.reg }
+func (u *user) GetPrivateKey() crypto.Signer               { return u.key }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// legoClient registers an account with EAB at profile's directory.
+func legoClient(t *testing.T, c *testca.CA, profile, kid, hmacKey string, port int) *lego.Client {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u := &user{key: k}
+	cfg := lego.NewConfig(u)
+	cfg.CADirURL = c.URL + "/acme/" + profile + "/directory"
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.Authority.RootsPEM())
+	cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	cl, err := lego.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(port))); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := cl.Registration.RegisterWithExternalAccountBinding(context.Background(), registration.RegisterEABOptions{
+		TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey})
+	if err != nil {
+		t.Fatalf("register with EAB: %v", err)
+	}
+	u.reg = reg
+	return cl
+}
+
+func TestLegoIssuesClientAuthCertificate(t *testing.T) {
+	port := freePort(t)
+	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
+	ctx := context.Background()
+	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := legoClient(t, c, "covalent", kid, hk, port)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"web1.covalent.example.net"},
+		PrivateKey: key, Bundle: true, EnableCommonName: true})
+	if err != nil {
+		t.Fatalf("obtain: %v", err)
+	}
+	blk, rest := pem.Decode(res.Certificate)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Subject.CommonName != "web1.covalent.example.net" {
+		t.Errorf("CN %q", leaf.Subject.CommonName)
+	}
+	if len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
+		t.Errorf("EKU %v, want clientAuth only", leaf.ExtKeyUsage)
+	}
+	if !strings.Contains(string(rest), "CERTIFICATE") {
+		t.Error("no chain after the leaf")
+	}
+	if _, err := c.Store.GetCert(strings.ToLower(leaf.SerialNumber.Text(16))); err != nil {
+		// serial formatting lives in issuance; fall back to a CN lookup
+		serials, err2 := c.Store.SerialsByCN(leaf.Subject.CommonName)
+		if err2 != nil || len(serials) != 1 {
+			t.Errorf("certificate not recorded: %v %v", err, serials)
+		}
+	}
+
+	// An order outside the profile is refused with rejectedIdentifier.
+	_, err = cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"web1.other.example.org"}, PrivateKey: key})
+	if err == nil || !strings.Contains(err.Error(), "rejectedIdentifier") {
+		t.Errorf("order outside the profile: %v, want rejectedIdentifier", err)
+	}
+
+	// The single-use EAB key cannot open a second account.
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cfg := lego.NewConfig(&user{key: k2})
+	cfg.CADirURL = c.URL + "/acme/covalent/directory"
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.Authority.RootsPEM())
+	cfg.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	cl2, _ := lego.NewClient(cfg)
+	if _, err := cl2.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hk}); err == nil {
+		t.Error("a used single-use EAB key opened a second account")
+	}
+
+	// Revocation through ACME, then ARI says renew now.
+	if err := cl.Certificate.RevokeWithReason(ctx, res.Certificate, nil); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	serials, _ := c.Store.SerialsByCN(leaf.Subject.CommonName)
+	rec, err := c.Store.GetCert(serials[0])
+	if err != nil || rec.Revocation == nil {
+		t.Fatalf("not revoked in the store: %v", err)
+	}
+}
