@@ -37,6 +37,7 @@ import (
 
 	"go.step.sm/crypto/jose"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
@@ -803,7 +804,7 @@ func (s *Server) revokeCert(ctx context.Context, req *request) (int, any, *Probl
 	if err != nil {
 		return 0, nil, prob(400, "malformed", "certificate does not parse")
 	}
-	serial := issuance.SerialHex(cert.SerialNumber)
+	serial := lanyardv1.FormatSerial(cert.SerialNumber)
 	rec, err := s.cfg.Store.GetCert(serial)
 	if err != nil || !hmac.Equal(rec.DER, der) {
 		return 0, nil, prob(404, "malformed", "not a certificate of this CA")
@@ -854,7 +855,7 @@ func (s *Server) replacedSerial(id string) (string, *Problem) {
 	if !ok || err1 != nil || err2 != nil || len(b) == 0 {
 		return "", prob(400, "malformed", "not a certificate identifier: %q", id)
 	}
-	return issuance.SerialHex(new(big.Int).SetBytes(b)), nil
+	return lanyardv1.FormatSerial(new(big.Int).SetBytes(b)), nil
 }
 
 // renewalInfo answers RFC 9773 from issuance's renewal window (the one the
