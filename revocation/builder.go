@@ -102,7 +102,9 @@ func (s *Service) buildLoop() {
 		}
 		close(b.done)
 		if b.err == nil {
-			s.publish(b.crl)
+			if b.crl.listed == nil {
+				s.publish(b.crl)
+			}
 			s.prune(b.crl.ThisUpdate)
 		}
 	}

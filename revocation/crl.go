@@ -84,29 +84,17 @@ func (s *Service) loadStored(now time.Time) (*CRL, string) {
 		return nil, "retired intermediates sign their own CRLs"
 	}
 	var m storedCRL
-	if err := s.st.GetMeta(metaKey, &m); err != nil {
+	if _, der, err := s.st.LatestCRL(0); err == nil {
+		m.DER = der
+	} else if err := s.st.GetMeta(metaKey, &m); err != nil { // a store from before PublishCRL
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, "no CRL stored"
 		}
 		return nil, fmt.Sprintf("read stored CRL: %v", err)
 	}
-	rl, err := x509.ParseRevocationList(m.DER)
-	if err != nil {
-		return nil, fmt.Sprintf("parse stored CRL: %v", err)
-	}
-	if err := rl.CheckSignatureFrom(s.signer.Intermediate()); err != nil {
-		return nil, "stored CRL is not signed by the current intermediate"
-	}
-	if rl.Number == nil || !rl.Number.IsInt64() {
-		return nil, "stored CRL has no usable number"
-	}
-	crl := &CRL{
-		DER:        m.DER,
-		PEM:        pemCRL(m.DER),
-		Number:     rl.Number.Int64(),
-		ThisUpdate: rl.ThisUpdate.UTC(),
-		NextUpdate: rl.NextUpdate.UTC(),
-		Entries:    len(rl.RevokedCertificateEntries),
+	crl, rl, why := s.parseCRL(m.DER)
+	if crl == nil {
+		return nil, why
 	}
 	if now.Before(crl.ThisUpdate.Add(-5*time.Minute)) || !now.Before(crl.RefreshAt()) {
 		return nil, fmt.Sprintf("stored CRL %d is not current (thisUpdate %v)", crl.Number, crl.ThisUpdate)
@@ -125,6 +113,29 @@ func (s *Service) loadStored(now time.Time) (*CRL, string) {
 	return crl, ""
 }
 
+// parseCRL checks that der is a CRL the intermediate signed with a
+// usable number.
+func (s *Service) parseCRL(der []byte) (*CRL, *x509.RevocationList, string) {
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, nil, fmt.Sprintf("parse stored CRL: %v", err)
+	}
+	if err := rl.CheckSignatureFrom(s.signer.Intermediate()); err != nil {
+		return nil, nil, "stored CRL is not signed by the current intermediate"
+	}
+	if rl.Number == nil || !rl.Number.IsInt64() {
+		return nil, nil, "stored CRL has no usable number"
+	}
+	return &CRL{
+		DER:        der,
+		PEM:        pemCRL(der),
+		Number:     rl.Number.Int64(),
+		ThisUpdate: rl.ThisUpdate.UTC(),
+		NextUpdate: rl.NextUpdate.UTC(),
+		Entries:    len(rl.RevokedCertificateEntries),
+	}, rl, ""
+}
+
 // buildCRL numbers, encodes, signs and persists a CRL listing the
 // unexpired entries of snap, and makes it current. Only one runs at a
 // time (New, then buildLoop).
@@ -137,6 +148,9 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 		if e.notAfter.After(thisUpdate) {
 			live = append(live, e)
 		}
+	}
+	if s.leader != nil && !s.leader() {
+		return s.followCRL(ctx, thisUpdate, live)
 	}
 	// The number is durable before anything is signed with it, so no two
 	// CRLs ever carry one number, even across a crash.
@@ -155,7 +169,12 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 	if crl.Retired, err = s.signRetired(n, thisUpdate, nextUpdate, live); err != nil {
 		return nil, fmt.Errorf("CRL %d: %w", n, err)
 	}
-	if err := s.st.PutMeta(ctx, metaKey, storedCRL{DER: der}); err != nil {
+	if err := s.st.PublishCRL(ctx, n, der); err != nil {
+		if errors.Is(err, store.ErrStaleCRL) || errors.Is(err, store.ErrNotLeader) {
+			// Another replica leads now (or published a newer CRL): this
+			// one must not serve it.
+			return nil, fmt.Errorf("CRL %d: %w", n, err)
+		}
 		// The CRL is signed and right: serve it. A restart rebuilds.
 		s.log.Error("CRL not persisted", "number", n, "err", err)
 	}
@@ -166,6 +185,112 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 		s.log.Warn("CRL is larger than IAM Roles Anywhere imports", "pem_bytes", len(crl.PEM), "limit", RolesAnywhereCRLLimit)
 	}
 	return crl, nil
+}
+
+// followPoll is how often a replica that does not lead looks for the
+// leader's newest CRL: a revocation on any replica is in every replica's
+// CRL within about two polls plus the leader's build.
+const followPoll = 100 * time.Millisecond
+
+// followCRL, on a replica that does not lead, waits for the leader to
+// publish a CRL newer than the current one that lists every entry of live
+// (the leader learns of the revocation through the store's Revocations
+// counter), and makes it current. It builds itself if it becomes leader.
+func (s *Service) followCRL(ctx context.Context, thisUpdate time.Time, live []*entry) (*CRL, error) {
+	start := int64(0)
+	if cur := s.Current(); cur != nil {
+		start = cur.Number
+	}
+	for {
+		if s.leader() {
+			return s.buildCRL(ctx, live)
+		}
+		s.adoptLatest() // Follow may have adopted it already
+		if crl := s.Current(); crl != nil && crl.Number > start && crl.lists(live, thisUpdate) {
+			return crl, nil
+		}
+		t := time.NewTimer(followPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// adoptLatest makes the store's newest CRL current if it is newer and
+// right; it returns the current CRL when it changed, else nil.
+func (s *Service) adoptLatest() *CRL {
+	cur := s.Current()
+	after := int64(0)
+	if cur != nil {
+		after = cur.Number
+	}
+	_, der, err := s.st.LatestCRL(after)
+	if err != nil {
+		return nil
+	}
+	crl, rl, why := s.parseCRL(der)
+	if crl == nil {
+		s.log.Warn("published CRL refused", "why", why)
+		return nil
+	}
+	crl.listed = make(map[string]bool, len(rl.RevokedCertificateEntries))
+	for _, e := range rl.RevokedCertificateEntries {
+		crl.listed[string(e.SerialNumber.Bytes())] = true
+	}
+	if !s.cur.CompareAndSwap(cur, crl) {
+		return nil
+	}
+	return crl
+}
+
+// lists reports whether the CRL lists every entry of live unexpired at t.
+func (c *CRL) lists(live []*entry, t time.Time) bool {
+	if c.listed == nil {
+		return false
+	}
+	for _, e := range live {
+		if e.notAfter.After(t) && !c.listed[e.key] {
+			return false
+		}
+	}
+	return true
+}
+
+// Follow keeps a replica's CRL in step with the other replicas until ctx
+// ends, by bounded polling of the store (every followPoll; chosen over
+// LISTEN/NOTIFY because it needs no dedicated connection and survives a
+// database restart without re-registering): a replica that does not lead
+// adopts the newest published CRL; the leader rebuilds when the store's
+// revocation counter moved (a revocation on another replica).
+func (s *Service) Follow(ctx context.Context) {
+	seen, _ := s.st.Revocations()
+	for {
+		t := time.NewTimer(followPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if s.leader == nil || s.leader() {
+			n, err := s.st.Revocations()
+			if err != nil || n == seen {
+				continue
+			}
+			if _, err := s.Rebuild(ctx); err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("CRL rebuild after a revocation elsewhere failed", "err", err)
+				}
+				continue
+			}
+			seen = n
+			continue
+		}
+		s.adoptLatest()
+	}
 }
 
 // sign has the CA sign a CRL listing live.

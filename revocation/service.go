@@ -74,6 +74,10 @@ type CRL struct {
 	// still has its key (after `lanyard ca rotate-intermediate`), so the
 	// certificates they issued keep a CRL from their own issuer.
 	Retired []IssuerCRL
+	// listed holds the listed serials' bytes of a CRL adopted from the
+	// leader (nil for CRLs built here); adopted CRLs are not published
+	// (the leader does that).
+	listed map[string]bool
 }
 
 // IssuerCRL is a CRL of one retired intermediate.
@@ -115,12 +119,18 @@ type Config struct {
 	DistributionPointURL string
 	// Logger (default slog.Default).
 	Logger *slog.Logger
+	// Leader, when set, says whether this replica builds CRLs (it holds
+	// the store's leader lease). A replica that does not lead never takes
+	// a CRL number: it serves the newest CRL the leader published in the
+	// store (see Follow). Nil: always the leader (one process).
+	Leader func() bool
 }
 
 // Service revokes certificates and keeps the CRL. Its methods are safe for
 // concurrent use.
 type Service struct {
 	st       store.Store
+	leader   func() bool
 	signer   CRLSigner
 	now      func() time.Time
 	validity time.Duration
@@ -183,6 +193,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		st:       cfg.Store,
+		leader:   cfg.Leader,
 		signer:   cfg.Signer,
 		now:      cfg.Now,
 		validity: cfg.Validity,

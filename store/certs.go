@@ -228,6 +228,11 @@ func (db *DB) Revoke(ctx context.Context, serial string, rev Revocation, ev *Aud
 			}
 			queue = append(queue, next...)
 		}
+		if changed {
+			if err := bumpRevocationsTx(tx); err != nil {
+				return err
+			}
+		}
 		if changed && ev != nil {
 			return appendAuditTx(tx, ev)
 		}

@@ -127,6 +127,30 @@ type CRLs interface {
 	NextCRLNumber(ctx context.Context) (int64, error)
 	// CRLNumber returns the last number handed out (0 if none).
 	CRLNumber() (int64, error)
+	// PublishCRL stores a signed CRL as the newest, which every replica
+	// then serves. It refuses (ErrStaleCRL) a number not above every CRL
+	// published before, atomically, so a stale leader can never make an
+	// older CRL current; on an engine with a leader lease it also refuses
+	// (ErrNotLeader) a replica whose lease epoch is not the current one.
+	PublishCRL(ctx context.Context, number int64, der []byte) error
+	// LatestCRL returns the newest published CRL if its number is above
+	// after, else ErrNotFound (so polling it is cheap).
+	LatestCRL(after int64) (number int64, der []byte, err error)
+	// Revocations is a counter that grows with every Revoke that changed
+	// something, on any replica: the leader polls it to learn that a CRL
+	// is due.
+	Revocations() (int64, error)
+}
+
+// Leadership says whether this process is the one that builds CRLs and
+// syncs trust anchors. Engines shared by replicas elect one with a lease;
+// an embedded engine is always its own leader.
+type Leadership interface {
+	// Leader returns the lease epoch and whether this process leads now.
+	Leader() (epoch int64, ok bool)
+	// LeaderChanged returns a channel closed at the next change (nil: it
+	// never changes).
+	LeaderChanged() <-chan struct{}
 }
 
 // Meta holds small JSON values under a key (trust-anchor sync status,
@@ -184,4 +208,7 @@ type Retention interface {
 }
 
 // Compile-time check that the bbolt engine implements the contract.
-var _ Store = (*DB)(nil)
+var (
+	_ Store      = (*DB)(nil)
+	_ Leadership = (*DB)(nil)
+)

@@ -13,7 +13,69 @@ import (
 	m "github.com/lanyard/lanyard/migrations"
 )
 
-var keyCRLNumber = []byte("crl_number")
+var (
+	keyCRLNumber   = []byte("crl_number")
+	keyCRLLatest   = []byte("crl_latest") // number(8) | DER of the newest published CRL
+	keyRevocations = []byte("revocations")
+)
+
+// PublishCRL stores der as the newest CRL if number is above the stored
+// one (ErrStaleCRL otherwise).
+func (db *DB) PublishCRL(ctx context.Context, number int64, der []byte) error {
+	return db.update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(m.BucketMeta)
+		if raw := b.Get(keyCRLLatest); len(raw) >= 8 && int64(binary.BigEndian.Uint64(raw)) >= number {
+			return fmt.Errorf("CRL %d: %w", number, ErrStaleCRL)
+		}
+		v := make([]byte, 8, 8+len(der))
+		binary.BigEndian.PutUint64(v, uint64(number))
+		return b.Put(keyCRLLatest, append(v, der...))
+	})
+}
+
+// LatestCRL returns the newest published CRL if its number is above after.
+func (db *DB) LatestCRL(after int64) (int64, []byte, error) {
+	var n int64
+	var der []byte
+	err := db.view(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(m.BucketMeta).Get(keyCRLLatest)
+		if len(raw) < 8 || int64(binary.BigEndian.Uint64(raw)) <= after {
+			return fmt.Errorf("CRL after %d: %w", after, ErrNotFound)
+		}
+		n, der = int64(binary.BigEndian.Uint64(raw)), bytes.Clone(raw[8:])
+		return nil
+	})
+	return n, der, err
+}
+
+// Revocations counts Revoke calls that changed something.
+func (db *DB) Revocations() (int64, error) {
+	var n int64
+	err := db.view(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(m.BucketMeta).Get(keyRevocations); len(raw) == 8 {
+			n = int64(binary.BigEndian.Uint64(raw))
+		}
+		return nil
+	})
+	return n, err
+}
+
+func bumpRevocationsTx(tx *bolt.Tx) error {
+	b := tx.Bucket(m.BucketMeta)
+	n := uint64(0)
+	if raw := b.Get(keyRevocations); len(raw) == 8 {
+		n = binary.BigEndian.Uint64(raw)
+	}
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], n+1)
+	return b.Put(keyRevocations, buf[:])
+}
+
+// Leader: the embedded engine is one process, its own leader (epoch 1).
+func (db *DB) Leader() (int64, bool) { return 1, true }
+
+// LeaderChanged never fires for the embedded engine.
+func (db *DB) LeaderChanged() <-chan struct{} { return nil }
 
 // NextCRLNumber increments and returns the CRL number (RFC 5280 5.2.3:
 // monotonically increasing). The new value is durable before it returns,

@@ -20,6 +20,8 @@ import (
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/engine"
+	"github.com/lanyard/lanyard/store/postgres"
 )
 
 func newTokenCmd() *cobra.Command {
@@ -221,6 +223,15 @@ func newMigrateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if engine.IsPostgres(cfg.Store) {
+				applied, err := postgres.Migrate(cmd.Context(), cfg.Store)
+				if err != nil {
+					return err
+				}
+				pg := migrations.Postgres()
+				fmt.Fprintf(cmd.OutOrStdout(), "store %s at schema version %d (applied %v)\n", engine.Describe(cfg.Store), pg[len(pg)-1].Version, applied)
+				return nil
+			}
 			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel)})
 			if err != nil {
 				return err
@@ -240,17 +251,18 @@ func newBackupCmd() *cobra.Command {
 holds the store, the copy is streamed from the running server over the admin
 client certificate into a new file next to FILE, checked (whole, and a sound
 store) and only then renamed to FILE; otherwise the store file is opened
-directly. A PostgreSQL store is backed up with pg_dump instead.`,
+directly. For a PostgreSQL store the copy is the same bbolt-format snapshot, read
+from one consistent transaction of the database (pg_dump remains its physical
+backup).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := loadConfig(cmd, nil)
 			if err != nil {
 				return err
 			}
-			if isPostgresURL(cfg.Store) {
-				return errPostgresBackup
-			}
-			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
+			// PostgreSQL: a bbolt-format snapshot read straight from the
+			// database (any replica may run; pg_dump is the physical backup).
+			db, err := engine.Open(cmd.Context(), cfg.Store, engine.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
 			if err == nil {
 				defer db.Close()
 				if err := db.Backup(args[0]); err != nil {

@@ -24,17 +24,6 @@ import (
 // as the network needs.
 const backupStallTimeout = 30 * time.Second
 
-// isPostgresURL reports whether a store setting names a PostgreSQL
-// database rather than a bbolt file.
-func isPostgresURL(s string) bool {
-	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
-}
-
-// errPostgresBackup is the answer for a PostgreSQL store: its backup is
-// the database's own (pg_dump, or a base backup with WAL archiving for
-// point-in-time recovery); lanyard backup copies bbolt stores.
-var errPostgresBackup = errors.New("the store is a PostgreSQL database: back it up with pg_dump (for example `pg_dump --format=custom --file lanyard.dump URL`) or a base backup; lanyard backup copies bbolt stores")
-
 // downloadBackup streams the running server's copy of the store (GET
 // server.BackupPath, as the admin) into dst. The bytes go to a new file
 // in dst's folder (mode 0600), never to dst itself; only when the whole

@@ -13,9 +13,9 @@ import (
 func newStoreCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "store",
-		Short: "Operations on the store itself (compact)",
+		Short: "Operations on the store itself (compact, copy between engines)",
 	}
-	cmd.AddCommand(newStoreCompactCmd())
+	cmd.AddCommand(newStoreCompactCmd(), newStoreCopyCmd())
 	return cmd
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/engine"
 	"github.com/lanyard/lanyard/tidy"
 )
 
@@ -59,7 +60,7 @@ type App struct {
 	Log        *slog.Logger
 	Now        func() time.Time
 	CA         *ca.Authority
-	Store      *store.DB
+	Store      store.Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
 	// Admin checks, rotates and renews the admin credential.
@@ -107,7 +108,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		return nil, fmt.Errorf("load CA from %s: %w (create one with `lanyard init`)", cfg.CADir, err)
 	}
 	a.closers = append(a.closers, a.CA.Close)
-	a.Store, err = store.Open(cfg.Store, store.Options{Logger: a.Log})
+	a.Store, err = engine.Open(ctx, cfg.Store, engine.Options{Logger: a.Log, Replica: true})
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		return nil, err
 	}
 	a.Revocation, err = revocation.New(revocation.Config{Store: a.Store, Signer: a.CA, Validity: cfg.CRL.Validity, Logger: a.Log,
-		Now: a.Now, DistributionPointURL: cfg.CRL.DistributionURL})
+		Now: a.Now, DistributionPointURL: cfg.CRL.DistributionURL, Leader: a.leads})
 	if err != nil {
 		return nil, err
 	}
@@ -195,10 +196,20 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.Revocation.Run(ctx)
-	// The single bbolt server is its own leader.
 	go a.Tidy.Loop(ctx, a.Config.Tidy.Interval, nil)
-	for _, s := range a.AnchorsTargets {
-		go s.Run(ctx, a.Revocation.Current)
+	if l, ok := a.Store.(store.Leadership); ok && l.LeaderChanged() != nil {
+		// Replicas on a shared store: CRLs follow the leader's, and only
+		// the leader syncs trust anchors.
+		go a.Revocation.Follow(ctx)
+		go a.whileLeader(ctx, l, func(ctx context.Context) {
+			for _, s := range a.AnchorsTargets {
+				go s.Run(ctx, a.Revocation.Current)
+			}
+		})
+	} else {
+		for _, s := range a.AnchorsTargets {
+			go s.Run(ctx, a.Revocation.Current)
+		}
 	}
 	err := a.Server.Serve(ctx, ln)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
@@ -218,4 +229,51 @@ func (a *App) Close() error {
 	}
 	a.closers = nil
 	return errors.Join(errs...)
+}
+
+// leads reports whether this replica holds the store's leader lease
+// (always, for an engine without one).
+func (a *App) leads() bool {
+	l, ok := a.Store.(store.Leadership)
+	if !ok {
+		return true
+	}
+	_, leads := l.Leader()
+	return leads
+}
+
+// whileLeader runs start with a context that ends when this replica stops
+// leading (or ctx ends), every time it becomes leader.
+func (a *App) whileLeader(ctx context.Context, l store.Leadership, start func(context.Context)) {
+	var term *context.CancelFunc // the current term's cancel
+	defer func() {
+		if term != nil {
+			(*term)()
+		}
+	}()
+	leading := false
+	for {
+		changed := l.LeaderChanged()
+		_, now := l.Leader()
+		if now && !leading {
+			lctx, cancel := context.WithCancel(ctx)
+			term = &cancel
+			start(lctx)
+		} else if !now && leading && term != nil {
+			(*term)()
+			term = nil
+		}
+		leading = now
+		// The lease also lapses locally without a change event (a renewal
+		// that failed): look again at least every second.
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }

@@ -6,6 +6,7 @@
 package testca
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"log/slog"
@@ -64,6 +65,9 @@ type Options struct {
 	Clock *Clock
 	// Dir reuses a CA and store folder (restart tests); default t.TempDir().
 	Dir string
+	// Store is the store location (a postgres:// URL for replica tests);
+	// default Dir/lanyard.db.
+	Store string
 	// Web is mounted at /admin/.
 	Web func(*CA) http.Handler
 	// Server tweaks the server options before the server is built.
@@ -142,7 +146,7 @@ func Start(t testing.TB, opts Options) *CA {
 		URL:            "https://" + ln.Addr().String(),
 		DataDir:        dir,
 		CADir:          p.Dir,
-		Store:          filepath.Join(dir, "lanyard.db"),
+		Store:          cmp.Or(opts.Store, filepath.Join(dir, "lanyard.db")),
 		Profiles:       opts.Profiles,
 		DefaultProfile: def,
 		ACME:           opts.ACME,

@@ -88,7 +88,9 @@ func (db *DB) writer() {
 //     redeemed twice: the redemption statement only applies to an unused
 //     token, whatever happened before.
 func (db *DB) commitGroup(group []*writeOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), db.opts.QueryTimeout)
+	// The group may wait for a connection behind a burst of reads, then
+	// for row locks held by other groups: allow that on top of the query.
+	ctx, cancel := context.WithTimeout(context.Background(), db.opts.QueryTimeout+db.opts.ResolveTimeout)
 	defer cancel()
 	results, sent, err := db.sendGroup(ctx, group)
 	if err == nil {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lanyard/lanyard/store"
 )
 
 // leaseName is the one lease: its holder builds CRLs and syncs trust
@@ -180,3 +182,5 @@ func (db *DB) LeaderChanged() <-chan struct{} {
 	}
 	return db.lease.watch()
 }
+
+var _ store.Leadership = (*DB)(nil)

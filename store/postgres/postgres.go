@@ -138,7 +138,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
 	if !strings.Contains(dsn, "pool_max_conns") {
-		cfg.MaxConns = int32(opts.Writers) + 12 // writers, readers, lease and migration connections
+		// Writers, readers, the lease and the migration lock: enough that
+		// a burst of reads (every redemption reads its token first) does
+		// not starve the writers.
+		cfg.MaxConns = int32(opts.Writers) + 28
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -276,3 +276,62 @@ func (db *DB) CRLNumber() (int64, error) {
 	})
 	return n, err
 }
+
+// PublishCRL makes der the newest CRL. On the crl_state row, in one
+// transaction: the number must be above the last published one (the row
+// lock serialises publishers and the WHERE is re-checked after a
+// concurrent one commits), and, with a lease, this replica's epoch must be
+// the lease's current one. Both are checked in the database at commit
+// time, so a leader paused past its lease (boulder #6897's two updaters)
+// can neither publish an older number nor overwrite a newer CRL.
+func (db *DB) PublishCRL(ctx context.Context, number int64, der []byte) error {
+	epoch, holder := int64(0), ""
+	if db.lease != nil {
+		var ok bool
+		if epoch, ok = db.lease.current(); !ok {
+			return fmt.Errorf("publish CRL %d: %w", number, store.ErrNotLeader)
+		}
+		holder = db.lease.holder
+	}
+	return db.tx(ctx, func(tx pgx.Tx) error {
+		var revs int64
+		err := tx.QueryRow(ctx, `UPDATE crl_state SET published = $1
+			WHERE id = 1 AND published < $1 AND ($2 = '' OR EXISTS (SELECT 1 FROM leases
+				WHERE name = $3 AND holder = $2 AND epoch = $4 AND expires_at > now()))
+			RETURNING revocations`, number, holder, leaseName, epoch).Scan(&revs)
+		if errors.Is(err, pgx.ErrNoRows) {
+			var pub int64
+			if err := tx.QueryRow(ctx, "SELECT published FROM crl_state WHERE id = 1").Scan(&pub); err == nil && pub >= number {
+				return fmt.Errorf("publish CRL %d (newest is %d): %w", number, pub, store.ErrStaleCRL)
+			}
+			return fmt.Errorf("publish CRL %d with epoch %d: %w", number, epoch, store.ErrNotLeader)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO crls (number, epoch, revocations, der) VALUES ($1, $2, $3, $4)", number, epoch, revs, der)
+		return err
+	})
+}
+
+// LatestCRL returns the newest published CRL if its number is above after.
+func (db *DB) LatestCRL(after int64) (int64, []byte, error) {
+	var n int64
+	var der []byte
+	err := db.read(func(ctx context.Context) error {
+		return db.pool.QueryRow(ctx, "SELECT number, der FROM crls WHERE number > $1 ORDER BY number DESC LIMIT 1", after).Scan(&n, &der)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil, fmt.Errorf("CRL after %d: %w", after, store.ErrNotFound)
+	}
+	return n, der, err
+}
+
+// Revocations is the counter every changing Revoke bumps.
+func (db *DB) Revocations() (int64, error) {
+	var n int64
+	err := db.read(func(ctx context.Context) error {
+		return db.pool.QueryRow(ctx, "SELECT revocations FROM crl_state WHERE id = 1").Scan(&n)
+	})
+	return n, err
+}

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Opener) {
 		{"SerialsByCN", testSerialsByCN},
 		{"CountCerts", testCountCerts},
 		{"CRLNumberMonotonicUnderConcurrency", testCRLNumber},
+		{"PublishedCRLNeverGoesBack", testPublishCRL},
 		{"AuditNewestFirstAndPaging", testAudit},
 		{"Sessions", testSessions},
 		{"Meta", testMeta},
@@ -776,5 +777,48 @@ func testTidy(t *testing.T, s store.Store) {
 	}
 	if got, err := s.Tidy(ctx, req); err != nil || *got != (store.TidyResult{}) {
 		t.Fatalf("second tidy: %+v, %v", got, err)
+	}
+}
+
+func testPublishCRL(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, _, err := s.LatestCRL(0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("LatestCRL on a fresh store: %v", err)
+	}
+	if err := s.PublishCRL(ctx, 5, []byte("five")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int64{5, 4} {
+		if err := s.PublishCRL(ctx, n, []byte("stale")); !errors.Is(err, store.ErrStaleCRL) {
+			t.Fatalf("publishing %d after 5: %v, want ErrStaleCRL", n, err)
+		}
+	}
+	// Concurrent publishers: the newest wins, whatever the order.
+	var wg sync.WaitGroup
+	for n := int64(6); n < 26; n++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.PublishCRL(ctx, n, fmt.Appendf(nil, "crl-%d", n)); err != nil && !errors.Is(err, store.ErrStaleCRL) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	n, der, err := s.LatestCRL(0)
+	if err != nil || n != 25 || string(der) != "crl-25" {
+		t.Fatalf("LatestCRL = %d %q %v, want 25", n, der, err)
+	}
+	if _, _, err := s.LatestCRL(25); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("LatestCRL(after newest): %v", err)
+	}
+	before, _ := s.Revocations()
+	c := insert(t, s, NewCert())
+	if _, _, err := s.Revoke(ctx, c.Serial, store.Revocation{At: T0, Reason: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Revoke(ctx, c.Serial, store.Revocation{At: T0, Reason: 1}, nil) //nolint:errcheck // idempotent repeat
+	if after, _ := s.Revocations(); after != before+1 {
+		t.Fatalf("Revocations %d -> %d, want +1 (a repeat changes nothing)", before, after)
 	}
 }

@@ -1,0 +1,167 @@
+package replicas_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/pgtest"
+	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// twoReplicas starts two CA servers on one CA folder and one database.
+func twoReplicas(t *testing.T) (a, b *testca.CA) {
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	a = testca.Start(t, testca.Options{Dir: dir, Store: dsn})
+	b = testca.Start(t, testca.Options{Dir: dir, Store: dsn})
+	return a, b
+}
+
+func newCSR(t testing.TB, cn string) []byte {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestOneTokenOneCertificateAcrossReplicas: 1,000 concurrent redemptions
+// of one token, split across two replicas, yield exactly one certificate.
+func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
+	a, b := twoReplicas(t)
+	const cn = "race.covalent.example.net"
+	tok := a.Token(t, cn, cn)
+	csr := newCSR(t, cn)
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 1000 {
+		c := a
+		if i%2 == 1 {
+			c = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := c.Anonymous.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: tok, Csr: csr}))
+			var ce *connect.Error
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.As(err, &ce) && ce.Code() != connect.CodeUnavailable && ce.Code() != connect.CodeInternal:
+				refused.Add(1)
+			default:
+				t.Errorf("enroll: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if ok.Load() != 1 || refused.Load() != 999 {
+		t.Fatalf("%d enrollments succeeded and %d were refused; want 1 and 999", ok.Load(), refused.Load())
+	}
+	serials, err := a.Store.SerialsByCN(cn)
+	if err != nil || len(serials) != 1 {
+		t.Fatalf("database holds %d certificates for the token (%v), want 1", len(serials), err)
+	}
+}
+
+// TestRevocationOnOneReplicaInTheOthersCRL: a revocation on A is listed in
+// the CRL B serves within a second, and the CRL number B serves never goes
+// back.
+func TestRevocationOnOneReplicaInTheOthersCRL(t *testing.T) {
+	a, b := twoReplicas(t)
+	for _, r := range []struct {
+		name     string
+		revokeOn *testca.CA
+		readFrom *testca.CA
+	}{{"A to B", a, b}, {"B to A", b, a}} {
+		t.Run(r.name, func(t *testing.T) {
+			const cn = "crl.covalent.example.net"
+			resp, err := r.revokeOn.Anonymous.Certificates.Enroll(context.Background(),
+				connect.NewRequest(&v1.EnrollRequest{Token: r.revokeOn.Token(t, cn, cn), Csr: newCSR(t, cn)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			serial, _ := new(big.Int).SetString(resp.Msg.GetBundle().GetSerial(), 16)
+			before := crlNumber(t, r.readFrom)
+			revoked := time.Now()
+			if _, err := r.revokeOn.Revocation.Revoke(context.Background(), revocation.Request{Serial: resp.Msg.GetBundle().GetSerial(), Reason: 1, By: "admin:test"}); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				rl := fetchCRL(t, r.readFrom)
+				if rl.Number.Int64() < before {
+					t.Fatalf("CRL number went back: %d after %d", rl.Number.Int64(), before)
+				}
+				if listed(rl, serial) {
+					t.Logf("listed by the other replica after %v", time.Since(revoked))
+					break
+				}
+				if time.Since(revoked) > time.Second {
+					t.Fatalf("the other replica's CRL %d does not list %x a second after the revocation", rl.Number, serial)
+				}
+				time.Sleep(20 * time.Millisecond) // poll interval
+			}
+		})
+	}
+	la, _ := a.Store.(store.Leadership).Leader()
+	lb, _ := b.Store.(store.Leadership).Leader()
+	_, aLeads := a.Store.(store.Leadership).Leader()
+	_, bLeads := b.Store.(store.Leadership).Leader()
+	if aLeads == bLeads {
+		t.Fatalf("leaders: A %v (epoch %d), B %v (epoch %d); want exactly one", aLeads, la, bLeads, lb)
+	}
+}
+
+func fetchCRL(t *testing.T, c *testca.CA) *x509.RevocationList {
+	t.Helper()
+	resp, err := c.Anonymous.HTTP.Get(c.URL + "/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	der, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("parse /crl: %v", err)
+	}
+	return rl
+}
+
+func crlNumber(t *testing.T, c *testca.CA) int64 { return fetchCRL(t, c).Number.Int64() }
+
+func listed(rl *x509.RevocationList, serial *big.Int) bool {
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true
+		}
+	}
+	return false
+}
