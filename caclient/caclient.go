@@ -152,3 +152,25 @@ func NewWithHTTP(caURL string, hc *http.Client) (*Clients, error) {
 		HTTP:         hc, URL: u,
 	}, nil
 }
+
+// Roots fetches /roots.pem over c's verified TLS connection. The answer
+// is untrusted input: pass it to [RefreshRoots] before keeping any of it.
+func (c *Clients) Roots(ctx context.Context) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/roots.pem", nil)
+	if err != nil {
+		return nil, fmt.Errorf("roots %s: %w", c.URL, err)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("roots %s: %w", c.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("roots %s: %w", c.URL, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("roots %s: /roots.pem answered %s", c.URL, resp.Status)
+	}
+	return body, nil
+}

@@ -159,3 +159,45 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(slices.Compact(a), slices.Compact(b)) && len(a) == len(b)
 }
+
+// ErrRootsRefused means a refreshed /roots.pem kept none of the roots a
+// host already trusts; the host keeps its stored roots.
+var ErrRootsRefused = errors.New("refreshed roots chain to no stored root")
+
+// RefreshRoots applies the pinning rule to a /roots.pem served after
+// enrollment (root rotation): every self-signed root in stored acts as a
+// pin for [PinnedRoots], and the answer is the union of what they trust,
+// in served order. A new root is thus learned only through a
+// cross-certificate from a root the host already trusts, and a retired
+// root drops out once the CA no longer serves it. It fails with
+// ErrRootsRefused when no stored root is served, so the caller writes
+// nothing.
+func RefreshRoots(stored, served []byte, now time.Time) ([]byte, error) {
+	pins, err := pembundle.ParseNonEmpty(stored)
+	if err != nil {
+		return nil, fmt.Errorf("stored roots: %w", err)
+	}
+	var trusted []*x509.Certificate
+	for _, p := range pins {
+		got, err := PinnedRoots(served, Fingerprint(p), now)
+		if errors.Is(err, ErrFingerprint) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("served roots: %w", err)
+		}
+		certs, err := pembundle.ParseNonEmpty(got)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range certs {
+			if !slices.ContainsFunc(trusted, c.Equal) {
+				trusted = append(trusted, c)
+			}
+		}
+	}
+	if len(trusted) == 0 {
+		return nil, ErrRootsRefused
+	}
+	return pembundle.Encode(trusted...), nil
+}

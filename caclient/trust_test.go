@@ -112,3 +112,45 @@ func TestPinnedRoots(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshRoots: a host learns a new root only through a
+// cross-certificate from a root it stores, and forgets a root the CA no
+// longer serves; a bundle of strangers is refused.
+func TestRefreshRoots(t *testing.T) {
+	old := newRoot(t, "lanyard root")
+	next := newRoot(t, "lanyard root 2")
+	stranger := newRoot(t, "lanyard root 2")
+	enc := pembundle.Encode
+	tests := []struct {
+		name    string
+		stored  []*x509.Certificate
+		served  []*x509.Certificate
+		want    []*x509.Certificate
+		wantErr error
+	}{
+		{"unchanged", []*x509.Certificate{old.cert}, []*x509.Certificate{old.cert}, []*x509.Certificate{old.cert}, nil},
+		{"unsigned extra root dropped", []*x509.Certificate{old.cert}, []*x509.Certificate{old.cert, stranger.cert}, []*x509.Certificate{old.cert}, nil},
+		{"cross-signed new root learned", []*x509.Certificate{old.cert}, []*x509.Certificate{old.cert, next.cert, crossCert(t, next, old, nil)}, []*x509.Certificate{old.cert, next.cert}, nil},
+		{"old root retired", []*x509.Certificate{old.cert, next.cert}, []*x509.Certificate{next.cert}, []*x509.Certificate{next.cert}, nil},
+		{"both kept while both served", []*x509.Certificate{old.cert, next.cert}, []*x509.Certificate{old.cert, next.cert}, []*x509.Certificate{old.cert, next.cert}, nil},
+		{"only strangers served", []*x509.Certificate{old.cert}, []*x509.Certificate{stranger.cert}, nil, ErrRootsRefused},
+		{"new root alone, never cross-signed to the host", []*x509.Certificate{old.cert}, []*x509.Certificate{next.cert}, nil, ErrRootsRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := RefreshRoots(enc(tt.stored...), enc(tt.served...), testNow)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || got != nil {
+					t.Fatalf("got %d bytes, err = %v, want %v", len(got), err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(enc(tt.want...)) {
+				t.Fatalf("trusted set differs from the %d roots wanted", len(tt.want))
+			}
+		})
+	}
+}

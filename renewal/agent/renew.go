@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -236,6 +237,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 	if err != nil {
 		return nil, classifyRPC(ctx, fmt.Sprintf("renew %s (serial %s) at %s", d.Path, prevSerial, enr.CA), err)
 	}
+	roots = refreshRoots(ctx, d.Path, cl, roots, now)
 	res, err := store(d, cur, roots, now, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
 	if err != nil {
 		return nil, err
@@ -274,12 +276,42 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte
 	if err != nil {
 		return nil, classifyRPC(ctx, "enroll at "+enr.CA, err)
 	}
+	roots = refreshRoots(ctx, d.Path, cl, roots, now)
 	res, err := store(d, cur, roots, now, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
 	if err != nil {
 		return nil, err
 	}
 	res.Reenrolled = true
 	return res, nil
+}
+
+// refreshRoots learns a root rotation before the renewed leaf is checked:
+// it fetches /roots.pem over cl, keeps of it what [caclient.RefreshRoots]
+// trusts under the stored roots, and replaces DIR/ca.pem atomically when
+// that differs. On any failure the stored roots stay, untouched, and are
+// returned: a leaf under a root the host never accepted then fails the
+// check in store.
+func refreshRoots(ctx context.Context, dir string, cl *caclient.Clients, stored []byte, now time.Time) []byte {
+	log := slog.Default()
+	served, err := cl.Roots(ctx)
+	if err != nil {
+		log.Warn("could not refresh the CA roots; keeping the stored ones", "dir", dir, "err", err)
+		return stored
+	}
+	trusted, err := caclient.RefreshRoots(stored, served, now)
+	if err != nil {
+		log.Warn("refused the CA's roots; keeping the stored ones", "dir", dir, "err", err)
+		return stored
+	}
+	if bytes.Equal(trusted, stored) {
+		return stored
+	}
+	if err := hostdir.WriteFileAtomic(filepath.Join(dir, RootsFile), trusted, 0o644); err != nil {
+		log.Warn("could not store the refreshed CA roots", "dir", dir, "err", err)
+		return stored
+	}
+	log.Info("CA roots refreshed", "dir", dir, "file", RootsFile)
+	return trusted
 }
 
 // store checks a bundle from the CA and writes it as the folder's new

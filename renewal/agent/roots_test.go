@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/pembundle"
+)
+
+// rootPair is a CA certificate and its key, for the roots tests.
+type rootPair struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func testRoot(t *testing.T, cn string, now time.Time) rootPair {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rootPair{cert: issueCA(t, cn, now, k, nil), key: k}
+}
+
+// issueCA issues a CA certificate for key named cn, under parent (nil:
+// self-signed).
+func issueCA(t *testing.T, cn string, now time.Time, key *ecdsa.PrivateKey, parent *rootPair) *x509.Certificate {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano() + int64(len(cn))), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	issuer, signer := tmpl, key
+	if parent != nil {
+		issuer, signer = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestRefreshRootsFile: the agent replaces DIR/ca.pem with a new root
+// only when /roots.pem carries its cross-certificate from a stored root;
+// an unsigned extra root or a bundle of strangers leaves ca.pem as it was.
+func TestRefreshRootsFile(t *testing.T) {
+	now := time.Now()
+	old := testRoot(t, "lanyard root", now)
+	next := testRoot(t, "lanyard root 2", now)
+	stranger := testRoot(t, "lanyard root 2", now)
+	cross := issueCA(t, "lanyard root 2", now, next.key, &old)
+	enc := pembundle.Encode
+	tests := []struct {
+		name   string
+		served []byte
+		want   []byte
+	}{
+		{"cross-signed new root", enc(old.cert, next.cert, cross), enc(old.cert, next.cert)},
+		{"unsigned extra root", enc(old.cert, stranger.cert), enc(old.cert)},
+		{"strangers only", enc(stranger.cert), enc(old.cert)},
+		{"garbage", []byte("not pem"), enc(old.cert)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/roots.pem" {
+					http.NotFound(w, r)
+					return
+				}
+				_, _ = w.Write(tt.served)
+			}))
+			defer srv.Close()
+			cl, err := caclient.NewWithHTTP(srv.URL, srv.Client())
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			stored := enc(old.cert)
+			p := filepath.Join(dir, RootsFile)
+			if err := os.WriteFile(p, stored, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got := refreshRoots(t.Context(), dir, cl, stored, now)
+			onDisk, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(tt.want) || string(onDisk) != string(tt.want) {
+				t.Fatalf("returned %d bytes, ca.pem %d bytes, want %d bytes", len(got), len(onDisk), len(tt.want))
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Fatalf("folder holds %d entries, want only %s", len(entries), RootsFile)
+			}
+		})
+	}
+}
