@@ -290,7 +290,8 @@ func simulateYear(t *testing.T, hosts int, tidy bool) *yearSimulation {
 	return sim
 }
 
-// TestTidyBoundsAYear is the simulated year of issue 12: 1,000 hosts
+// TestTidyBoundsAYear is the simulated year of issue 12: 200 hosts (1,000
+// with LANYARD_TIDY_YEAR_HOSTS=1000)
 // renewing every 16 hours (100 under the race detector, which checks
 // concurrency here, not the bound). With a daily tidy the store stops
 // growing once the retention windows are full: the file at the end of the
