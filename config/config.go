@@ -1,8 +1,11 @@
 // Package config owns lanyard.yaml: the schema of the server's
 // configuration, its defaults, and its validation. Every key can also be
 // set as LANYARD_<KEY> (nested keys joined with "_", e.g.
-// LANYARD_CRL_VALIDITY); flags override the environment, which overrides
-// the file, which overrides the defaults.
+// LANYARD_CRL_VALIDITY; the list is derived from the Config struct, see
+// LeafKeys; lists as a,b,c); maps (profiles, anchors.profile.
+// attribute_mappings) and anchors.targets are set through the file only.
+// Flags override the environment, which overrides the file, which
+// overrides the defaults.
 package config
 
 import (
@@ -228,12 +231,10 @@ func NewViper() *viper.Viper {
 	v.SetEnvPrefix("LANYARD")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
-	for _, k := range []string{"listen", "url", "data_dir", "ca_dir", "store", "passphrase_file", "kms", "default_profile",
-		"crl.validity", "crl.distribution_url", "anchors.enabled", "anchors.region", "anchors.endpoint",
-		"anchors.trust_anchor_arn", "anchors.profile_arn", "anchors.role_arn", "anchors.create", "anchors.interval",
-		"anchors.emulator", "anchors.emulator_listen", "limits.max_body", "limits.rate_per_client", "limits.burst", "log_level",
-		"tidy.interval", "tidy.certs", "tidy.tokens", "tidy.sessions", "tidy.audit"} {
-		_ = v.BindEnv(k)
+	// Every leaf key is bound explicitly (AutomaticEnv alone only sees
+	// keys viper already knows: those with a default or in the file).
+	for _, k := range LeafKeys() {
+		_ = v.BindEnv(k, EnvKey(k))
 	}
 	return v
 }
