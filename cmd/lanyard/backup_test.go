@@ -63,7 +63,7 @@ func fillStore(t *testing.T, path string, n, size int) {
 // records. The old handler ran under the write timeout and broke off.
 func TestOnlineBackupOfALargeStore(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: writes a 300 MB store")
+		t.Skip("writes a 300 MB store: make test runs it, make test-quick (-short) does not")
 	}
 	dir := t.TempDir()
 	const n, size = 3600, 64 << 10
