@@ -192,10 +192,15 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 // CRL within about two polls plus the leader's build.
 const followPoll = 100 * time.Millisecond
 
-// followCRL, on a replica that does not lead, waits for the leader to
-// publish a CRL newer than the current one that lists every entry of live
-// (the leader learns of the revocation through the store's Revocations
-// counter), and makes it current. It builds itself if it becomes leader.
+// followCRL, on a replica that does not lead, waits until the current
+// CRL lists every entry of live (the leader learns of a revocation through
+// the store's Revocations counter and publishes; this replica adopts it)
+// and is either newer than the one current when it was called or not yet
+// due for refresh, and returns it. It builds itself if it becomes leader.
+//
+// A CRL adopted by Follow between the revocation and this call already
+// answers it: waiting for a number after it would wait for a revocation
+// that never comes (the hang CI met in internal/replicas).
 func (s *Service) followCRL(ctx context.Context, thisUpdate time.Time, live []*entry) (*CRL, error) {
 	start := int64(0)
 	if cur := s.Current(); cur != nil {
@@ -206,7 +211,8 @@ func (s *Service) followCRL(ctx context.Context, thisUpdate time.Time, live []*e
 			return s.buildCRL(ctx, live)
 		}
 		s.adoptLatest() // Follow may have adopted it already
-		if crl := s.Current(); crl != nil && crl.Number > start && crl.lists(live, thisUpdate) {
+		if crl := s.Current(); crl != nil && crl.lists(live, thisUpdate) &&
+			(crl.Number > start || s.now().Before(crl.RefreshAt())) {
 			return crl, nil
 		}
 		t := time.NewTimer(followPoll)

@@ -107,3 +107,39 @@ func BenchmarkReloadRevoked100k(b *testing.B) {
 		}
 	}
 }
+
+// TestFollowerRebuildAfterAdoptingTheLeadersCRL: a replica that does not
+// lead, whose current CRL (adopted from the leader, as Follow does)
+// already lists a revocation, answers a rebuild with that CRL at once.
+// Before the fix it waited for a CRL number after the adopted one, which
+// the leader never builds without a further revocation: Revoke on a
+// follower hung whenever Follow adopted between the revocation and the
+// build (internal/replicas timed out in CI).
+func TestFollowerRebuildAfterAdoptingTheLeadersCRL(t *testing.T) {
+	lead := newEnv(t, nil)
+	follower, err := New(Config{Store: lead.db, Signer: lead.auth, Now: lead.clock.Now, Coalesce: -1, Logger: quiet,
+		Leader: func() bool { return false }})
+	if err != nil {
+		t.Fatalf("New follower: %v", err)
+	}
+	defer follower.Close()
+
+	c := lead.addCert("follow.covalent.example.net", time.Hour)
+	lead.revoke(Request{Serial: c.Serial, Reason: 1})
+	if follower.adoptLatest() == nil {
+		t.Fatal("the follower did not adopt the leader's CRL")
+	}
+	if _, ok := listed(parse(t, lead.auth, follower.Current().DER))[c.Serial]; !ok {
+		t.Fatal("the adopted CRL does not list the revoked certificate")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	crl, err := follower.Rebuild(ctx)
+	if err != nil {
+		t.Fatalf("follower Rebuild: %v (it waited for a CRL the leader has no reason to build)", err)
+	}
+	if _, ok := listed(parse(t, lead.auth, crl.DER))[c.Serial]; !ok {
+		t.Fatal("the follower's CRL does not list the revoked certificate")
+	}
+}

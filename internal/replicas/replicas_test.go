@@ -54,6 +54,15 @@ func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
 	const cn = "race.covalent.example.net"
 	tok := a.Token(t, cn, cn)
 	csr := newCSR(t, cn)
+	// One request per replica first, so the 1,000 share an HTTP/2
+	// connection as a real client's do, instead of 1,000 TLS handshakes
+	// from one address (which the per-source handshake cap refuses by
+	// design) that would measure the handshake path, not redemption.
+	for _, c := range []*testca.CA{a, b} {
+		if _, err := c.Anonymous.Roots(context.Background()); err != nil {
+			t.Fatalf("warm-up: %v", err)
+		}
+	}
 	var ok, refused atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -71,8 +80,8 @@ func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
 			switch {
 			case err == nil:
 				ok.Add(1)
-			case errors.As(err, &ce) && ce.Code() != connect.CodeUnavailable && ce.Code() != connect.CodeInternal:
-				refused.Add(1)
+			case errors.As(err, &ce) && ce.Code() == connect.CodeUnauthenticated:
+				refused.Add(1) // "unknown, used, expired or revoked", one answer for all
 			default:
 				t.Errorf("enroll: %v", err)
 			}
@@ -109,7 +118,11 @@ func TestRevocationOnOneReplicaInTheOthersCRL(t *testing.T) {
 			serial, _ := new(big.Int).SetString(resp.Msg.GetBundle().GetSerial(), 16)
 			before := crlNumber(t, r.readFrom)
 			revoked := time.Now()
-			if _, err := r.revokeOn.Revocation.Revoke(context.Background(), revocation.Request{Serial: resp.Msg.GetBundle().GetSerial(), Reason: 1, By: "admin:test"}); err != nil {
+			// Bounded, so a revocation that waits for a CRL that never comes
+			// fails here rather than at the test binary's timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := r.revokeOn.Revocation.Revoke(ctx, revocation.Request{Serial: resp.Msg.GetBundle().GetSerial(), Reason: 1, By: "admin:test"}); err != nil {
 				t.Fatal(err)
 			}
 			for {
