@@ -69,6 +69,7 @@ fuzz:
 	done
 
 # One report: issuance c=1/16/64 (+strict lint), renewals over fresh mTLS,
+# enroll on PostgreSQL (1 and 2 replicas), leaf signing with a PKCS#11 key,
 # CRL 100k, 1M-record search, agent idle RSS -> bench/RESULTS.md.
 # Quote it with ../shared/tools/stepca-bench/run.sh run in the same session:
 #   make bench STEPCA=/tmp/stepca-summary.txt

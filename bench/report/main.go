@@ -47,6 +47,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/pgtest"
 )
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 		stepca   = flag.String("stepca", "", "step-ca run.sh summary file to quote (optional)")
 		keepTemp = flag.Bool("keep", false, "keep the temp folder")
 		only     = flag.String("only", "", "run only the load cells whose name contains this (profiling)")
+		pg       = flag.Bool("postgres", true, "also measure enroll on PostgreSQL, one replica and two (needs Debian's postgresql, which make deps installs)")
 	)
 	flag.Parse()
 	// The generator shares the machine with the server: keep its own GC
@@ -74,7 +76,7 @@ func main() {
 	if !*keepTemp {
 		defer os.RemoveAll(dir)
 	}
-	srv, err := startServer(*bin, dir)
+	srv, err := startServer(*bin, dir, "", "lanyard", true)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -109,6 +111,11 @@ func main() {
 		rep.add(fmt.Sprintf("%s, c=%d", cell.name, cell.c), median(results))
 	}
 	srv.stop()
+	if *pg {
+		if err := rep.postgres(ctx, *bin, *runs, *n, *only); err != nil {
+			log.Printf("PostgreSQL rows skipped: %v", err)
+		}
+	}
 	if *goBench {
 		rep.goFigures()
 	}
@@ -126,9 +133,78 @@ func main() {
 	}
 }
 
+// postgres measures enroll at c=64 with the store on a real, throw-away
+// PostgreSQL (internal/pgtest: fsync off, synchronous_commit on), first on
+// one replica, then spread over two replicas on the same database (one
+// CA folder, as a deployment shares the CA files).
+func (r *report) postgres(ctx context.Context, bin string, runs, n int, only string) error {
+	names := map[int]string{1: "enroll on PostgreSQL, 1 replica", 2: "enroll on PostgreSQL, 2 replicas (load split)"}
+	if !strings.Contains(names[1], only) && !strings.Contains(names[2], only) {
+		return nil
+	}
+	pgs, err := pgtest.Start()
+	if err != nil {
+		return err
+	}
+	defer pgs.Stop()
+	for _, replicas := range []int{1, 2} {
+		name := names[replicas]
+		if !strings.Contains(name, only) {
+			continue
+		}
+		db := fmt.Sprintf("bench%d", replicas)
+		if err := pgs.CreateDatabase(ctx, db); err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "lanyard-bench-pg-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		first, err := startServer(bin, dir, pgs.DSN(db), "a", true)
+		if err != nil {
+			return err
+		}
+		for i := 1; i < replicas; i++ {
+			peer, err := startServer(bin, dir, pgs.DSN(db), fmt.Sprintf("r%d", i), false)
+			if err != nil {
+				first.stop()
+				return err
+			}
+			first.peers = append(first.peers, peer)
+		}
+		var results []result
+		for k := 0; k < runs; k++ {
+			res, err := first.load(ctx, "covalent", 64, n, false, false)
+			if err != nil {
+				first.stopAll()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			log.Printf("%s c=64 run %d: %.0f/s p50=%.1fms p99=%.1fms errors=%d", name, k+1, res.rate, ms(res.p50), ms(res.p99), res.errors)
+			results = append(results, res)
+		}
+		first.stopAll()
+		r.rows = append(r.rows, row{name: name + ", c=64", res: ptr(median(results)), target: "≥ 4,000/s, p99 ≤ 50 ms"})
+	}
+	return nil
+}
+
+// stopAll stops the server and its peers.
+func (s *server) stopAll() {
+	for _, p := range s.peers {
+		p.stop()
+	}
+	s.stop()
+}
+
+func ptr[T any](v T) *T { return &v }
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 type server struct {
+	// peers are further replicas on the same database; load spreads
+	// enrollments over them too.
+	peers   []*server
 	cmd     *exec.Cmd
 	url     string
 	admin   *caclient.Clients
@@ -141,7 +217,7 @@ type server struct {
 
 const benchConfig = `listen: 127.0.0.1:%d
 data_dir: %s
-server_names: [localhost, 127.0.0.1]
+%sserver_names: [localhost, 127.0.0.1]
 default_profile: covalent
 profiles:
   covalent:
@@ -166,18 +242,27 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startServer(bin, dir string) (*server, error) {
+// startServer starts `lanyard serve` on the CA folder in dir (made by
+// `lanyard init` when init is set) with the store at storeURL (""
+// means the bbolt file in dir); name tells replicas' config files apart.
+func startServer(bin, dir, storeURL, name string, init bool) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	cfg := filepath.Join(dir, "lanyard.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, benchConfig, port, dir), 0o600); err != nil {
+	storeLine := ""
+	if storeURL != "" {
+		storeLine = fmt.Sprintf("store: %q\n", storeURL)
+	}
+	cfg := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, benchConfig, port, dir, storeLine), 0o600); err != nil {
 		return nil, err
 	}
-	initOut, err := exec.Command(bin, "init", "--config", cfg).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("lanyard init: %v\n%s", err, initOut)
+	if init {
+		initOut, err := exec.Command(bin, "init", "--config", cfg).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("lanyard init: %v\n%s", err, initOut)
+		}
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -323,7 +408,13 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: c, MaxConnsPerHost: c, ForceAttemptHTTP2: false,
 	}}
-	enrollClient := v1ClientFor(shared, s.url)
+	// Enrollments are spread over the server and its peers (replicas on
+	// the same database), worker by worker.
+	replicas := append([]*server{s}, s.peers...)
+	enrollClients := make([]certificateClient, len(replicas))
+	for i, r := range replicas {
+		enrollClients[i] = v1ClientFor(shared, r.url)
+	}
 	c0, w0 := s.commitStats()
 	cpu0 := s.cpuTime()
 	defer func() {
@@ -352,6 +443,7 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
 			}}}, s.url)
 		}
+		enrollClient := enrollClients[w%len(enrollClients)]
 		go func() {
 			defer wg.Done()
 			for {
@@ -394,9 +486,18 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 	return res, nil
 }
 
-// cpuTime is the server process's user+system CPU time so far (Linux).
+// cpuTime is the user+system CPU time so far of the server process and
+// its peers (Linux).
 func (s *server) cpuTime() time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	t := processCPU(s.cmd.Process.Pid)
+	for _, p := range s.peers {
+		t += processCPU(p.cmd.Process.Pid)
+	}
+	return t
+}
+
+func processCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
@@ -526,6 +627,14 @@ func (r *report) goFigures() {
 	if v, k := medianOf(out, "BenchmarkBuildCRL100k/build"); k > 0 {
 		r.rows = append(r.rows, row{name: "CRL build + sign, 100,000 entries", figure: fmt.Sprintf("%.0f ms (median of %d)", v/1e6, k), target: "≤ 200 ms"})
 	}
+	out = run("test", "-run", "^$", "-bench", "^BenchmarkSignLeaf(PKCS11)?$", "-count", strconv.Itoa(r.runs), "./ca/")
+	soft, ks := medianOf(out, "BenchmarkSignLeaf-")
+	hsm, kh := medianOf(out, "BenchmarkSignLeafPKCS11")
+	if ks > 0 && kh > 0 {
+		r.rows = append(r.rows, row{name: "leaf signing, intermediate key in a PKCS#11 token (softhsm2), one at a time",
+			figure: fmt.Sprintf("%.0f µs/cert (%.0f/s); key on disk %.0f µs/cert (%.0f/s) (medians of %d)", hsm/1e3, 1e9/hsm, soft/1e3, 1e9/soft, kh),
+			target: "reported"})
+	}
 	out = run("test", "-run", "^$", "-bench", "BenchmarkSearchFirstPage1M", "-benchtime", "300x", "-count", "1", "-timeout", "30m", "./web/")
 	if v, k := medianOf(out, "BenchmarkSearchFirstPage1M"); k > 0 {
 		r.rows = append(r.rows, row{name: "admin search, first page of CN prefix, 1,000,000 records", figure: fmt.Sprintf("%.2f ms (mean of 300 searches; the store is filled once)", v/1e6), target: "≤ 50 ms"})
@@ -562,7 +671,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "# lanyard benchmark results\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s: %d cores, %s, %s/%s. Produced by `make bench` (bench/report).\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "A real `lanyard serve` (durable bbolt, TLS on loopback) and the load generator share the machine. "+
+	fmt.Fprintf(&b, "A real `lanyard serve` (durable bbolt, or PostgreSQL where the row says so; TLS on loopback) and the load generator share the machine. "+
 		"Tokens, keys and CSRs are prepared before each timed window. Load rows are the median of %d runs; "+
 		"the machine is shared and noisy (±15%% between runs is usual).\n\n", r.runs)
 	fmt.Fprintf(&b, "| measurement | result | p50 | p95 | p99 | server CPU/op | errors | target |\n|---|---|---|---|---|---|---|---|\n")
