@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"time"
 )
@@ -30,7 +31,7 @@ import (
 //     failure for a write that then commits.
 //   - Errors: callers branch on the sentinel errors of this package with
 //     errors.Is (ErrNotFound, ErrExists, ErrTokenUsed, ErrTokenExpired,
-//     ErrTokenRevoked, ErrRevoked, ErrStaleCRL, ErrClosed,
+//     ErrTokenRevoked, ErrRevoked, ErrStaleCRL, ErrConflict, ErrClosed,
 //     ErrUnavailable). ErrUnavailable means the engine could not be
 //     reached and the write did not happen (an unknown commit outcome is
 //     resolved by the engine before it answers); the client may retry.
@@ -91,6 +92,11 @@ type Certs interface {
 	InsertRenewal(ctx context.Context, prev string, c *Cert, ev *AuditEvent) error
 	// InsertCert records a certificate no token paid for.
 	InsertCert(ctx context.Context, c *Cert, ev *AuditEvent) error
+	// InsertCertSwap records c as InsertCert does and applies writes as
+	// SwapMeta does, in one transaction: both, or (ErrConflict, or any
+	// other error) neither. It is how a Meta-held authorization (an ACME
+	// order) pays for exactly one certificate.
+	InsertCertSwap(ctx context.Context, c *Cert, ev *AuditEvent, writes []MetaWrite) error
 	// GetCert returns the record of serial (hex), or ErrNotFound.
 	GetCert(serial string) (*Cert, error)
 	// Revoke revokes serial and every renewal descending from it;
@@ -160,6 +166,14 @@ type Meta interface {
 	PutMeta(ctx context.Context, key string, v any) error
 	// GetMeta decodes the value under key into v; ErrNotFound if absent.
 	GetMeta(key string, v any) error
+	// SwapMeta applies writes in one transaction if every condition
+	// holds (MetaWrite), else fails with ErrConflict and writes nothing;
+	// ev, if set, is audited in the same transaction. Of concurrent swaps
+	// conditioned on one value, on any replicas, exactly one succeeds.
+	SwapMeta(ctx context.Context, writes []MetaWrite, ev *AuditEvent) error
+	// ListMeta returns the raw values under keys that begin with prefix,
+	// keyed by the full key.
+	ListMeta(prefix string) (map[string]json.RawMessage, error)
 }
 
 // Sessions holds admin web sessions, keyed by the SHA-256 of the cookie.

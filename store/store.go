@@ -52,6 +52,10 @@ var (
 	// ErrNotLeader means this replica does not hold the leader lease (or
 	// its epoch was superseded), so it may not take a CRL number.
 	ErrNotLeader = errors.New("not the leader")
+	// ErrConflict means a condition of SwapMeta (or InsertCertSwap) did
+	// not hold: another writer changed the value first; nothing was
+	// written.
+	ErrConflict = errors.New("meta value changed by another writer")
 )
 
 // Options tune Open.

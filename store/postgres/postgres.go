@@ -326,7 +326,7 @@ func mapErr(err error) error {
 		return nil
 	}
 	for _, s := range []error{store.ErrNotFound, store.ErrExists, store.ErrTokenUsed, store.ErrTokenExpired,
-		store.ErrTokenRevoked, store.ErrRevoked, store.ErrUnavailable, store.ErrStaleCRL, store.ErrClosed, store.ErrNotLeader} {
+		store.ErrTokenRevoked, store.ErrRevoked, store.ErrUnavailable, store.ErrStaleCRL, store.ErrClosed, store.ErrNotLeader, store.ErrConflict} {
 		if errors.Is(err, s) {
 			return err
 		}

@@ -10,7 +10,8 @@
 // under concurrency (and redeemed in the transaction that records the
 // certificate), lineage and revocation cascade, indexes and paging visit
 // every record once, the CRL number only grows, the audit log reads
-// newest first, sessions and meta values round-trip, and a backup opens
+// newest first, sessions and meta values round-trip, conditional meta
+// writes (SwapMeta, InsertCertSwap) apply once, and a backup opens
 // as a bbolt store holding the records.
 //
 // Adding a method to store.Store: add its rules here as a new subtest.
@@ -58,6 +59,8 @@ func Run(t *testing.T, open Opener) {
 		{"AuditNewestFirstAndPaging", testAudit},
 		{"Sessions", testSessions},
 		{"Meta", testMeta},
+		{"SwapMetaOnceUnderConcurrency", testSwapMeta},
+		{"InsertCertSwapOnceUnderConcurrency", testInsertCertSwap},
 		{"BackupOpensAsBboltStore", testBackup},
 		{"TidyPrunesAndKeepsIndexesConsistent", testTidy},
 	} {
@@ -820,5 +823,146 @@ func testPublishCRL(t *testing.T, s store.Store) {
 	s.Revoke(ctx, c.Serial, store.Revocation{At: T0, Reason: 1}, nil) //nolint:errcheck // idempotent repeat
 	if after, _ := s.Revocations(); after != before+1 {
 		t.Fatalf("Revocations %d -> %d, want +1 (a repeat changes nothing)", before, after)
+	}
+}
+
+// testSwapMeta: conditions compare JSON values, a failed condition writes
+// nothing (not the other writes, not the event), and of concurrent swaps
+// conditioned on one value exactly one wins (ACME: an EAB key redeemed
+// once, on any replica).
+func testSwapMeta(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	type rec struct {
+		State string `json:"state"`
+		N     int    `json:"n"`
+	}
+	ev := func(subject string) *store.AuditEvent {
+		return &store.AuditEvent{At: T0, Actor: "t", Action: store.ActionIssue, Subject: subject}
+	}
+	audited := func(subject string) int {
+		evs, _, err := s.ListAudit(store.AuditQuery{Subject: subject})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	if err := s.SwapMeta(ctx, []store.MetaWrite{{Key: "k", IfAbsent: true, Value: rec{"new", 1}}}, ev("created")); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := s.SwapMeta(ctx, []store.MetaWrite{{Key: "k", IfAbsent: true, Value: rec{"new", 2}}}, nil); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("create over an existing key: %v, want ErrConflict", err)
+	}
+	// The condition is a JSON value: key order does not matter.
+	if err := s.SwapMeta(ctx, []store.MetaWrite{{Key: "k", If: map[string]any{"n": 1, "state": "new"}, Value: rec{"used", 1}}}, nil); err != nil {
+		t.Fatalf("swap with a reordered condition: %v", err)
+	}
+	// A failing condition on one key writes nothing, not even the others.
+	err := s.SwapMeta(ctx, []store.MetaWrite{
+		{Key: "other", Value: rec{"x", 9}},
+		{Key: "k", If: rec{"new", 1}, Value: rec{"twice", 1}},
+	}, ev("refused"))
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale condition: %v, want ErrConflict", err)
+	}
+	var got rec
+	if err := s.GetMeta("k", &got); err != nil || got.State != "used" {
+		t.Fatalf("after a refused swap k = %+v, %v", got, err)
+	}
+	if err := s.GetMeta("other", &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused swap wrote another key: %v", err)
+	}
+	if audited("refused") != 0 || audited("created") != 1 {
+		t.Fatal("the event of a refused swap was written, or that of a good one was not")
+	}
+	if err := s.SwapMeta(ctx, []store.MetaWrite{{Key: "k", If: rec{"used", 1}, Delete: true}}, nil); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := s.GetMeta("k", &got); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted key reads %v", err)
+	}
+
+	// Concurrency: 50 writers read the same value; exactly one swaps it.
+	if err := s.PutMeta(ctx, "race", rec{"unused", 0}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	var ok, lost atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.SwapMeta(ctx, []store.MetaWrite{{Key: "race", If: rec{"unused", 0}, Value: rec{"used", i + 1}}}, nil)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				lost.Add(1)
+			default:
+				t.Errorf("concurrent swap: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || lost.Load() != n-1 {
+		t.Fatalf("ok=%d conflicts=%d, want 1 and %d", ok.Load(), lost.Load(), n-1)
+	}
+
+	// ListMeta: by prefix, full keys; % and _ are not wildcards.
+	for _, k := range []string{"acme/a/1", "acme/a/2", "acme/b/1", "acme/a_x"} {
+		if err := s.PutMeta(ctx, k, rec{k, 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := s.ListMeta("acme/a/")
+	if err != nil || len(m) != 2 || m["acme/a/1"] == nil || m["acme/a/2"] == nil {
+		t.Fatalf("ListMeta(acme/a/) = %v, %v; want acme/a/1 and acme/a/2", m, err)
+	}
+	if m, err := s.ListMeta("acme/%"); err != nil || len(m) != 0 {
+		t.Fatalf("ListMeta treats %% as a wildcard: %v, %v", m, err)
+	}
+}
+
+// testInsertCertSwap: a Meta-held authorization (an ACME order) pays for
+// exactly one certificate under concurrency, on any replica, and a
+// refused condition records no certificate and no event.
+func testInsertCertSwap(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	type order struct{ Status, Serial string }
+	if err := s.PutMeta(ctx, "order", order{Status: "ready"}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var ok, lost atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := NewCert()
+			err := s.InsertCertSwap(ctx, c, &store.AuditEvent{At: T0, Actor: "acme", Action: store.ActionIssue, Subject: c.Serial},
+				[]store.MetaWrite{{Key: "order", If: order{Status: "ready"}, Value: order{Status: "valid", Serial: c.Serial}}})
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				lost.Add(1)
+			default:
+				t.Errorf("InsertCertSwap: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || lost.Load() != n-1 {
+		t.Fatalf("ok=%d conflicts=%d, want 1 and %d", ok.Load(), lost.Load(), n-1)
+	}
+	certs := allCerts(t, s)
+	var o order
+	if err := s.GetMeta("order", &o); err != nil || len(certs) != 1 || o.Serial != certs[0].Serial {
+		t.Fatalf("store holds %d certificates, order %+v (%v); want one, named by the order", len(certs), o, err)
+	}
+	evs, _, err := s.ListAudit(store.AuditQuery{Actor: "acme"})
+	if err != nil || len(evs) != 1 || evs[0].Subject != certs[0].Serial {
+		t.Fatalf("audit %v (%v), want the one issuance", evs, err)
 	}
 }
