@@ -8,9 +8,20 @@
 // state (EAB keys, accounts, orders, authorizations) lives in the store's
 // Meta part. JWS is go.step.sm/crypto/jose.
 //
-// Nonces are held in this process (bounded, single use); several replicas
-// behind one name would need the nonce set shared (or nonces that name
-// their replica, as boulder does) — see the closing note.
+// Several replicas on one store serve one ACME service. Every
+// read-modify-write of ACME state is a conditional store write
+// (store.SwapMeta): an EAB key is redeemed once, an authorization changes
+// state once, and an order pays for exactly one certificate because
+// finalize marks it in the transaction that records the certificate
+// (store.InsertCertSwap), on any replica. Nonces are minted without a
+// write: a nonce is its mint time, random bytes and an HMAC under a key
+// every replica shares through the store (created once, at first use),
+// so any replica accepts any replica's nonce; each replica refuses a
+// nonce it has seen (single use per replica) or one older than
+// NonceLifetime. A nonce replayed to another replica within that window
+// is accepted there; that is the price of no store write per request,
+// and it buys an attacker nothing the TLS connection and the store's
+// single-use rules do not already refuse (see docs/ARCHITECTURE.md).
 package acme
 
 import (
@@ -18,9 +29,11 @@ import (
 	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -30,6 +43,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,14 +71,21 @@ const (
 	OrderLifetime = time.Hour
 	// NonceLifetime bounds how long an unused nonce is accepted.
 	NonceLifetime = 10 * time.Minute
-	// MaxNonces bounds the nonce set; the oldest is dropped beyond it (a
-	// client whose nonce was dropped gets badNonce and retries).
+	// NonceSkew is how far in the future a nonce's mint time may be: the
+	// replicas' clocks differ by a little.
+	NonceSkew = time.Minute
+	// MaxNonces bounds the set of used nonces a replica remembers; beyond
+	// it the oldest is forgotten and every nonce minted before it is
+	// refused from then on (its client gets badNonce and retries), so
+	// forgetting never lets a nonce be used twice.
 	MaxNonces = 1 << 16
+	// nonceKeyMeta is where the replicas' shared nonce HMAC key lives.
+	nonceKeyMeta = "acme/nonce-key"
 )
 
 // Issuer is the part of issuance the ACME server uses.
 type Issuer interface {
-	AuthorizeOrder(profile, cn string, dnsNames []string, actor string) (*issuance.Grant, error)
+	AuthorizeOrder(profile, cn string, dnsNames []string, actor string, consume func(serial string) []store.MetaWrite) (*issuance.Grant, error)
 	Issue(ctx context.Context, g *issuance.Grant, csrDER []byte) (*issuance.Issued, error)
 	Profiles() *issuance.Profiles
 	RenewalInfo(serial string) (schedule.Window, error)
@@ -103,10 +124,20 @@ type Config struct {
 
 // Server is the ACME handler.
 type Server struct {
-	cfg    Config
-	mu     sync.Mutex // nonces, and read-modify-write of ACME records (one replica)
-	nonces map[string]time.Time
-	order  []string
+	cfg Config
+
+	mu       sync.Mutex // the fields below
+	nonceKey []byte
+	seen     map[string]bool // nonces used at this replica
+	used     []usedNonce     // seen, in the order used
+	floor    time.Time       // nonces minted at or before it are refused
+	// maxNonces is MaxNonces (tests lower it).
+	maxNonces int
+}
+
+type usedNonce struct {
+	nonce  string
+	minted time.Time
 }
 
 // New returns the ACME handler, to be mounted at /acme/.
@@ -123,7 +154,7 @@ func New(cfg Config) *Server {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Server{cfg: cfg, nonces: map[string]time.Time{}}
+	return &Server{cfg: cfg, seen: map[string]bool{}, maxNonces: MaxNonces}
 }
 
 // Problem is an RFC 8555 section 6.7 error.
@@ -184,8 +215,22 @@ type authz struct {
 func key(kind, id string) string { return "acme/" + kind + "/" + id }
 
 func (s *Server) get(kind, id string, v any) error { return s.cfg.Store.GetMeta(key(kind, id), v) }
-func (s *Server) put(ctx context.Context, kind, id string, v any) error {
-	return s.cfg.Store.PutMeta(ctx, key(kind, id), v)
+
+// swap replaces the record kind/id, read as old, with v: store.ErrConflict
+// if another writer (any replica) changed it first.
+func (s *Server) swap(ctx context.Context, kind, id string, old, v any, ev *store.AuditEvent) error {
+	return s.cfg.Store.SwapMeta(ctx, []store.MetaWrite{{Key: key(kind, id), If: old, Value: v}}, ev)
+}
+
+// storeProblem answers a failed store write.
+func storeProblem(err error) *Problem {
+	if errors.Is(err, store.ErrConflict) {
+		return prob(409, "malformed", "the resource changed while this request was handled; retry")
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		return prob(503, "serverInternal", "store unavailable; retry")
+	}
+	return prob(500, "serverInternal", "store: %v", err)
 }
 
 func randID(n int) string {
@@ -194,67 +239,184 @@ func randID(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// CreateEAB mints an EAB key for profile (optionally bound to cn); the
-// HMAC key is returned once, base64url. by is audited.
+// EAB describes an external account binding key, without its secret.
+type EAB struct {
+	ID       string
+	Profile  string
+	CN       string // "" : any CN the profile allows
+	Reusable bool
+	Used     bool
+	Revoked  bool
+	Created  time.Time
+}
+
+func (k *eabKey) view() *EAB {
+	return &EAB{ID: k.ID, Profile: k.Profile, CN: k.CN, Reusable: k.Reusable, Used: k.Used, Revoked: k.Revoked, Created: k.Created}
+}
+
+// CreateEAB mints an EAB key for profile (optionally bound to cn, which
+// the profile must allow); the HMAC key is returned once, base64url, and
+// stored only in the store. by is audited.
 func (s *Server) CreateEAB(ctx context.Context, profile, cn string, reusable bool, by string) (kid, hmacKey string, err error) {
 	p, err := s.cfg.Issuer.Profiles().Get(profile)
 	if err != nil {
 		return "", "", err
 	}
-	if cn != "" && !p.AllowsCN(cn) {
-		return "", "", fmt.Errorf("%w: profile %q does not allow CN %q", issuance.ErrNameNotAllowed, profile, cn)
+	cn = strings.ToLower(strings.TrimSpace(cn))
+	if cn != "" {
+		if err := p.CheckNames(cn, nil); err != nil {
+			return "", "", err
+		}
 	}
-	k := &eabKey{ID: randID(12), Key: make([]byte, 32), Profile: profile, CN: cn, Reusable: reusable, Created: s.cfg.Now()}
+	k := &eabKey{ID: randID(12), Key: make([]byte, 32), Profile: p.Name, CN: cn, Reusable: reusable, Created: s.cfg.Now()}
 	_, _ = rand.Read(k.Key)
-	if err := s.put(ctx, "eab", k.ID, k); err != nil {
-		return "", "", err
+	ev := &store.AuditEvent{At: k.Created, Actor: by, Action: store.ActionACMEEABCreate, Subject: k.ID,
+		Detail: fmt.Sprintf("profile=%s cn=%s reusable=%t", p.Name, cn, reusable)}
+	if err := s.cfg.Store.SwapMeta(ctx, []store.MetaWrite{{Key: key("eab", k.ID), IfAbsent: true, Value: k}}, ev); err != nil {
+		return "", "", fmt.Errorf("store EAB key: %w", err)
 	}
-	_ = s.cfg.Store.AppendAudit(ctx, &store.AuditEvent{At: k.Created, Actor: by, Action: "acme-eab-create", Subject: k.ID,
-		Detail: fmt.Sprintf("profile=%s cn=%s reusable=%t", profile, cn, reusable)})
 	return k.ID, base64.RawURLEncoding.EncodeToString(k.Key), nil
 }
 
-// RevokeEAB withdraws an EAB key: no new account may bind it.
+// ListEAB returns every EAB key (used and revoked ones too), newest first.
+func (s *Server) ListEAB() ([]*EAB, error) {
+	raw, err := s.cfg.Store.ListMeta(key("eab", ""))
+	if err != nil {
+		return nil, fmt.Errorf("list EAB keys: %w", err)
+	}
+	out := make([]*EAB, 0, len(raw))
+	for k, v := range raw {
+		var e eabKey
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("EAB key %s: %w", k, err)
+		}
+		out = append(out, e.view())
+	}
+	slices.SortFunc(out, func(a, b *EAB) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// RevokeEAB withdraws an EAB key: no new account may bind it (accounts
+// already opened with it keep working; deactivate them or revoke their
+// certificates). Revoking twice is not an error; an unknown kid is
+// store.ErrNotFound.
 func (s *Server) RevokeEAB(ctx context.Context, kid, by string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var k eabKey
-	if err := s.get("eab", kid, &k); err != nil {
-		return err
+	for {
+		var k eabKey
+		if err := s.get("eab", kid, &k); err != nil {
+			return fmt.Errorf("EAB key %q: %w", kid, err)
+		}
+		if k.Revoked {
+			return nil
+		}
+		old := k
+		k.Revoked = true
+		err := s.swap(ctx, "eab", kid, &old, &k, &store.AuditEvent{At: s.cfg.Now(), Actor: by, Action: store.ActionACMEEABRevoke, Subject: kid})
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
 	}
-	k.Revoked = true
-	if err := s.put(ctx, "eab", kid, &k); err != nil {
-		return err
-	}
-	return s.cfg.Store.AppendAudit(ctx, &store.AuditEvent{At: s.cfg.Now(), Actor: by, Action: "acme-eab-revoke", Subject: kid})
 }
 
-func (s *Server) newNonce() string {
+// nonceMACKey returns the replicas' shared nonce key, creating it in the
+// store at first use (the first replica to write it wins; the others read
+// it).
+func (s *Server) nonceMACKey() ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := randID(16)
-	s.nonces[n] = s.cfg.Now()
-	s.order = append(s.order, n)
-	for len(s.order) > MaxNonces {
-		delete(s.nonces, s.order[0])
-		s.order = s.order[1:]
+	if s.nonceKey != nil {
+		return s.nonceKey, nil
 	}
-	return n
+	var k []byte
+	err := s.cfg.Store.GetMeta(nonceKeyMeta, &k)
+	if errors.Is(err, store.ErrNotFound) {
+		k = make([]byte, 32)
+		_, _ = rand.Read(k)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = s.cfg.Store.SwapMeta(ctx, []store.MetaWrite{{Key: nonceKeyMeta, IfAbsent: true, Value: k}}, nil)
+		cancel()
+		if errors.Is(err, store.ErrConflict) {
+			err = s.cfg.Store.GetMeta(nonceKeyMeta, &k)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ACME nonce key: %w", err)
+	}
+	if len(k) < 32 {
+		return nil, fmt.Errorf("ACME nonce key in the store is %d bytes, want 32", len(k))
+	}
+	s.nonceKey = k
+	return k, nil
 }
 
+// nonceLen is mint time (8) + random (8) + HMAC-SHA256 truncated to 16.
+const nonceLen = 8 + 8 + 16
+
+func nonceMAC(k, body []byte) []byte {
+	m := hmac.New(sha256.New, k)
+	m.Write(body)
+	return m.Sum(nil)[:16]
+}
+
+func (s *Server) newNonce() (string, error) {
+	k, err := s.nonceMACKey()
+	if err != nil {
+		return "", err
+	}
+	b := make([]byte, 16, nonceLen)
+	binary.BigEndian.PutUint64(b, uint64(s.cfg.Now().UnixNano()))
+	_, _ = rand.Read(b[8:16])
+	return base64.RawURLEncoding.EncodeToString(append(b, nonceMAC(k, b)...)), nil
+}
+
+// useNonce accepts a nonce minted by any replica, once at this one.
 func (s *Server) useNonce(n string) bool {
+	k, err := s.nonceMACKey()
+	if err != nil {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(n)
+	if err != nil || len(b) != nonceLen || !hmac.Equal(nonceMAC(k, b[:16]), b[16:]) {
+		return false
+	}
+	minted := time.Unix(0, int64(binary.BigEndian.Uint64(b)))
+	now := s.cfg.Now()
+	if now.Sub(minted) >= NonceLifetime || minted.Sub(now) > NonceSkew {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at, ok := s.nonces[n]
-	delete(s.nonces, n)
-	return ok && s.cfg.Now().Sub(at) < NonceLifetime
+	if s.seen[n] || !minted.After(s.floor) {
+		return false
+	}
+	s.seen[n] = true
+	s.used = append(s.used, usedNonce{n, minted})
+	for len(s.used) > 0 && (len(s.used) > s.maxNonces || now.Sub(s.used[0].minted) >= NonceLifetime+NonceSkew) {
+		if len(s.used) > s.maxNonces && s.used[0].minted.After(s.floor) {
+			s.floor = s.used[0].minted
+		}
+		delete(s.seen, s.used[0].nonce)
+		s.used = s.used[1:]
+	}
+	return true
 }
 
 // ServeHTTP routes /acme/<profile>/<op>[/<id>].
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/acme/"), "/")
-	w.Header().Set("Replay-Nonce", s.newNonce())
 	w.Header().Set("Cache-Control", "no-store")
+	nonce, err := s.newNonce()
+	if err != nil {
+		s.cfg.Logger.Error("acme nonce", "err", err)
+		s.fail(w, prob(503, "serverInternal", "nonces unavailable; retry"))
+		return
+	}
+	w.Header().Set("Replay-Nonce", nonce)
 	if len(parts) < 2 {
 		s.fail(w, prob(404, "malformed", "no such ACME resource"))
 		return
@@ -463,8 +625,6 @@ func (s *Server) newAccount(ctx context.Context, req *request) (int, any, *Probl
 	if u, _ := eh.ExtraHeaders["url"].(string); u != req.base+"/new-account" {
 		return 0, nil, prob(401, "unauthorized", "externalAccountBinding url is not the newAccount URL")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var k eabKey
 	if eh.KeyID == "" || s.get("eab", eh.KeyID, &k) != nil || k.Revoked || (k.Used && !k.Reusable) {
 		return 0, nil, prob(401, "unauthorized", "external account key unknown, revoked or used")
@@ -482,15 +642,21 @@ func (s *Server) newAccount(ctx context.Context, req *request) (int, any, *Probl
 		return 0, nil, prob(401, "unauthorized", "externalAccountBinding does not bind the account key")
 	}
 	acct := &account{ID: acctID, Profile: req.profile, JWK: jwkJSON, EABKey: k.ID, Status: "valid"}
-	k.Used = true
-	if err := s.put(ctx, "eab", k.ID, &k); err != nil {
-		return 0, nil, prob(500, "serverInternal", "store: %v", err)
-	}
-	if err := s.put(ctx, "account", acctID, acct); err != nil {
-		return 0, nil, prob(500, "serverInternal", "store: %v", err)
-	}
-	_ = s.cfg.Store.AppendAudit(ctx, &store.AuditEvent{At: s.cfg.Now(), Actor: "acme-eab:" + k.ID, Action: "acme-account", Subject: acctID,
+	// One transaction, on any replica: the key is still as read (unused,
+	// unrevoked) and becomes used, and the account is new.
+	used := k
+	used.Used = true
+	err = s.cfg.Store.SwapMeta(ctx, []store.MetaWrite{
+		{Key: key("eab", k.ID), If: &k, Value: &used},
+		{Key: key("account", acctID), IfAbsent: true, Value: acct},
+	}, &store.AuditEvent{At: s.cfg.Now(), Actor: "acme-eab:" + k.ID, Action: store.ActionACMEAccount, Subject: acctID,
 		Detail: "profile=" + req.profile})
+	if errors.Is(err, store.ErrConflict) {
+		return 0, nil, prob(401, "unauthorized", "external account key used or revoked meanwhile, or the account exists; retry")
+	}
+	if err != nil {
+		return 0, nil, storeProblem(err)
+	}
 	req.wHeader("Location", s.acctURL(req, acctID))
 	return 201, acctJSON(acct, req), nil
 }
@@ -515,10 +681,11 @@ func (s *Server) accountOp(ctx context.Context, req *request) (int, any, *Proble
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(req.payload, &in)
-	if in.Status == "deactivated" {
+	if in.Status == "deactivated" && req.acct.Status != "deactivated" {
+		old := *req.acct
 		req.acct.Status = "deactivated"
-		if err := s.put(ctx, "account", req.acct.ID, req.acct); err != nil {
-			return 0, nil, prob(500, "serverInternal", "store: %v", err)
+		if err := s.swap(ctx, "account", req.acct.ID, &old, req.acct, nil); err != nil {
+			return 0, nil, storeProblem(err)
 		}
 	}
 	return 200, acctJSON(req.acct, req), nil
@@ -585,21 +752,25 @@ func (s *Server) newOrder(ctx context.Context, req *request) (int, any, *Problem
 	o := &order{ID: randID(12), Account: req.acct.ID, Profile: req.acct.Profile, CN: cn, Status: "pending",
 		Expires: now.Add(OrderLifetime), Authz: randID(12), Replaces: in.Replaces}
 	az := &authz{ID: o.Authz, Account: req.acct.ID, CN: cn, Status: "pending", Token: randID(32), Expires: o.Expires}
-	if err := s.put(ctx, "authz", az.ID, az); err != nil {
-		return 0, nil, prob(500, "serverInternal", "store: %v", err)
-	}
-	if err := s.put(ctx, "order", o.ID, o); err != nil {
-		return 0, nil, prob(500, "serverInternal", "store: %v", err)
+	if err := s.cfg.Store.SwapMeta(ctx, []store.MetaWrite{
+		{Key: key("authz", az.ID), IfAbsent: true, Value: az},
+		{Key: key("order", o.ID), IfAbsent: true, Value: o},
+	}, nil); err != nil {
+		return 0, nil, storeProblem(err)
 	}
 	req.wHeader("Location", req.base+"/order/"+o.ID)
 	return 201, s.orderJSON(o, req), nil
 }
 
-func (s *Server) loadOrder(req *request) (*order, *Problem) {
+// loadOrder returns the order as the client sees it (its status derived
+// from its authorization and expiry) and as stored (the condition of a
+// write that changes it).
+func (s *Server) loadOrder(req *request) (view, stored *order, p *Problem) {
 	var o order
-	if s.get("order", req.id, &o) != nil || o.Account != req.acct.ID {
-		return nil, prob(404, "malformed", "no such order")
+	if req.acct == nil || s.get("order", req.id, &o) != nil || o.Account != req.acct.ID {
+		return nil, nil, prob(404, "malformed", "no such order")
 	}
+	st := o
 	if o.Status == "pending" || o.Status == "ready" {
 		var a authz
 		switch {
@@ -611,11 +782,11 @@ func (s *Server) loadOrder(req *request) (*order, *Problem) {
 			o.Status = "invalid"
 		}
 	}
-	return &o, nil
+	return &o, &st, nil
 }
 
 func (s *Server) getOrder(_ context.Context, req *request) (int, any, *Problem) {
-	o, p := s.loadOrder(req)
+	o, _, p := s.loadOrder(req)
 	if p != nil {
 		return 0, nil, p
 	}
@@ -666,14 +837,21 @@ func (s *Server) challenge(ctx context.Context, req *request) (int, any, *Proble
 		_ = k.UnmarshalJSON(req.acct.JWK)
 		thumb, _ := k.Thumbprint(crypto.SHA256)
 		want := a.Token + "." + base64.RawURLEncoding.EncodeToString(thumb)
+		old := *a
 		a.Status = "invalid"
 		if err := s.fetchHTTP01(ctx, a.CN, a.Token, want); err == nil {
 			a.Status = "valid"
 		} else {
 			s.cfg.Logger.Info("acme http-01 failed", "cn", a.CN, "err", err)
 		}
-		if err := s.put(ctx, "authz", a.ID, a); err != nil {
-			return 0, nil, prob(500, "serverInternal", "store: %v", err)
+		// A validation racing another (a retry on another replica): the
+		// first outcome stands.
+		if err := s.swap(ctx, "authz", a.ID, &old, a, nil); errors.Is(err, store.ErrConflict) {
+			if a, p = s.loadAuthz(req); p != nil {
+				return 0, nil, p
+			}
+		} else if err != nil {
+			return 0, nil, storeProblem(err)
 		}
 	}
 	req.wHeader("Link", "<"+req.base+"/authz/"+a.ID+">;rel=\"up\"")
@@ -704,9 +882,7 @@ func (s *Server) fetchHTTP01(ctx context.Context, cn, token, want string) error 
 }
 
 func (s *Server) finalize(ctx context.Context, req *request) (int, any, *Problem) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o, p := s.loadOrder(req)
+	o, stored, p := s.loadOrder(req)
 	if p != nil {
 		return 0, nil, p
 	}
@@ -745,30 +921,39 @@ func (s *Server) finalize(ctx context.Context, req *request) (int, any, *Problem
 	if len(csr.DNSNames) > 0 {
 		dns = []string{o.CN}
 	}
-	g, err := s.cfg.Issuer.AuthorizeOrder(o.Profile, o.CN, dns, "acme:"+o.Account)
+	// The order (as stored, unfinalized) becomes valid with the serial,
+	// and the serial names its account, in the transaction that records
+	// the certificate: a second finalize, on any replica, conflicts.
+	consume := func(serial string) []store.MetaWrite {
+		done := *o
+		done.Status, done.Serial = "valid", serial
+		return []store.MetaWrite{
+			{Key: key("order", o.ID), If: stored, Value: &done},
+			{Key: key("cert", serial), IfAbsent: true, Value: o.Account},
+		}
+	}
+	g, err := s.cfg.Issuer.AuthorizeOrder(o.Profile, o.CN, dns, "acme:"+o.Account, consume)
 	if err != nil {
 		return 0, nil, prob(400, "rejectedIdentifier", "%v", err)
 	}
 	iss, err := s.cfg.Issuer.Issue(ctx, g, der)
-	if err != nil {
-		if errors.Is(err, issuance.ErrBadCSR) || errors.Is(err, issuance.ErrNameNotAllowed) {
-			return 0, nil, prob(400, "badCSR", "%v", err)
-		}
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return 0, nil, prob(403, "orderNotReady", "the order was finalized by another request")
+	case errors.Is(err, issuance.ErrBadCSR) || errors.Is(err, issuance.ErrNameNotAllowed) || errors.Is(err, issuance.ErrKeyType):
+		return 0, nil, prob(400, "badCSR", "%v", err)
+	case errors.Is(err, store.ErrUnavailable):
+		return 0, nil, storeProblem(err)
+	case err != nil:
 		return 0, nil, prob(500, "serverInternal", "issue: %v", err)
 	}
 	o.Status, o.Serial = "valid", iss.Record.Serial
-	if err := s.put(ctx, "cert", o.Serial, o.Account); err != nil {
-		return 0, nil, prob(500, "serverInternal", "store: %v", err)
-	}
-	if err := s.put(ctx, "order", o.ID, o); err != nil {
-		return 0, nil, prob(500, "serverInternal", "store: %v", err)
-	}
 	req.wHeader("Location", req.base+"/order/"+o.ID)
 	return 200, s.orderJSON(o, req), nil
 }
 
 func (s *Server) certificate(w http.ResponseWriter, _ context.Context, req *request) {
-	o, p := s.loadOrder(req)
+	o, _, p := s.loadOrder(req)
 	if p == nil && o.Serial == "" {
 		p = prob(404, "malformed", "order has no certificate")
 	}

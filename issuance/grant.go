@@ -52,7 +52,7 @@ type Grant struct {
 }
 
 // ErrNoGrant means Issue was given a Grant this package did not make.
-var ErrNoGrant = errors.New("issuance: grant was not made by AuthorizeToken or AuthorizeRenewal")
+var ErrNoGrant = errors.New("issuance: grant was not made by AuthorizeToken, AuthorizeRenewal or AuthorizeOrder")
 
 // AuthorizeToken checks an enrollment token (form, hash in constant time,
 // unused, unexpired, unrevoked) and returns the grant it stands for. It
@@ -187,10 +187,13 @@ func (p *Profile) CheckNames(cn string, dns []string) error {
 // AuthorizeOrder returns the grant for an ACME order whose identifiers
 // the ACME server has validated: cn under profile, asked for by actor
 // (the ACME account, for the audit log). It checks the names against the
-// profile now; Issue checks them again and records the certificate on
-// its own (no token or predecessor is consumed: the order's finalization
-// is the single use, enforced by the ACME server).
-func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor string) (*Grant, error) {
+// profile now; Issue checks them again. consume returns the Meta writes
+// that mark the order finalized for the serial being recorded (their
+// conditions name the order as it was read); Issue applies them in the
+// transaction that records the certificate (store.InsertCertSwap), so an
+// order pays for exactly one certificate on any replica, and a lost race
+// is store.ErrConflict with nothing recorded.
+func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor string, consume func(serial string) []store.MetaWrite) (*Grant, error) {
 	p, err := s.Profiles().Get(profile)
 	if err != nil {
 		return nil, err
@@ -198,11 +201,14 @@ func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor st
 	if err := p.CheckNames(cn, dnsNames); err != nil {
 		return nil, err
 	}
+	if consume == nil {
+		return nil, errors.New("issuance: an ACME order grant needs the writes that consume the order")
+	}
 	return &Grant{
 		CN: cn, DNSNames: slices.Clone(dnsNames), Profile: profile,
-		actor: actor, action: "acme-issue", at: s.now(),
+		actor: actor, action: store.ActionACMEIssue, at: s.now(),
 		record: func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
-			return s.db.InsertCert(ctx, c, ev)
+			return s.db.InsertCertSwap(ctx, c, ev, consume(c.Serial))
 		},
 	}, nil
 }

@@ -65,8 +65,9 @@ type Signer interface {
 
 // Store is what issuance needs of the store (package store's DB, or any
 // engine passing its conformance suite). RedeemToken and InsertRenewal
-// must record the certificate and consume the authorization (mark the
-// token used, link the predecessor) in one durable transaction, and fail
+// (and InsertCertSwap) must record the certificate and consume the
+// authorization (mark the token used, link the predecessor, mark the ACME
+// order finalized) in one durable transaction, and fail
 // writing nothing; concurrent redemptions of one token: exactly one
 // succeeds.
 type Store interface {
@@ -76,6 +77,7 @@ type Store interface {
 	RedeemToken(ctx context.Context, tokenID string, tokenHash []byte, now time.Time, c *store.Cert, ev *store.AuditEvent) error
 	InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent) error
 	InsertCert(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error
+	InsertCertSwap(ctx context.Context, c *store.Cert, ev *store.AuditEvent, writes []store.MetaWrite) error
 }
 
 // Service issues certificates. It is safe for concurrent use; profiles

@@ -37,6 +37,16 @@ const (
 	ActionStoreCompact AuditAction = "store.compact"
 	// ActionRestore: the store restored from a backup.
 	ActionRestore AuditAction = "restore"
+	// ActionACMEIssue: a certificate issued by finalizing an ACME order.
+	ActionACMEIssue AuditAction = "acme.issue"
+	// ActionACMEEABCreate and ActionACMEEABRevoke: an ACME external
+	// account binding key minted or withdrawn by the admin.
+	ActionACMEEABCreate AuditAction = "acme.eab.create"
+	ActionACMEEABRevoke AuditAction = "acme.eab.revoke"
+	// ActionACMEAccount: an ACME account opened with an EAB key.
+	ActionACMEAccount AuditAction = "acme.account"
+	// ActionACMEKeyChange: an ACME account's key replaced (keyChange).
+	ActionACMEKeyChange AuditAction = "acme.key-change"
 )
 
 // AuditActions is every AuditAction, in the order the admin page lists them.
@@ -44,4 +54,5 @@ var AuditActions = []AuditAction{
 	ActionIssue, ActionRenew, ActionIssueServer, ActionRevoke, ActionTokenCreate, ActionTokenRevoke,
 	ActionLogin, ActionLogout, ActionAdminPassword, ActionAdminAdopt, ActionAdminRotate, ActionAdminRenew,
 	ActionRotateIntermediate, ActionTidy, ActionStoreCompact, ActionRestore,
+	ActionACMEIssue, ActionACMEEABCreate, ActionACMEEABRevoke, ActionACMEAccount, ActionACMEKeyChange,
 }
