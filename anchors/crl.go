@@ -251,8 +251,11 @@ func (s *Syncer) pushCRL(ctx context.Context, crl *revocation.CRL) error {
 		return fmt.Errorf("anchors: CRL %d: %w yet (the first sync creates or finds it)", crl.Number, ErrNoTrustAnchor)
 	}
 	st := s.Status()
-	if st.CRLNumber > crl.Number && st.CRLArn != "" {
-		s.log.Info("anchors: AWS already holds a newer CRL", "aws", st.CRLNumber, "offered", crl.Number)
+	if st.CRLNumber >= crl.Number && st.CRLArn != "" {
+		// CRL numbers are never reused (the store hands them out), so an
+		// equal number is this very CRL: a replica that just took the
+		// lease is handed the CRL its predecessor already pushed.
+		s.log.Info("anchors: AWS already holds this CRL or a newer one", "aws", st.CRLNumber, "offered", crl.Number)
 		return nil
 	}
 	id := ""
@@ -443,7 +446,15 @@ func (s *Syncer) checkCRL(ctx context.Context, crl *revocation.CRL) {
 		}
 		return
 	}
-	s.update(ctx, func(st *Status) { st.CRLArn = r.ArnOrEmpty() })
+	s.update(ctx, func(st *Status) {
+		// What AWS holds, with 0 when it must be pushed whatever its
+		// number (disabled, or the same number with other data), so that
+		// pushCRL does not take it for this CRL.
+		st.CRLArn, st.CRLNumber = r.ArnOrEmpty(), 0
+		if r != nil && r.Enabled && r.Number < crl.Number {
+			st.CRLNumber = r.Number
+		}
+	})
 	s.PublishCRL(ctx, crl)
 }
 

@@ -79,22 +79,44 @@ func New(cfg Config, api API, src Source, db store.Meta, now func() time.Time, l
 	s := &Syncer{cfg: cfg, api: api, src: src, db: db, now: now, log: log,
 		pushDone: make(chan struct{}), minBackoff: 200 * time.Millisecond}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	if db != nil {
-		if st, err := LoadStatusFor(db, cfg.Target); err == nil {
-			s.status = *st
+	s.status = s.loadStatus()
+	return s
+}
+
+// loadStatus returns the persisted status (none: the zero Status) with
+// the configured ARNs applied.
+func (s *Syncer) loadStatus() Status {
+	var st Status
+	if s.db != nil {
+		if p, err := LoadStatusFor(s.db, s.cfg.Target); err == nil {
+			st = *p
 		}
 	}
-	if cfg.TrustAnchorARN != "" && cfg.TrustAnchorARN != s.status.TrustAnchorARN {
+	if s.cfg.TrustAnchorARN != "" && s.cfg.TrustAnchorARN != st.TrustAnchorARN {
 		// A different anchor than the one recorded: forget its state.
-		s.status = Status{TrustAnchorARN: cfg.TrustAnchorARN}
+		st = Status{TrustAnchorARN: s.cfg.TrustAnchorARN}
 	}
-	if cfg.ProfileARN != "" {
-		s.status.ProfileARN = cfg.ProfileARN
+	if s.cfg.ProfileARN != "" {
+		st.ProfileARN = s.cfg.ProfileARN
 	}
-	if cfg.RoleARN != "" {
-		s.status.RoleARN = cfg.RoleARN
+	if s.cfg.RoleARN != "" {
+		st.RoleARN = s.cfg.RoleARN
 	}
-	return s
+	return st
+}
+
+// Reload replaces the status with the one persisted in the store: on
+// replicas sharing a store, the replica that takes the leader lease
+// continues from what the previous leader created and pushed (the
+// anchor it created, the CRL number AWS holds) instead of from what it
+// read at its own start.
+func (s *Syncer) Reload() {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	st := s.loadStatus()
+	s.mu.Lock()
+	s.status = st
+	s.mu.Unlock()
 }
 
 // Close stops background CRL pushes and waits for them. Run and Sync calls
