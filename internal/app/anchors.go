@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -191,21 +192,16 @@ func (a *App) startAnchors(ctx context.Context) error {
 		return nil
 	}}, a.closers...)
 	s := syncers[0]
-	sctx, cancel := context.WithTimeout(ctx, firstSyncTimeout)
-	results := anchors.SyncAll(sctx, syncers, false)
-	cancel()
-	for _, r := range results {
-		switch {
-		case r.Err != nil && a.Config.Anchors.Emulator && r.Target == "":
-			return fmt.Errorf("anchors: first sync to the emulator: %w", r.Err)
-		case r.Err != nil:
-			// AWS may be unreachable for now: serve anyway, Run retries;
-			// one target's failure does not hold the others.
-			log.Error("anchors: first sync failed; retrying in the background", "target", r.Target, "err", r.Err)
-		default:
-			log.Info("anchors: trust anchor in sync", "target", r.Target, "trust_anchor", r.Report.TrustAnchorARN,
-				"profile", r.Report.ProfileARN, "drift", r.Report.Drift())
-		}
+	a.Anchors, a.AnchorsConfig, a.AnchorsTargets = s, cfg, syncers
+	if emu == nil && a.sharedStore() {
+		// Replicas on a shared store: the leader alone syncs and pushes
+		// CRLs, from the moment it takes the lease (Serve, leaderAnchors),
+		// so two replicas never create two anchors or push one CRL twice.
+		a.anchorsOnLeader = true
+		return nil
+	}
+	if err := a.firstSync(ctx, log); err != nil {
+		return err
 	}
 	if emu != nil {
 		// IAM is not emulated: give the emulator the trust policy lanyard
@@ -217,9 +213,51 @@ func (a *App) startAnchors(ctx context.Context) error {
 			log.Warn("anchors: emulator refused the dev trust policy", "err", err)
 		}
 	}
-	a.Anchors, a.AnchorsConfig, a.AnchorsTargets = s, cfg, syncers
 	a.Revocation.SetPublisher(syncers)
 	return nil
+}
+
+// firstSync runs one sync of every target, bounded by firstSyncTimeout.
+// Only the emulator's failing is fatal: AWS may be unreachable for now,
+// Run retries, and one target's failure does not hold the others.
+func (a *App) firstSync(ctx context.Context, log *slog.Logger) error {
+	sctx, cancel := context.WithTimeout(ctx, firstSyncTimeout)
+	results := anchors.SyncAll(sctx, a.AnchorsTargets, false)
+	cancel()
+	for _, r := range results {
+		switch {
+		case r.Err != nil && a.Config.Anchors.Emulator && r.Target == "":
+			return fmt.Errorf("anchors: first sync to the emulator: %w", r.Err)
+		case r.Err != nil:
+			log.Error("anchors: first sync failed; retrying in the background", "target", r.Target, "err", r.Err)
+		default:
+			log.Info("anchors: trust anchor in sync", "target", r.Target, "trust_anchor", r.Report.TrustAnchorARN,
+				"profile", r.Report.ProfileARN, "drift", r.Report.Drift())
+		}
+	}
+	return nil
+}
+
+// leaderAnchors runs the trust-anchor sync for one leader term of a
+// replica on a shared store, until ctx ends with the term: it takes up
+// the status the previous leader persisted, syncs once, hands new CRLs
+// to the targets (the current one first, which pushCRL skips when the
+// previous leader pushed it already), and runs the drift checks.
+func (a *App) leaderAnchors(ctx context.Context) {
+	log := a.Log.With("component", "anchors")
+	for _, s := range a.AnchorsTargets {
+		s.Reload()
+	}
+	_ = a.firstSync(ctx, log) // not the emulator: never fatal
+	if ctx.Err() != nil {
+		return
+	}
+	a.Revocation.SetPublisher(a.AnchorsTargets)
+	for _, s := range a.AnchorsTargets {
+		go s.Run(ctx, a.Revocation.Current)
+	}
+	<-ctx.Done()
+	a.Revocation.SetPublisher(nil)
 }
 
 // DevProfile is the lanyard profile (and AWS profile) of dev mode.

@@ -79,6 +79,10 @@ type App struct {
 	// ACME is the ACME server mounted at /acme/.
 	ACME *acme.Server
 
+	// anchorsOnLeader: the trust-anchor sync runs only while this
+	// replica leads (a shared store), started by Serve.
+	anchorsOnLeader bool
+
 	closers []func() error // in the order they run
 }
 
@@ -142,7 +146,10 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	if a.Anchors != nil {
 		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors, a.Admin)
 	}
-	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log})
+	// Only the leader tidies by itself (tidy.interval); TidyPath runs a
+	// tidy on the replica asked.
+	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log,
+		Leader: leaderFunc(a.leads)})
 	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Admin, a.Log)
 	if (cfg.ACME.HTTP01Port != 0 || cfg.ACME.ResolveTo != "") && !cfg.Dev && !opts.Testing {
 		return nil, errors.New("acme.http01_port and acme.resolve_to are for dev mode and tests only")
@@ -202,6 +209,10 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		// the leader syncs trust anchors.
 		go a.Revocation.Follow(ctx)
 		go a.whileLeader(ctx, l, func(ctx context.Context) {
+			if a.anchorsOnLeader {
+				go a.leaderAnchors(ctx)
+				return
+			}
 			for _, s := range a.AnchorsTargets {
 				go s.Run(ctx, a.Revocation.Current)
 			}
@@ -230,6 +241,18 @@ func (a *App) Close() error {
 	a.closers = nil
 	return errors.Join(errs...)
 }
+
+// sharedStore reports whether the store is shared by replicas that elect
+// a leader (PostgreSQL with a lease).
+func (a *App) sharedStore() bool {
+	l, ok := a.Store.(store.Leadership)
+	return ok && l.LeaderChanged() != nil
+}
+
+// leaderFunc adapts App.leads to tidy.Leader.
+type leaderFunc func() bool
+
+func (f leaderFunc) IsLeader() bool { return f() }
 
 // leads reports whether this replica holds the store's leader lease
 // (always, for an engine without one).
