@@ -50,11 +50,15 @@ var (
 )
 
 // Main runs the tests of a package and stops the shared server after
-// them: call it from TestMain.
-func Main(m *testing.M) {
+// them, then runs cleanups (a package's own, such as removing a binary
+// its tests built): call it from TestMain.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
 	if shared != nil {
 		shared.Stop()
+	}
+	for _, c := range cleanups {
+		c()
 	}
 	os.Exit(code)
 }

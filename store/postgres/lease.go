@@ -19,13 +19,17 @@ import (
 // anchors.
 const leaseName = "leader"
 
+// DefaultLeaseTTL is how long a lease lasts without renewal: a dead
+// leader is replaced within about DefaultLeaseTTL, while a renewal every
+// third of it survives two missed rounds (a slow query, a pool hiccup).
+const DefaultLeaseTTL = 6 * time.Second
+
 // LeaseOptions tune the leader lease.
 type LeaseOptions struct {
 	// Holder names this replica in the lease row; default host-pid-random.
 	Holder string
-	// TTL is how long a lease lasts without renewal. Default 6s: a dead
-	// leader is replaced within about TTL, while a renewal every TTL/3
-	// survives two missed rounds.
+	// TTL is how long a lease lasts without renewal (default
+	// DefaultLeaseTTL).
 	TTL time.Duration
 }
 
@@ -52,7 +56,7 @@ type lease struct {
 
 func newLease(db *DB, o LeaseOptions) *lease {
 	if o.TTL <= 0 {
-		o.TTL = 6 * time.Second
+		o.TTL = DefaultLeaseTTL
 	}
 	if o.Holder == "" {
 		host, _ := os.Hostname()
