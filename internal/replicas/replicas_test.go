@@ -24,7 +24,7 @@ import (
 	"github.com/lanyard/lanyard/store"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { pgtest.Main(m, removeBinary) }
 
 // twoReplicas starts two CA servers on one CA folder and one database.
 func twoReplicas(t *testing.T) (a, b *testca.CA) {

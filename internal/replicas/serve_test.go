@@ -1,0 +1,702 @@
+package replicas_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lanyard/lanyard/anchors"
+	"github.com/lanyard/lanyard/anchors/emulator"
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/pgtest"
+	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/engine"
+	"github.com/lanyard/lanyard/store/postgres"
+)
+
+var (
+	buildOnce  sync.Once
+	lanyardBin string
+	buildErr   error
+)
+
+// lanyardBinary builds cmd/lanyard once for the package's serve tests.
+func lanyardBinary(t *testing.T) string {
+	t.Helper()
+	if raceBuild {
+		t.Skip("spawns `lanyard serve` binaries, which are not race-built: the race pass would check nothing the plain pass does not")
+	}
+	if testing.Short() {
+		t.Skip("builds and spawns `lanyard serve` processes: make test runs it, make test-quick (-short) does not")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lanyard-replicas-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		lanyardBin = filepath.Join(dir, "lanyard")
+		if out, err := exec.Command("go", "build", "-o", lanyardBin, "github.com/lanyard/lanyard/cmd/lanyard").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build lanyard: %v", buildErr)
+	}
+	return lanyardBin
+}
+
+// removeBinary removes what lanyardBinary built (TestMain).
+func removeBinary() {
+	if lanyardBin != "" {
+		os.RemoveAll(filepath.Dir(lanyardBin))
+	}
+}
+
+// awsLog is what the emulated Roles Anywhere received: the number of
+// every CRL sent to it (ImportCrl, UpdateCrl), in arrival order, and the
+// trust anchors created.
+type awsLog struct {
+	mu             sync.Mutex
+	crls           []int64
+	anchorsCreated int
+}
+
+// wrap records each request's CRL number before the emulator answers it.
+func (l *awsLog) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var in struct {
+			CrlData []byte `json:"crlData"`
+		}
+		l.mu.Lock()
+		if json.Unmarshal(body, &in) == nil && len(in.CrlData) > 0 {
+			if b, _ := pem.Decode(in.CrlData); b != nil {
+				if rl, err := x509.ParseRevocationList(b.Bytes); err == nil {
+					l.crls = append(l.crls, rl.Number.Int64())
+				}
+			}
+		}
+		if r.Method == http.MethodPost && strings.Trim(r.URL.Path, "/") == "trustanchors" {
+			l.anchorsCreated++
+		}
+		l.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (l *awsLog) received(n int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, x := range l.crls {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// startEmulator serves an emulated Roles Anywhere on loopback, recorded.
+func startEmulator(t *testing.T) (endpoint string, log *awsLog) {
+	t.Helper()
+	log = &awsLog{}
+	emu := emulator.New(emulator.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: log.wrap(emu.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String(), log
+}
+
+// replicaConfig is one replica's lanyard.yaml: its own listener and data
+// folder, the shared CA folder and database, the trust-anchor sync to the
+// emulator.
+const replicaConfig = `listen: 127.0.0.1:%d
+data_dir: %s
+ca_dir: %s
+store: %s
+default_profile: covalent
+profiles:
+  covalent:
+    cn: ["*.covalent.example.net"]
+limits:
+  rate_per_client: 0
+log_level: info
+anchors:
+  enabled: true
+  endpoint: %s
+  region: ` + emulator.DefaultRegion + `
+  create: true
+  role_arn: arn:aws:iam::123456789012:role/replicas
+  interval: 1h
+`
+
+// replica is one `lanyard serve` process.
+type replica struct {
+	name, cfg, url, logPath string
+	cmd                     *exec.Cmd
+	admin                   *caclient.Clients
+}
+
+// cluster is two replicas of one CA on one database.
+type cluster struct {
+	bin   string
+	dsn   string
+	roots []byte
+	env   []string
+	reps  []*replica
+	aws   *awsLog
+	db    store.Store // the test's own connection, no lease
+}
+
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{bin: lanyardBinary(t), dsn: pgtest.NewDatabase(t)}
+	endpoint, aws := startEmulator(t)
+	c.aws = aws
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	// The SDK's default chain finds the emulator's key in the
+	// environment, and no shared AWS file of this machine.
+	c.env = append(realtools.HelperEnv(), "AWS_ACCESS_KEY_ID="+emulator.DefaultAccessKeyID,
+		"AWS_SECRET_ACCESS_KEY="+emulator.DefaultSecretAccessKey, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE="+filepath.Join(dir, "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(dir, "no-aws-credentials"))
+	for i := range n {
+		r := &replica{name: string(rune('A' + i))}
+		data := filepath.Join(dir, r.name)
+		if err := os.MkdirAll(data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		port := freePort(t)
+		r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+		r.cfg, r.logPath = filepath.Join(data, "lanyard.yaml"), filepath.Join(data, "serve.log")
+		if err := os.WriteFile(r.cfg, fmt.Appendf(nil, replicaConfig, port, data, caDir, c.dsn, endpoint), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.reps = append(c.reps, r)
+	}
+	if out, err := exec.Command(c.bin, "init", "--config", c.reps[0].cfg).CombinedOutput(); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	var err error
+	if c.roots, err = os.ReadFile(filepath.Join(caDir, "root.crt")); err != nil {
+		t.Fatal(err)
+	}
+	adminCert, err := tls.LoadX509KeyPair(filepath.Join(caDir, "admin.crt"), filepath.Join(caDir, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.reps {
+		if r.admin, err = caclient.New(r.url, c.roots, &adminCert); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, r := range c.reps {
+			c.stop(r)
+			if t.Failed() {
+				if b, err := os.ReadFile(r.logPath); err == nil {
+					t.Logf("replica %s log:\n%s", r.name, tail(b, 6000))
+				}
+			}
+		}
+	})
+	return c
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// start starts r's `lanyard serve`, its output appended to r.logPath.
+func (c *cluster) start(t *testing.T, r *replica) {
+	t.Helper()
+	f, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // the child holds its own descriptor
+	r.cmd = exec.Command(c.bin, "serve", "--config", r.cfg)
+	r.cmd.Env, r.cmd.Stdout, r.cmd.Stderr = c.env, f, f
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop ends r with SIGINT (its clean shutdown) if it still runs.
+func (c *cluster) stop(r *replica) {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(os.Interrupt)
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// kill ends r with SIGKILL: no shutdown path runs, the lease is not
+// released.
+func (c *cluster) kill(t *testing.T, r *replica) {
+	t.Helper()
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// waitHealthy polls r's /healthz until it answers 200 (a readiness wait:
+// the bound only turns a replica that never comes up into a failure).
+func waitHealthy(t *testing.T, r *replica) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := r.admin.HTTP.Get(r.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(25 * time.Millisecond) // poll interval
+	}
+	t.Fatalf("replica %s did not become healthy", r.name)
+}
+
+// openDB opens the test's own connection to the database (no lease).
+func (c *cluster) openDB(t *testing.T) store.Store {
+	t.Helper()
+	if c.db == nil {
+		db, err := engine.Open(context.Background(), c.dsn, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		c.db = db
+	}
+	return c.db
+}
+
+// leader returns the process id of the lease holder and its epoch, read
+// from the lease row (0 when no unexpired lease).
+func (c *cluster) leader(t *testing.T) (pid int, epoch int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var holder string
+	err = conn.QueryRow(ctx, "SELECT holder, epoch FROM leases WHERE name = 'leader' AND expires_at > now()").Scan(&holder, &epoch)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// holder is host-pid-random (store/postgres.LeaseOptions).
+	f := strings.Split(holder, "-")
+	if len(f) < 3 {
+		t.Fatalf("lease holder %q is not host-pid-random", holder)
+	}
+	pid, err = strconv.Atoi(f[len(f)-2])
+	if err != nil {
+		t.Fatalf("lease holder %q: %v", holder, err)
+	}
+	return pid, epoch
+}
+
+// waitLeader waits until one of the running replicas holds the lease and
+// returns it with the epoch.
+func (c *cluster) waitLeader(t *testing.T, bound time.Duration) (*replica, int64) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for time.Now().Before(deadline) {
+		pid, epoch := c.leader(t)
+		for _, r := range c.reps {
+			if r.cmd != nil && r.cmd.Process.Pid == pid {
+				return r, epoch
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	t.Fatalf("no running replica holds the lease after %v", bound)
+	return nil, 0
+}
+
+// waitPushed waits until the emulator received CRL n and the leader
+// recorded the push in the shared store (so a kill after this cannot
+// leave it unrecorded).
+func (c *cluster) waitPushed(t *testing.T, n int64) {
+	t.Helper()
+	db := c.openDB(t)
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := anchors.LoadStatus(db)
+		if c.aws.received(n) && err == nil && st.CRLNumber >= n {
+			return
+		}
+		time.Sleep(25 * time.Millisecond) // poll interval
+	}
+	c.aws.mu.Lock()
+	defer c.aws.mu.Unlock()
+	t.Fatalf("CRL %d did not reach the emulated trust anchor (received %v)", n, c.aws.crls)
+}
+
+// ledger is what clients received: every serial, with the token that
+// paid for it or the serial it renews.
+type ledger struct {
+	mu      sync.Mutex
+	byToken map[string]string // serial -> token id
+	renewed map[string]string // serial -> previous serial
+	certs   []held
+}
+
+type held struct {
+	serial string
+	cert   *tls.Certificate
+}
+
+func (l *ledger) add(serial, tokenID, prev string, cert *tls.Certificate) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tokenID != "" {
+		l.byToken[serial] = tokenID
+	} else {
+		l.renewed[serial] = prev
+	}
+	l.certs = append(l.certs, held{serial, cert})
+}
+
+func (l *ledger) pick() (held, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.certs) == 0 {
+		return held{}, false
+	}
+	return l.certs[mrand.IntN(len(l.certs))], true
+}
+
+func keyAndCSR(t testing.TB) (crypto.Signer, []byte) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, der
+}
+
+func bundleCert(b *v1.Bundle, key crypto.Signer) *tls.Certificate {
+	leaf, _ := pem.Decode([]byte(b.GetCertificatePem()))
+	chain, _ := pem.Decode([]byte(b.GetChainPem()))
+	return &tls.Certificate{Certificate: [][]byte{leaf.Bytes, chain.Bytes}, PrivateKey: key}
+}
+
+// load is enroll and renew traffic on every replica: tokens made on one
+// replica and redeemed on the other, renewals on either.
+type load struct {
+	c      *cluster
+	led    *ledger
+	seq    atomic.Int64
+	ok     []atomic.Int64 // per replica
+	failed []atomic.Int64
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startLoad(t *testing.T, c *cluster, led *ledger, workers int) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{c: c, led: led, ok: make([]atomic.Int64, len(c.reps)), failed: make([]atomic.Int64, len(c.reps)), cancel: cancel}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.roots)
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			anon := make([]*caclient.Clients, len(c.reps))
+			for i, r := range c.reps {
+				anon[i], _ = caclient.NewWithHTTP(r.url, caclient.HTTPClient(pool, nil))
+			}
+			for ctx.Err() == nil {
+				i := w % len(c.reps)
+				var err error
+				if w%4 < 2 {
+					err = l.enroll(ctx, t, i, anon[(i+1)%len(c.reps)], (i+1)%len(c.reps))
+				} else {
+					err = l.renew(ctx, t, i, pool)
+				}
+				if err != nil && ctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond) // a dead replica refuses at once: do not spin
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// enroll makes a token on replica i and redeems it on replica j.
+func (l *load) enroll(ctx context.Context, t *testing.T, i int, anon *caclient.Clients, j int) error {
+	cn := fmt.Sprintf("h%d.covalent.example.net", l.seq.Add(1))
+	tok, err := l.c.reps[i].admin.Admin.CreateEnrollmentToken(ctx, connect.NewRequest(&v1.CreateEnrollmentTokenRequest{Cn: cn}))
+	if err != nil {
+		l.failed[i].Add(1)
+		return err
+	}
+	key, der := keyAndCSR(t)
+	resp, err := anon.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: tok.Msg.GetToken(), Csr: der}))
+	if err != nil {
+		l.failed[j].Add(1)
+		return err
+	}
+	l.ok[j].Add(1)
+	l.led.add(resp.Msg.GetBundle().GetSerial(), tok.Msg.GetTokenId(), "", bundleCert(resp.Msg.GetBundle(), key))
+	return nil
+}
+
+// renew renews a received certificate on replica i.
+func (l *load) renew(ctx context.Context, t *testing.T, i int, pool *x509.CertPool) error {
+	h, ok := l.led.pick()
+	if !ok {
+		time.Sleep(5 * time.Millisecond) // nothing to renew yet
+		return nil
+	}
+	rc, err := caclient.NewWithHTTP(l.c.reps[i].url, caclient.HTTPClient(pool, h.cert))
+	if err != nil {
+		return err
+	}
+	key, der := keyAndCSR(t)
+	resp, err := rc.Certificates.Renew(ctx, connect.NewRequest(&v1.RenewRequest{Csr: der}))
+	rc.HTTP.CloseIdleConnections()
+	if err != nil {
+		l.failed[i].Add(1)
+		return err
+	}
+	l.ok[i].Add(1)
+	l.led.add(resp.Msg.GetBundle().GetSerial(), "", h.serial, bundleCert(resp.Msg.GetBundle(), key))
+	return nil
+}
+
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// checkLedger checks that every certificate a client received is in the
+// database with its token or predecessor, and that no token paid for two
+// certificates; it returns how many it checked.
+func (c *cluster) checkLedger(t *testing.T, led *ledger) int {
+	t.Helper()
+	db := c.openDB(t)
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	check := func(serial string, ok func(*store.Cert) bool, what string) {
+		rec, err := db.GetCert(serial)
+		if err != nil {
+			t.Fatalf("certificate %s was handed out but is not in the database: %v", serial, err)
+		}
+		if !ok(rec) {
+			t.Fatalf("certificate %s is stored without its %s", serial, what)
+		}
+	}
+	for serial, tok := range led.byToken {
+		check(serial, func(r *store.Cert) bool { return r.TokenID == tok }, "token "+tok)
+	}
+	for serial, prev := range led.renewed {
+		check(serial, func(r *store.Cert) bool { return r.PreviousSerial == prev }, "predecessor "+prev)
+	}
+	perToken := map[string]int{}
+	after := ""
+	for {
+		certs, next, err := db.ListCerts(store.CertQuery{Limit: 1000, After: after, Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range certs {
+			if r.TokenID != "" {
+				perToken[r.TokenID]++
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	for id, n := range perToken {
+		if n > 1 {
+			t.Errorf("token %s paid for %d certificates", id, n)
+		}
+	}
+	return len(led.byToken) + len(led.renewed)
+}
+
+// revoke enrolls a new certificate on replica r and revokes it there,
+// and returns the number of the first CRL that lists it.
+func revoke(t *testing.T, r *replica) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cn := fmt.Sprintf("revoked-%d.covalent.example.net", mrand.Int64())
+	tok, err := r.admin.Admin.CreateEnrollmentToken(ctx, connect.NewRequest(&v1.CreateEnrollmentTokenRequest{Cn: cn}))
+	if err != nil {
+		t.Fatalf("token on %s: %v", r.name, err)
+	}
+	_, der := keyAndCSR(t)
+	cert, err := r.admin.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: tok.Msg.GetToken(), Csr: der}))
+	if err != nil {
+		t.Fatalf("enroll on %s: %v", r.name, err)
+	}
+	serial := cert.Msg.GetBundle().GetSerial()
+	resp, err := r.admin.Admin.RevokeCertificate(ctx, connect.NewRequest(&v1.RevokeCertificateRequest{Serial: serial, Reason: 4}))
+	if err != nil {
+		t.Fatalf("revoke %s on %s: %v", serial, r.name, err)
+	}
+	return resp.Msg.GetCrlNumber()
+}
+
+// TestServeReplicasLeaderKilled runs two real `lanyard serve` processes on
+// one database under enroll and renew load on both, kills the leader with
+// SIGKILL, and checks that the other takes the lease within a bound of
+// the lease TTL and keeps serving; that every certificate a client
+// received is recorded with its token or predecessor and no token paid
+// twice; and that the emulated Roles Anywhere saw one trust anchor created
+// and each CRL number at most once, in increasing order, also after the
+// killed replica comes back as a follower (its start syncs nothing).
+func TestServeReplicasLeaderKilled(t *testing.T) {
+	c := newCluster(t, 2)
+	for _, r := range c.reps {
+		c.start(t, r) // together: one migrates, the other waits on the lock
+	}
+	for _, r := range c.reps {
+		waitHealthy(t, r)
+	}
+	lead, epoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
+	var follower *replica
+	for _, r := range c.reps {
+		if r != lead {
+			follower = r
+		}
+	}
+	led := &ledger{byToken: map[string]string{}, renewed: map[string]string{}}
+	l := startLoad(t, c, led, 16)
+	// Traffic on both before the kill: wait until each replica issued.
+	deadline := time.Now().Add(30 * time.Second)
+	for l.ok[0].Load() < 20 || l.ok[1].Load() < 20 {
+		if time.Now().After(deadline) {
+			l.stop()
+			t.Fatalf("before the kill: %d and %d certificates issued by A and B", l.ok[0].Load(), l.ok[1].Load())
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	// A revocation on the follower: the leader builds and pushes its CRL.
+	n1 := revoke(t, follower)
+	c.waitPushed(t, n1)
+
+	killed := time.Now()
+	c.kill(t, lead)
+	idx := map[*replica]int{c.reps[0]: 0, c.reps[1]: 1}
+	servedBefore := l.ok[idx[follower]].Load()
+	newLead, newEpoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
+	takeover := time.Since(killed)
+	if newLead != follower || newEpoch <= epoch {
+		t.Fatalf("after the kill the lease is held by %s at epoch %d (was %s at %d)", newLead.name, newEpoch, lead.name, epoch)
+	}
+	// The survivor keeps issuing after the takeover.
+	for target := l.ok[idx[follower]].Load() + 10; l.ok[idx[follower]].Load() < target; {
+		if time.Since(killed) > 60*time.Second {
+			t.Fatal("the surviving replica stopped issuing")
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	servedAfter := l.ok[idx[follower]].Load()
+	l.stop()
+	t.Logf("takeover: %s killed at epoch %d; %s leads at epoch %d after %v (lease TTL %v); %s issued %d during and after",
+		lead.name, epoch, follower.name, newEpoch, takeover.Round(time.Millisecond), postgres.DefaultLeaseTTL, follower.name, servedAfter-servedBefore)
+
+	// The new leader builds and pushes; the old one comes back as a
+	// follower, and a revocation on it is pushed once, by the leader.
+	n2 := revoke(t, follower)
+	if n2 <= n1 {
+		t.Fatalf("CRL number %d after the takeover is not after %d", n2, n1)
+	}
+	c.waitPushed(t, n2)
+	c.start(t, lead)
+	waitHealthy(t, lead)
+	n3 := revoke(t, lead)
+	if n3 <= n2 {
+		t.Fatalf("CRL number %d on the restarted replica is not after %d", n3, n2)
+	}
+	c.waitPushed(t, n3)
+	if r, _ := c.waitLeader(t, 3*postgres.DefaultLeaseTTL); r != follower {
+		t.Fatalf("the restarted replica %s took the lease from %s", r.name, follower.name)
+	}
+	checked := c.checkLedger(t, led)
+
+	c.aws.mu.Lock()
+	defer c.aws.mu.Unlock()
+	seen := map[int64]int{}
+	for i, n := range c.aws.crls {
+		seen[n]++
+		if seen[n] > 1 {
+			t.Errorf("CRL %d reached the trust anchor %d times (received %v)", n, seen[n], c.aws.crls)
+		}
+		if i > 0 && n < c.aws.crls[i-1] {
+			t.Errorf("CRL numbers reached the trust anchor out of order: %v", c.aws.crls)
+		}
+	}
+	if c.aws.anchorsCreated != 1 {
+		t.Errorf("%d trust anchors created, want 1", c.aws.anchorsCreated)
+	}
+	t.Logf("replicas: %d certificates checked in the database; CRLs pushed %v; anchors created %d", checked, c.aws.crls, c.aws.anchorsCreated)
+}
