@@ -65,6 +65,11 @@ func (s *Service) AuthorizeToken(token string) (*Grant, error) {
 	}
 	now := s.now()
 	tok, err := s.db.GetToken(id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		// The store could not answer (ErrUnavailable: a database
+		// restarting): retryable, and no verdict on the token.
+		return nil, fmt.Errorf("read enrollment token: %w", err)
+	}
 	if err != nil || !tokenUsable(tok, hash, now) {
 		return nil, ErrTokenInvalid
 	}
@@ -92,8 +97,12 @@ func (s *Service) AuthorizeRenewal(current *x509.Certificate) (*Grant, error) {
 	serial := lanyardv1.FormatSerial(current.SerialNumber)
 	now := s.now()
 	rec, err := s.db.GetCert(serial)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("renew %s: %w: not in this CA's store", serial, ErrNotRenewable)
+	}
+	if err != nil {
+		// The store could not answer: retryable, not a refusal.
+		return nil, fmt.Errorf("renew %s: read the certificate record: %w", serial, err)
 	}
 	if rec.Revocation != nil {
 		return nil, fmt.Errorf("renew %s: %w", serial, ErrRevoked)
