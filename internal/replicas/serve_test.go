@@ -538,7 +538,12 @@ func (l *load) stop() {
 // certificates; it returns how many it checked.
 func (c *cluster) checkLedger(t *testing.T, led *ledger) int {
 	t.Helper()
-	db := c.openDB(t)
+	return checkLedger(t, c.openDB(t), led)
+}
+
+// checkLedger checks led against db (see cluster.checkLedger).
+func checkLedger(t *testing.T, db store.Store, led *ledger) int {
+	t.Helper()
 	led.mu.Lock()
 	defer led.mu.Unlock()
 	check := func(serial string, ok func(*store.Cert) bool, what string) {
