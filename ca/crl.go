@@ -135,9 +135,6 @@ type CRLRequest struct {
 // against the intermediate before the CRL is returned, so a faulty signer
 // (a KMS, a wrong key) fails here rather than at the relying party.
 func (a *Authority) SignCRL(req CRLRequest) ([]byte, error) {
-	if req.Number < 0 {
-		return nil, fmt.Errorf("ca: sign CRL: CRL number %d is negative (RFC 5280 5.2.3)", req.Number)
-	}
 	sa, ok := crlSigAlgs[a.sigAlg]
 	if !ok {
 		return nil, fmt.Errorf("ca: sign CRL: unsupported signature algorithm %v", a.sigAlg)
@@ -153,8 +150,12 @@ func (a *Authority) SignCRL(req CRLRequest) ([]byte, error) {
 // x509.CreateRevocationList does: version v2, signature algorithm, the
 // issuer's raw subject, thisUpdate, nextUpdate, the entries (omitted when
 // there are none) and the authority key identifier and CRL number
-// extensions.
+// extensions. It is the one check of the request for the current and the
+// retired intermediates alike.
 func encodeTBSCertList(algID []byte, issuer *x509.Certificate, req CRLRequest) ([]byte, error) {
+	if req.Number < 0 {
+		return nil, fmt.Errorf("ca: encode CRL: CRL number %d is negative (RFC 5280 5.2.3)", req.Number)
+	}
 	if len(issuer.SubjectKeyId) == 0 {
 		return nil, errors.New("ca: encode CRL: the issuer has no subject key identifier")
 	}
