@@ -122,7 +122,8 @@ const rotationSpreadMax = 24 * time.Hour
 // rotate-intermediate`): each certificate gets its own start, spread
 // uniformly (by a hash of its serial, so every answer for it agrees) over
 // the first quarter of its lifetime, at most rotationSpreadMax, after the
-// current intermediate took over; the window is a tenth of the spread
+// current intermediate took over (or after the certificate's notBefore,
+// if that is later); the window is a tenth of the spread
 // wide. ok is false for a certificate of the current intermediate (or a
 // record without a parsable certificate).
 func (s *Service) rotationWindow(rec *store.Cert) (schedule.Window, bool) {
@@ -140,7 +141,15 @@ func (s *Service) rotationWindow(rec *store.Cert) (schedule.Window, bool) {
 	}
 	h := fnv.New64a()
 	h.Write([]byte(rec.Serial))
-	start := cur.NotBefore.Add(time.Duration(h.Sum64() % uint64(spread)))
+	// A replica that had not loaded the new intermediate yet may have
+	// signed with the old one after the rotation: the spread then starts
+	// at the certificate's own notBefore, so the window stays inside its
+	// validity.
+	from := cur.NotBefore
+	if rec.NotBefore.After(from) {
+		from = rec.NotBefore
+	}
+	start := from.Add(time.Duration(h.Sum64() % uint64(spread)))
 	return schedule.Window{Start: start, End: start.Add(max(spread/10, time.Minute)), Reason: schedule.ReasonCARotation}, true
 }
 
