@@ -17,7 +17,7 @@ import (
 
 // enrolled issues a certificate for cn (with cn as its one SAN) and
 // returns it.
-func (f *fixture) enrolled(t *testing.T, cn string) *Issued {
+func (f *fixture) enrolled(t testing.TB, cn string) *Issued {
 	t.Helper()
 	iss, err := f.svc.Enroll(context.Background(), f.token(t, cn, cn), csrFor(t, p256(t), nil))
 	if err != nil {
