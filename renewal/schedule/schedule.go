@@ -27,7 +27,7 @@ type Window struct {
 // short certificate keeps a wide margin), one tenth of the lifetime wide.
 func Scheduled(notBefore, notAfter time.Time) Window {
 	life := notAfter.Sub(notBefore)
-	centre := notBefore.Add(life * 2 / 3)
+	centre := notBefore.Add(life / 3 * 2) // life*2 overflows beyond 146 years
 	if life < 10*24*time.Hour {
 		centre = notBefore.Add(life / 2)
 	}
