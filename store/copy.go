@@ -47,16 +47,52 @@ var (
 func (db *DB) Export(ctx context.Context, dst Sink) error {
 	return db.view(func(tx *bolt.Tx) error {
 		var certs []*Cert
-		err := tx.Bucket(m.BucketCerts).ForEach(func(_, v []byte) error {
-			var c Cert
-			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("decode certificate: %w", err)
-			}
-			certs = append(certs, &c)
+		emit := func(c *Cert) error {
+			certs = append(certs, c)
 			if len(certs) == ExportBatch {
 				err := dst.LoadCerts(ctx, certs)
 				certs = nil
 				return err
+			}
+			return nil
+		}
+		// Predecessors go before their renewals (a Sink links a renewal to
+		// a predecessor it already holds), but serials are random, so key
+		// order is not issue order: a certificate whose predecessor's key
+		// comes later pulls it (and its own) ahead. pulled holds those sent
+		// ahead of their key, until the walk reaches them.
+		pulled := map[string]bool{}
+		err := tx.Bucket(m.BucketCerts).ForEach(func(k, v []byte) error {
+			var c Cert
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("decode certificate: %w", err)
+			}
+			if pulled[c.Serial] {
+				delete(pulled, c.Serial)
+				return nil
+			}
+			chain := []*Cert{&c}
+			inChain := map[string]bool{c.Serial: true}
+			for p := c.PreviousSerial; p != "" && !inChain[p]; {
+				pk, err := serialKey(p)
+				if err != nil || bytes.Compare(pk, k) < 0 || pulled[p] {
+					break // already sent (an earlier key), or not a serial
+				}
+				inChain[p] = true
+				prev, err := getCertTx(tx, p)
+				if err != nil {
+					break // tidied away
+				}
+				chain = append(chain, prev)
+				p = prev.PreviousSerial
+			}
+			for i := len(chain) - 1; i >= 0; i-- {
+				if i > 0 {
+					pulled[chain[i].Serial] = true
+				}
+				if err := emit(chain[i]); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
