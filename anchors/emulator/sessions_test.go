@@ -57,7 +57,7 @@ type call struct {
 	signedHeaders []string
 }
 
-func (f *fixture) defaultCall(t *testing.T, kind string) *call {
+func (f *fixture) defaultCall(t testing.TB, kind string) *call {
 	leaf, key := f.inter.leaf(t, kind, "web-1.covalent.example.net", nil)
 	return &call{
 		leaf: leaf, key: key, chain: []*x509.Certificate{f.inter.cert},
@@ -66,7 +66,7 @@ func (f *fixture) defaultCall(t *testing.T, kind string) *call {
 	}
 }
 
-func (f *fixture) do(t *testing.T, c *call) (*http.Response, map[string]any) {
+func (f *fixture) do(t testing.TB, c *call) (*http.Response, map[string]any) {
 	t.Helper()
 	u := f.s.URL + "/sessions"
 	if len(c.query) > 0 {
@@ -104,7 +104,7 @@ func (f *fixture) do(t *testing.T, c *call) (*http.Response, map[string]any) {
 
 // signByHand signs req over c.signedHeaders only (to build requests the
 // helper never would).
-func signByHand(t *testing.T, req *http.Request, c *call) {
+func signByHand(t testing.TB, req *http.Request, c *call) {
 	t.Helper()
 	req.Host = req.URL.Host
 	amzDate := c.signedAt.UTC().Format(x509sigv4.TimeFormat)
