@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
@@ -70,6 +71,11 @@ type Authority struct {
 	retired      []*x509.Certificate
 	// retiredSigners are the retired intermediates whose keys are kept.
 	retiredSigners []*retiredSigner
+	// cross is the new root's cross-certificate during a root rotation,
+	// crossInt the issuing intermediate's (both issued by the old root).
+	cross, crossInt *x509.Certificate
+	// retiredRoots are the old roots of finished root rotations.
+	retiredRoots []*x509.Certificate
 }
 
 // Load reads the CA in opts.Dir: root.crt (plus roots.pem if present),
@@ -79,6 +85,9 @@ type Authority struct {
 func Load(opts LoadOptions) (*Authority, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("ca: load: no CA folder given")
+	}
+	if _, err := replayJournal(opts.Dir); err != nil {
+		return nil, err
 	}
 	p := PathsIn(opts.Dir)
 
@@ -117,6 +126,17 @@ func Load(opts LoadOptions) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
+	cross, err := readCross(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCross(cross, roots, chain[0]); err != nil {
+		return nil, err
+	}
+	retiredRoots, err := readRetiredRoots(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	signer, closer, err := loadSigner(opts, p)
 	if err != nil {
 		return nil, err
@@ -128,12 +148,42 @@ func Load(opts LoadOptions) (*Authority, error) {
 		}
 		return nil, fmt.Errorf("ca: load %s: %w", opts.Dir, err)
 	}
-	a.retired = retired
+	a.retired, a.retiredRoots = retired, retiredRoots
+	if len(cross) > 0 {
+		a.cross = cross[0]
+		a.rootsPEM = append(a.rootsPEM, encodeCertificates(a.cross)...)
+		if len(cross) > 1 {
+			a.crossInt = cross[1]
+		}
+	}
 	if a.retiredSigners, err = loadRetiredSigners(opts.Dir, retired, opts.Passphrase); err != nil {
 		a.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// checkCross checks a root rotation's cross-certificates (CrossCertFile):
+// the first has the first root's subject and key, the second (if any)
+// the issuing intermediate's, and both are issued by another root of the
+// folder (the old one).
+func checkCross(cross, roots []*x509.Certificate, issuing *x509.Certificate) error {
+	if len(cross) == 0 {
+		return nil
+	}
+	if len(cross) > 2 {
+		return fmt.Errorf("%w: %s holds %d certificates, want the new root's and the new intermediate's cross-certificates", ErrNotChained, CrossCertFile, len(cross))
+	}
+	for i, want := range []*x509.Certificate{roots[0], issuing}[:len(cross)] {
+		c := cross[i]
+		if !bytes.Equal(c.RawSubject, want.RawSubject) || !bytes.Equal(c.RawSubjectPublicKeyInfo, want.RawSubjectPublicKeyInfo) {
+			return fmt.Errorf("%w: %s: certificate %d is not a cross-certificate of %q", ErrNotChained, CrossCertFile, i+1, want.Subject)
+		}
+		if !slices.ContainsFunc(roots[1:], func(r *x509.Certificate) bool { return c.CheckSignatureFrom(r) == nil }) {
+			return fmt.Errorf("%w: %s: the cross-certificate of %q is not issued by the old root (%s)", ErrNotChained, CrossCertFile, want.Subject, RootsFile)
+		}
+	}
+	return nil
 }
 
 // loadSigner opens the intermediate key of a CA folder.
@@ -255,9 +305,20 @@ func (a *Authority) Chain() []*x509.Certificate { return slices.Clone(a.chain) }
 // The slice is a copy.
 func (a *Authority) Retired() []*x509.Certificate { return slices.Clone(a.retired) }
 
-// RootsPEM returns the roots as a PEM bundle (what /roots.pem serves and
-// what the IAM Roles Anywhere trust anchor holds).
+// RootsPEM returns what /roots.pem serves: the roots as a PEM bundle
+// and, during a root rotation, the new root's cross-certificate from the
+// old one after them (hosts that pinned the old root accept the new one
+// only with it). The IAM Roles Anywhere trust anchor holds Roots.
 func (a *Authority) RootsPEM() []byte { return slices.Clone(a.rootsPEM) }
+
+// Cross returns, during a root rotation, the new root's cross-certificate
+// issued by the old root (CrossCertFile); nil otherwise.
+func (a *Authority) Cross() *x509.Certificate { return a.cross }
+
+// RetiredRoots returns the old roots of finished root rotations: no
+// certificate chains to them any more, and a trust anchor that still
+// holds one should drop it. The slice is a copy.
+func (a *Authority) RetiredRoots() []*x509.Certificate { return slices.Clone(a.retiredRoots) }
 
 // ChainPEM returns the intermediates as a PEM bundle (Certbot's chain.pem).
 func (a *Authority) ChainPEM() []byte { return slices.Clone(a.chainPEM) }
@@ -415,10 +476,18 @@ func (a *Authority) tlsCertificate(tmpl *x509.Certificate, ttl time.Duration, no
 	if err != nil {
 		return nil, err
 	}
-	chain := make([][]byte, 0, 1+len(a.chain))
+	chain := make([][]byte, 0, 2+len(a.chain))
 	chain = append(chain, der)
 	for _, c := range a.chain {
 		chain = append(chain, c.Raw)
+	}
+	if a.crossInt != nil {
+		// During a root rotation a client that trusts only the old root
+		// verifies this chain through the intermediate's cross-certificate
+		// (leaf, intermediate, old root: the root cross-certificate would
+		// make the path one CA longer than the old root's pathlen 1
+		// allows).
+		chain = append(chain, a.crossInt.Raw)
 	}
 	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
 }

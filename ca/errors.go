@@ -15,4 +15,13 @@ var (
 	// ErrNotChained is returned when an intermediate certificate is not signed
 	// by the root it is paired with, or is not a usable CA certificate.
 	ErrNotChained = errors.New("ca: intermediate certificate does not chain to the root")
+	// ErrRotationInProgress is returned by RotateRoot and
+	// RotateIntermediate while a root rotation is not finished.
+	ErrRotationInProgress = errors.New("ca: a root rotation is in progress")
+	// ErrNoRotation is returned by FinishRootRotation when no root
+	// rotation is in progress.
+	ErrNoRotation = errors.New("ca: no root rotation is in progress")
+	// ErrRotationNotDone is returned by FinishRootRotation while a live
+	// certificate still chains to the old root.
+	ErrRotationNotDone = errors.New("ca: certificates still chain to the old root")
 )

@@ -20,6 +20,11 @@ const (
 	IntermediateKeyURIFile = "intermediate.key.uri"
 	AdminCertFile          = "admin.crt"
 	AdminKeyFile           = "admin.key"
+	// CrossCertFile is, during a root rotation, the new root's
+	// cross-certificate issued by the old root: served in /roots.pem and
+	// in the server's TLS chain, so hosts that trust only the old root
+	// learn the new one through it (caclient's pinning rule).
+	CrossCertFile = "cross.crt"
 )
 
 // Paths lists the files of a CA folder.

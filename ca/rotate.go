@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,6 +81,9 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.Cross != nil {
+		return nil, fmt.Errorf("%w: rotate the intermediate after `lanyard ca rotate-root --finish` (a trust anchor holds two CRLs: the old and the new root's intermediates use them)", ErrRotationInProgress)
+	}
 	root := st.Roots[0]
 	rootKeyPEM, err := readFile(p.RootKey)
 	if err != nil {
@@ -101,30 +105,11 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 	res := &RotateResult{Old: old, KeyType: spec.name, DryRun: opts.DryRun,
 		RetiredCert: filepath.Join(opts.Dir, RetiredDir, oldSerial+".crt")}
 
-	// Where the old key is, and so where the new one goes.
-	uriFile := filepath.Join(opts.Dir, IntermediateKeyURIFile)
-	var oldKeyURI, kmsURI string
-	if b, err := os.ReadFile(uriFile); err == nil {
-		oldKeyURI = strings.TrimSpace(string(b))
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("ca: rotate: %w", err)
+	kp, err := planIntermediateKey(opts.Dir)
+	if err != nil {
+		return nil, err
 	}
-	res.KeyStore = "file"
-	if oldKeyURI != "" {
-		t, err := kmsType(oldKeyURI)
-		if err != nil {
-			return nil, err
-		}
-		switch t {
-		case apiv1.SoftKMS:
-			kmsURI, res.KeyStore = "softkms:", "softkms"
-		case apiv1.PKCS11:
-			kmsURI = pkcs11TokenURI(oldKeyURI)
-			res.KeyStore, _, _ = strings.Cut(kmsURI, "?")
-		default:
-			return nil, fmt.Errorf("ca: rotate: KMS type %s: give the new key's URI by hand (only file, softkms and pkcs11 keys rotate by themselves)", t)
-		}
-	}
+	res.KeyStore = kp.keyStore
 	validity := opts.Validity
 	if validity <= 0 {
 		validity = DefaultIntermediateValidity
@@ -141,30 +126,14 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 	}
 
 	// The new key and certificate.
-	newKeyFile := IntermediateKeyFile + ".new"
-	var (
-		signer crypto.Signer
-		keyPEM []byte
-		keyURI string
-	)
-	if kmsURI != "" {
-		k, err := kmsCreateKey(kmsURI, newKeyFile, spec, opts.Passphrase, now)
-		if err != nil {
-			return nil, err
-		}
-		defer k.closer.Close()
-		signer, keyPEM, keyURI = k.signer, k.pem, k.uri
-		if kmsURI == "softkms:" {
-			keyURI = softKMSURI(IntermediateKeyFile)
-		}
-	} else {
-		if signer, err = spec.generate(); err != nil {
-			return nil, err
-		}
-		if keyPEM, err = marshalKey(signer, opts.Passphrase); err != nil {
-			return nil, err
-		}
+	nk, err := kp.newKey(spec, opts.Passphrase, now)
+	if err != nil {
+		return nil, err
 	}
+	if nk.closer != nil {
+		defer nk.closer.Close()
+	}
+	signer, keyPEM, keyURI := nk.signer, nk.pem, nk.uri
 	org := "lanyard"
 	if len(old.Subject.Organization) > 0 {
 		org = old.Subject.Organization[0]
@@ -190,23 +159,9 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 		return nil, fmt.Errorf("ca: rotate: %w", err)
 	}
 	var w fileWriter
-	files := []caFile{{res.RetiredCert, encodeCertificates(old), 0o644}}
-	switch {
-	case oldKeyURI == "":
-		data, err := readFile(p.IntermediateKey)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, caFile{filepath.Join(retired, oldSerial+".key"), data, 0o600})
-	case kmsURI == "softkms:":
-		data, err := readFile(filepath.Join(opts.Dir, IntermediateKeyFile))
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, caFile{filepath.Join(retired, oldSerial+".key"), data, 0o600},
-			caFile{filepath.Join(retired, oldSerial+".key.uri"), []byte(softKMSURI(filepath.Join(RetiredDir, oldSerial+".key")) + "\n"), 0o600})
-	default:
-		files = append(files, caFile{filepath.Join(retired, oldSerial+".key.uri"), []byte(oldKeyURI + "\n"), 0o600})
+	files, err := kp.retireFiles(opts.Dir, old)
+	if err != nil {
+		return nil, err
 	}
 	for _, f := range files {
 		if err := w.create(f.path, f.data, f.perm); err != nil {
@@ -222,10 +177,10 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 		if err := replaceFile(filepath.Join(opts.Dir, IntermediateKeyFile), keyPEM, 0o600); err != nil {
 			return nil, err
 		}
-		os.Remove(filepath.Join(opts.Dir, newKeyFile))
+		os.Remove(filepath.Join(opts.Dir, IntermediateKeyFile+".new"))
 	}
 	if keyURI != "" {
-		if err := replaceFile(uriFile, []byte(keyURI+"\n"), 0o600); err != nil {
+		if err := replaceFile(kp.uriFile, []byte(keyURI+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -234,6 +189,109 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 	}
 	res.New = cert
 	return res, nil
+}
+
+// intermediateKeyPlan says where the issuing intermediate's key is, and
+// so where its successor's key goes: a key file, softkms, or a new object
+// in the same PKCS#11 token. Making it changes nothing.
+type intermediateKeyPlan struct {
+	// uriFile is Dir/intermediate.key.uri; oldKeyURI its content ("" for
+	// a plain key file).
+	uriFile, oldKeyURI string
+	// kmsURI is the KMS the new key is created through ("" for a plain
+	// key file, "softkms:", or the token URI without id and object).
+	kmsURI string
+	// keyStore is what RotateResult.KeyStore says.
+	keyStore string
+}
+
+// planIntermediateKey reads where the intermediate key of the CA folder
+// dir is.
+func planIntermediateKey(dir string) (*intermediateKeyPlan, error) {
+	kp := &intermediateKeyPlan{uriFile: filepath.Join(dir, IntermediateKeyURIFile), keyStore: "file"}
+	if b, err := os.ReadFile(kp.uriFile); err == nil {
+		kp.oldKeyURI = strings.TrimSpace(string(b))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("ca: rotate: %w", err)
+	}
+	if kp.oldKeyURI == "" {
+		return kp, nil
+	}
+	t, err := kmsType(kp.oldKeyURI)
+	if err != nil {
+		return nil, err
+	}
+	switch t {
+	case apiv1.SoftKMS:
+		kp.kmsURI, kp.keyStore = "softkms:", "softkms"
+	case apiv1.PKCS11:
+		kp.kmsURI = pkcs11TokenURI(kp.oldKeyURI)
+		kp.keyStore, _, _ = strings.Cut(kp.kmsURI, "?")
+	default:
+		return nil, fmt.Errorf("ca: rotate: KMS type %s: give the new key's URI by hand (only file, softkms and pkcs11 keys rotate by themselves)", t)
+	}
+	return kp, nil
+}
+
+// newIntermediateKey is a key made by intermediateKeyPlan.newKey: pem is
+// the new intermediate.key (nil when the key lives in a token), uri the
+// new intermediate.key.uri ("" for a plain key file).
+type newIntermediateKey struct {
+	signer crypto.Signer
+	pem    []byte
+	uri    string
+	closer io.Closer
+}
+
+// newKey creates the new intermediate key of type spec where the plan
+// says (in a token, that is a new object there).
+func (kp *intermediateKeyPlan) newKey(spec keySpec, passphrase []byte, now time.Time) (*newIntermediateKey, error) {
+	if kp.kmsURI == "" {
+		signer, err := spec.generate()
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, err := marshalKey(signer, passphrase)
+		if err != nil {
+			return nil, err
+		}
+		return &newIntermediateKey{signer: signer, pem: keyPEM}, nil
+	}
+	k, err := kmsCreateKey(kp.kmsURI, IntermediateKeyFile+".new", spec, passphrase, now)
+	if err != nil {
+		return nil, err
+	}
+	nk := &newIntermediateKey{signer: k.signer, pem: k.pem, uri: k.uri, closer: k.closer}
+	if kp.kmsURI == "softkms:" {
+		nk.uri = softKMSURI(IntermediateKeyFile)
+	}
+	return nk, nil
+}
+
+// retireFiles are the files that keep the current intermediate old and
+// its key (or key URI) as RetiredDir/<serial>.*.
+func (kp *intermediateKeyPlan) retireFiles(dir string, old *x509.Certificate) ([]caFile, error) {
+	retired := filepath.Join(dir, RetiredDir)
+	base := filepath.Join(retired, lanyardv1.FormatSerial(old.SerialNumber))
+	files := []caFile{{base + ".crt", encodeCertificates(old), 0o644}}
+	switch {
+	case kp.oldKeyURI == "":
+		data, err := readFile(filepath.Join(dir, IntermediateKeyFile))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, caFile{base + ".key", data, 0o600})
+	case kp.kmsURI == "softkms:":
+		data, err := readFile(filepath.Join(dir, IntermediateKeyFile))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, caFile{base + ".key", data, 0o600},
+			caFile{base + ".key.uri", []byte(softKMSURI(filepath.Join(RetiredDir, filepath.Base(base)+".key")) + "\n"), 0o600})
+	default:
+		files = append(files, caFile{base + ".key.uri", []byte(kp.oldKeyURI + "\n"), 0o600})
+	}
+	return files, nil
 }
 
 // replaceFile writes data to path atomically (temp file, fsync, rename),
