@@ -67,7 +67,7 @@ type RootRotateResult struct {
 	// OldRoot and OldIntermediate are replaced; NewRoot, NewIntermediate
 	// and Cross (the new root issued by the old one) are new (nil in a dry
 	// run).
-	OldRoot, OldIntermediate          *x509.Certificate
+	OldRoot, OldIntermediate        *x509.Certificate
 	NewRoot, NewIntermediate, Cross *x509.Certificate
 	// RootKey is where the new root key is; RetiredRootKey where the old
 	// root key is kept until it is destroyed.
