@@ -119,6 +119,7 @@ type API interface {
 	ImportCrl(context.Context, *rolesanywhere.ImportCrlInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.ImportCrlOutput, error)
 	UpdateCrl(context.Context, *rolesanywhere.UpdateCrlInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.UpdateCrlOutput, error)
 	EnableCrl(context.Context, *rolesanywhere.EnableCrlInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.EnableCrlOutput, error)
+	DeleteCrl(context.Context, *rolesanywhere.DeleteCrlInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.DeleteCrlOutput, error)
 	ListCrls(context.Context, *rolesanywhere.ListCrlsInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.ListCrlsOutput, error)
 	DisableTrustAnchor(context.Context, *rolesanywhere.DisableTrustAnchorInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.DisableTrustAnchorOutput, error)
 	PutNotificationSettings(context.Context, *rolesanywhere.PutNotificationSettingsInput, ...func(*rolesanywhere.Options)) (*rolesanywhere.PutNotificationSettingsOutput, error)

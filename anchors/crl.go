@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -326,9 +328,15 @@ func (s *Syncer) RetiredCRLName(issuer *x509.Certificate) string {
 // certificates of the old intermediate need the old intermediate's CRL
 // until they expire. A trust anchor holds at most 2 CRLs (not
 // adjustable), so one retired intermediate at a time fits beside the
-// current one.
+// current one. After a finished root rotation (the Source names retired
+// roots) the CRL of a retired intermediate that no longer signs one (it
+// went with its root) is deleted, so that the next rotation's fits.
 func (s *Syncer) pushRetiredCRLs(ctx context.Context, crl *revocation.CRL) error {
-	if len(crl.Retired) == 0 {
+	var retiredRoots int
+	if rs, ok := s.src.(RetiredRootsSource); ok {
+		retiredRoots = len(rs.RetiredRoots())
+	}
+	if len(crl.Retired) == 0 && retiredRoots == 0 {
 		return nil
 	}
 	anchor := s.TrustAnchorARN()
@@ -348,6 +356,15 @@ func (s *Syncer) pushRetiredCRLs(ctx context.Context, crl *revocation.CRL) error
 			break
 		}
 		token = out.NextToken
+	}
+	for name, c := range existing {
+		if !strings.HasPrefix(name, s.cfg.Name+"-retired-") || slices.ContainsFunc(crl.Retired, func(r revocation.IssuerCRL) bool { return s.RetiredCRLName(r.Issuer) == name }) {
+			continue
+		}
+		if _, err := s.api.DeleteCrl(ctx, &rolesanywhere.DeleteCrlInput{CrlId: c.CrlId}); err != nil {
+			return fmt.Errorf("anchors: delete CRL %s of an intermediate that no longer signs one: %w", name, err)
+		}
+		s.log.Info("anchors: deleted the CRL of an intermediate that went with its root", "name", name)
 	}
 	for _, r := range crl.Retired {
 		name := s.RetiredCRLName(r.Issuer)

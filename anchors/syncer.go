@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,14 @@ type Source interface {
 	Roots() []*x509.Certificate
 	// Intermediate is the issuing CA certificate.
 	Intermediate() *x509.Certificate
+}
+
+// RetiredRootsSource is a Source that also names the old roots of its
+// finished root rotations (*ca.Authority is one): the sync removes such
+// a root from the anchor as the CA's own, where any other certificate
+// that is not a root of the CA is foreign and kept without Force.
+type RetiredRootsSource interface {
+	RetiredRoots() []*x509.Certificate
 }
 
 // Syncer keeps one trust anchor and its CRL equal to the CA's. It is safe
@@ -168,6 +177,10 @@ type Report struct {
 	// Foreign are certificates in the anchor that are not the CA's roots;
 	// Removed those of them taken out (Force), the rest were kept.
 	Foreign, Removed []CertInfo
+	// Retired are old roots of the CA's finished root rotations the
+	// anchor still held; they are taken out (not foreign: the CA retired
+	// them, and no certificate chains to them any more).
+	Retired []CertInfo
 	// Changes are the anchor and profile settings found different from
 	// the configuration (and, unless DryRun, repaired).
 	Changes []Change
@@ -177,7 +190,7 @@ type Report struct {
 
 // InSync reports whether the anchor and profile needed no change.
 func (r *Report) InSync() bool {
-	return !r.Created && !r.Updated && !r.Enabled && len(r.Missing) == 0 && len(r.Removed) == 0 && len(r.Changes) == 0
+	return !r.Created && !r.Updated && !r.Enabled && len(r.Missing) == 0 && len(r.Removed) == 0 && len(r.Retired) == 0 && len(r.Changes) == 0
 }
 
 // Drift describes the difference in one line ("" if none).
@@ -188,6 +201,9 @@ func (r *Report) Drift() string {
 	}
 	if len(r.Missing) > 0 {
 		parts = append(parts, fmt.Sprintf("%d CA root(s) missing from the anchor", len(r.Missing)))
+	}
+	if len(r.Retired) > 0 {
+		parts = append(parts, fmt.Sprintf("%d old root(s) of a finished root rotation in the anchor", len(r.Retired)))
 	}
 	if len(r.Foreign) > 0 {
 		kept := len(r.Foreign) - len(r.Removed)
@@ -232,7 +248,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "  %s the trust anchor\n", verb("enabled", "would enable"))
 	}
 	removed := map[string]bool{}
-	for _, c := range r.Removed {
+	for _, c := range append(slices.Clone(r.Removed), r.Retired...) {
 		removed[c.SHA256] = true
 	}
 	missing := map[string]bool{}
@@ -258,6 +274,9 @@ func (r *Report) String() string {
 	}
 	if kept := len(r.Foreign) - len(r.Removed); kept > 0 {
 		fmt.Fprintf(&b, "  ! = not issued by this CA, kept (use --force to remove)\n")
+	}
+	if len(r.Retired) > 0 {
+		fmt.Fprintf(&b, "  - %d old root(s) of a finished root rotation (lanyard ca rotate-root --finish)\n", len(r.Retired))
 	}
 	for _, c := range r.Changes {
 		fmt.Fprintf(&b, "  ~ %s %s: %s -> %s%s\n", c.Resource, c.Field, c.From, c.To, verb("", " (would change)"))
@@ -457,18 +476,26 @@ func (s *Syncer) sync(ctx context.Context, dryRun bool) (*Report, error) {
 	rep.Current = infos(current)
 
 	// Compare by certificate.
-	var missing, foreign []*x509.Certificate
+	var missing, foreign, retired []*x509.Certificate
 	for _, r := range roots {
 		if !containsCert(current, r) {
 			missing = append(missing, r)
 		}
 	}
+	var retiredRoots []*x509.Certificate
+	if rs, ok := s.src.(RetiredRootsSource); ok {
+		retiredRoots = rs.RetiredRoots()
+	}
 	for _, c := range current {
-		if !containsCert(roots, c) {
+		switch {
+		case containsCert(roots, c):
+		case containsCert(retiredRoots, c):
+			retired = append(retired, c)
+		default:
 			foreign = append(foreign, c)
 		}
 	}
-	rep.Missing, rep.Foreign = infos(missing), infos(foreign)
+	rep.Missing, rep.Foreign, rep.Retired = infos(missing), infos(foreign), infos(retired)
 
 	var foreignErr error
 	want := roots
@@ -485,7 +512,7 @@ func (s *Syncer) sync(ctx context.Context, dryRun bool) (*Report, error) {
 			}
 		}
 	}
-	drift := len(missing) > 0 || len(rep.Removed) > 0 || junk > 0
+	drift := len(missing) > 0 || len(rep.Removed) > 0 || len(retired) > 0 || junk > 0
 	if drift {
 		rep.Updated = true
 		if !dryRun {

@@ -40,6 +40,81 @@ var (
 // certificate again does not extend it.
 const RenewalRetryGrace = 15 * time.Minute
 
+// InUseUntil is when rec stops being a certificate a host may still be
+// using: its NotAfter, or, once it was renewed, RenewalRetryGrace after
+// its first renewal (AuthorizeRenewal refuses it from then on, and the
+// host's agent has swapped to the successor and deletes the old key). A
+// revoked certificate is in use by nobody (zero time). A root rotation
+// finishes when no certificate of the old root is in use.
+func InUseUntil(rec *store.Cert) time.Time {
+	if rec.Revocation != nil {
+		return time.Time{}
+	}
+	if !rec.RenewedAt.IsZero() && rec.RenewedAt.Add(RenewalRetryGrace).Before(rec.NotAfter) {
+		return rec.RenewedAt.Add(RenewalRetryGrace)
+	}
+	return rec.NotAfter
+}
+
+// IssuerUse is what a store holds of one issuer's certificates.
+type IssuerUse struct {
+	// Live counts the valid (unrevoked, unexpired) ones; the last expires
+	// at LastLive.
+	Live     int
+	LastLive time.Time
+	// InUse counts those a host may still use (InUseUntil after now),
+	// until InUseUntil at the latest.
+	InUse      int
+	InUseUntil time.Time
+}
+
+// CertLister is the part of the store IssuerUsage reads.
+type CertLister interface {
+	ListCerts(q store.CertQuery) ([]*store.Cert, string, error)
+}
+
+// IssuerUsage counts, per issuer (keyed by its subject key identifier as
+// a string), the valid certificates of db each of issuers signed, at
+// now. `lanyard ca status` reports it and a root rotation finishes when
+// the old root's intermediates have none in use.
+func IssuerUsage(db CertLister, issuers []*x509.Certificate, now time.Time) (map[string]*IssuerUse, error) {
+	use := map[string]*IssuerUse{}
+	for _, c := range issuers {
+		use[string(c.SubjectKeyId)] = &IssuerUse{}
+	}
+	q := store.CertQuery{Status: store.StatusValid, Now: now, Limit: 1000}
+	for {
+		page, next, err := db.ListCerts(q)
+		if err != nil {
+			return nil, fmt.Errorf("issuer usage: %w", err)
+		}
+		for _, r := range page {
+			c, err := x509.ParseCertificate(r.DER)
+			if err != nil {
+				continue // placeholders and test records carry no certificate
+			}
+			u := use[string(c.AuthorityKeyId)]
+			if u == nil {
+				continue
+			}
+			u.Live++
+			if c.NotAfter.After(u.LastLive) {
+				u.LastLive = c.NotAfter
+			}
+			if until := InUseUntil(r); until.After(now) {
+				u.InUse++
+				if until.After(u.InUseUntil) {
+					u.InUseUntil = until
+				}
+			}
+		}
+		if next == "" {
+			return use, nil
+		}
+		q.After = next
+	}
+}
+
 // renewedAt returns when rec was first renewed (records written before
 // RenewedAt existed fall back on their newest successor's issue time).
 func (s *Service) renewedAt(rec *store.Cert) time.Time {

@@ -31,6 +31,11 @@ const (
 	ActionAdminRenew  AuditAction = "admin.renew"
 	// ActionRotateIntermediate: a new issuing intermediate installed.
 	ActionRotateIntermediate AuditAction = "ca.rotate-intermediate"
+	// ActionRotateRoot: a root rotation started (new root, new
+	// intermediate, cross-certificates); ActionFinishRootRotation: the old
+	// root retired once no certificate chained to it.
+	ActionRotateRoot         AuditAction = "ca.rotate-root"
+	ActionFinishRootRotation AuditAction = "ca.rotate-root.finish"
 	// ActionTidy: expired records removed from the store.
 	ActionTidy AuditAction = "tidy"
 	// ActionStoreCompact: the store file compacted.
@@ -53,6 +58,6 @@ const (
 var AuditActions = []AuditAction{
 	ActionIssue, ActionRenew, ActionIssueServer, ActionRevoke, ActionTokenCreate, ActionTokenRevoke,
 	ActionLogin, ActionLogout, ActionAdminPassword, ActionAdminAdopt, ActionAdminRotate, ActionAdminRenew,
-	ActionRotateIntermediate, ActionTidy, ActionStoreCompact, ActionRestore,
+	ActionRotateIntermediate, ActionRotateRoot, ActionFinishRootRotation, ActionTidy, ActionStoreCompact, ActionRestore,
 	ActionACMEIssue, ActionACMEEABCreate, ActionACMEEABRevoke, ActionACMEAccount, ActionACMEKeyChange,
 }

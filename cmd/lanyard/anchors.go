@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
-	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/store"
@@ -45,46 +43,22 @@ anchors.emulator_listen (default 127.0.0.1:8444).`,
 // anchorsCA is the CA's certificates read from the CA folder (no key is
 // needed to sync).
 type anchorsCA struct {
-	roots []*x509.Certificate
-	inter *x509.Certificate
+	roots, retiredRoots []*x509.Certificate
+	inter               *x509.Certificate
 }
 
-func (c *anchorsCA) Roots() []*x509.Certificate      { return c.roots }
-func (c *anchorsCA) Intermediate() *x509.Certificate { return c.inter }
+func (c *anchorsCA) Roots() []*x509.Certificate        { return c.roots }
+func (c *anchorsCA) Intermediate() *x509.Certificate   { return c.inter }
+func (c *anchorsCA) RetiredRoots() []*x509.Certificate { return c.retiredRoots }
 
-// anchorsLoadCA reads root.crt (plus roots.pem during a rotation) and
-// intermediate.crt.
+// anchorsLoadCA reads root.crt (plus roots.pem during a rotation),
+// intermediate.crt and the old roots of finished rotations.
 func anchorsLoadCA(dir string) (*anchorsCA, error) {
-	p := ca.PathsIn(dir)
-	c := &anchorsCA{}
-	for _, f := range []string{p.RootCert, p.Roots} {
-		data, err := os.ReadFile(f)
-		if errors.Is(err, os.ErrNotExist) && f == p.Roots {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read the CA root: %w", err)
-		}
-		certs, err := caclient.ParseCertificates(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		for _, r := range certs {
-			if !slices.ContainsFunc(c.roots, r.Equal) {
-				c.roots = append(c.roots, r)
-			}
-		}
-	}
-	data, err := os.ReadFile(p.IntermediateCert)
+	st, err := ca.ReadState(dir)
 	if err != nil {
-		return nil, fmt.Errorf("read the CA intermediate: %w", err)
+		return nil, fmt.Errorf("read the CA folder: %w", err)
 	}
-	certs, err := caclient.ParseCertificates(data)
-	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate (%v)", p.IntermediateCert, err)
-	}
-	c.inter = certs[0]
-	return c, nil
+	return &anchorsCA{roots: st.Roots, inter: st.Current, retiredRoots: st.RetiredRoots}, nil
 }
 
 // anchorsEnv is what every anchors subcommand starts from.

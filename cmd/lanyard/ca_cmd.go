@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -18,9 +19,9 @@ import (
 func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
-		Short: "The CA's own certificates: rotate the intermediate, show where a rotation stands",
+		Short: "The CA's own certificates: rotate the intermediate or the root, show where a rotation stands",
 	}
-	cmd.AddCommand(newCARotateIntermediateCmd(), newCAStatusCmd())
+	cmd.AddCommand(newCARotateIntermediateCmd(), newCARotateRootCmd(), newCAStatusCmd())
 	return cmd
 }
 
@@ -89,6 +90,137 @@ when the old key can be destroyed. Recorded in the audit log.`,
 	return cmd
 }
 
+func newCARotateRootCmd() *cobra.Command {
+	var rootKey, passFile string
+	var dryRun, finish bool
+	cmd := &cobra.Command{
+		Use:   "rotate-root [--root-key FILE] [--dry-run] | --finish [--dry-run]",
+		Short: "Replace the root (and the intermediate) with cross-signed new ones; --finish retires the old root (offline)",
+		Long: `rotate-root starts a root rotation: a new root (its key replaces the old root key
+at --root-key, the old one is kept beside it as root-<serial>.retired.key), a new
+intermediate under it, and cross-certificates of both issued by the old root.
+Run it with lanyard serve stopped. When the server starts again it trusts both
+roots (never more than two), serves both and the new root's cross-certificate at
+/roots.pem, syncs both to the trust anchor, issues from the new intermediate, and
+renewal info asks every certificate of the old root to renew now, spread over
+the first quarter of its lifetime (at most a day). Hosts that pinned the old
+root learn the new one through its cross-certificate (the pinning rule).
+
+--finish ends the rotation once no certificate of the old root is in use (not
+revoked, not expired, and not renewed more than 15 minutes ago): the old root,
+the cross-certificates and the old root's intermediates move to
+ca/retired/roots/<serial>/; started again, the server trusts and serves only the
+new root, the anchors sync removes the old one from the trust anchor, and hosts
+drop it at their next renewal. lanyard ca status shows where a rotation stands
+and when it can finish. A second rotation is refused until then. Both steps are
+recorded in the audit log.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := loadConfig(cmd, nil)
+			if err != nil {
+				return err
+			}
+			db, err := store.Open(cfg.Store, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+			if err != nil {
+				return fmt.Errorf("stop lanyard serve first (it loads the new roots when it starts): %w", err)
+			}
+			defer db.Close()
+			out := cmd.OutOrStdout()
+			if finish {
+				return finishRootRotation(cmd, out, cfg.CADir, db, dryRun)
+			}
+			if passFile == "" {
+				passFile = cfg.PassphraseFile
+			}
+			pass, err := readPassphrase(passFile)
+			if err != nil {
+				return err
+			}
+			res, err := ca.RotateRoot(ca.RootRotateOptions{Dir: cfg.CADir, RootKeyPath: rootKey, Passphrase: pass, DryRun: dryRun})
+			if err != nil {
+				return err
+			}
+			if res.DryRun {
+				fmt.Fprintf(out, "dry run: would replace the root %q (serial %s) and the intermediate %q (serial %s)\n",
+					res.OldRoot.Subject.CommonName, lanyardv1.FormatSerial(res.OldRoot.SerialNumber),
+					res.OldIntermediate.Subject.CommonName, lanyardv1.FormatSerial(res.OldIntermediate.SerialNumber))
+				fmt.Fprintf(out, "with a new %s root (key to %s, the old one kept as %s) and a new intermediate (key in %s), cross-signed by the old root; nothing changed\n",
+					res.KeyType, res.RootKey, res.RetiredRootKey, res.KeyStore)
+				return nil
+			}
+			ev := &store.AuditEvent{At: time.Now(), Actor: "admin:cli", Action: store.ActionRotateRoot,
+				Subject: lanyardv1.FormatSerial(res.NewRoot.SerialNumber),
+				Detail: fmt.Sprintf("old root %s, new intermediate %s (retired %s), cross-signed by the old root",
+					lanyardv1.FormatSerial(res.OldRoot.SerialNumber), lanyardv1.FormatSerial(res.NewIntermediate.SerialNumber),
+					lanyardv1.FormatSerial(res.OldIntermediate.SerialNumber))}
+			if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+				return fmt.Errorf("the rotation is done but could not be audited: %w", err)
+			}
+			fmt.Fprintf(out, "new root %q (serial %s), valid until %s, SHA-256 %s (the fingerprint for new enrollments)\n",
+				res.NewRoot.Subject.CommonName, lanyardv1.FormatSerial(res.NewRoot.SerialNumber),
+				res.NewRoot.NotAfter.UTC().Format(time.RFC3339), caclient.Fingerprint(res.NewRoot))
+			fmt.Fprintf(out, "new intermediate %q (serial %s) under it, %s key in %s\n", res.NewIntermediate.Subject.CommonName,
+				lanyardv1.FormatSerial(res.NewIntermediate.SerialNumber), res.KeyType, res.KeyStore)
+			fmt.Fprintf(out, "both cross-signed by the old root %q: hosts that pinned it learn the new root at their next renewal\n", res.OldRoot.Subject.CommonName)
+			fmt.Fprintf(out, "the new root key is %s; the old root key is kept as %s until the rotation is finished\n", res.RootKey, res.RetiredRootKey)
+			fmt.Fprintln(out, "start lanyard serve again; `lanyard ca status` says when `lanyard ca rotate-root --finish` can retire the old root")
+			fmt.Fprintln(out, "recorded in the audit log (ca.rotate-root)")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&rootKey, "root-key", "", "the root key (default <ca_dir>/root.key); the new root key replaces it there")
+	f.StringVar(&passFile, "passphrase-file", "", "passphrase of the root key and of the new keys (default passphrase_file)")
+	f.BoolVar(&finish, "finish", false, "retire the old root, once no certificate of it is in use")
+	f.BoolVar(&dryRun, "dry-run", false, "say what would happen; change nothing")
+	return cmd
+}
+
+// finishRootRotation is `lanyard ca rotate-root --finish`.
+func finishRootRotation(cmd *cobra.Command, out io.Writer, dir string, db *store.DB, dryRun bool) error {
+	now := time.Now()
+	res, err := ca.FinishRootRotation(ca.FinishOptions{Dir: dir, DryRun: dryRun,
+		Live: func(issuers []*x509.Certificate) (int, time.Time, error) {
+			use, err := issuance.IssuerUsage(db, issuers, now)
+			if err != nil {
+				return 0, time.Time{}, err
+			}
+			var n int
+			var until time.Time
+			for _, u := range use {
+				n += u.InUse
+				if u.InUseUntil.After(until) {
+					until = u.InUseUntil
+				}
+			}
+			return n, until, nil
+		}})
+	if err != nil {
+		return err
+	}
+	verb := "retired"
+	if res.DryRun {
+		verb = "dry run: would retire"
+	}
+	fmt.Fprintf(out, "%s the old root %q (serial %s) and its %d intermediate(s) to %s\n", verb, res.OldRoot.Subject.CommonName,
+		lanyardv1.FormatSerial(res.OldRoot.SerialNumber), len(res.Intermediates), res.RetiredTo)
+	if res.DryRun {
+		fmt.Fprintln(out, "nothing changed")
+		return nil
+	}
+	ev := &store.AuditEvent{At: now, Actor: "admin:cli", Action: store.ActionFinishRootRotation,
+		Subject: lanyardv1.FormatSerial(res.OldRoot.SerialNumber),
+		Detail:  fmt.Sprintf("root %s alone trusted; %d intermediate(s) retired with the old root", lanyardv1.FormatSerial(res.Root.SerialNumber), len(res.Intermediates))}
+	if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+		return fmt.Errorf("the rotation is finished but could not be audited: %w", err)
+	}
+	fmt.Fprintf(out, "the root %q alone is trusted now; start lanyard serve again: /roots.pem and the trust anchor drop the old root, hosts drop it at their next renewal\n",
+		res.Root.Subject.CommonName)
+	fmt.Fprintf(out, "the old root's keys can be destroyed: %s/*.key and the retired root key beside the root key\n", res.RetiredTo)
+	fmt.Fprintln(out, "recorded in the audit log (ca.rotate-root.finish)")
+	return nil
+}
+
 func newCAStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
@@ -113,50 +245,44 @@ func newCAStatusCmd() *cobra.Command {
 	}
 }
 
-// issuerUse is what ca status says about one intermediate.
-type issuerUse struct {
-	live     int
-	lastLive time.Time
-}
-
 func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) error {
-	use := map[string]*issuerUse{}
 	issuers := st.Issuers()
-	for _, c := range issuers {
-		use[string(c.SubjectKeyId)] = &issuerUse{}
+	use, err := issuance.IssuerUsage(db, issuers, now)
+	if err != nil {
+		return err
 	}
-	q := store.CertQuery{Status: store.StatusValid, Now: now, Limit: 1000}
-	for {
-		page, next, err := db.ListCerts(q)
-		if err != nil {
-			return err
-		}
-		for _, r := range page {
-			c, err := x509.ParseCertificate(r.DER)
-			if err != nil {
-				continue // placeholders and test records carry no certificate
-			}
-			for _, is := range issuers {
-				if bytes.Equal(c.AuthorityKeyId, is.SubjectKeyId) {
-					u := use[string(is.SubjectKeyId)]
-					u.live++
-					if c.NotAfter.After(u.lastLive) {
-						u.lastLive = c.NotAfter
-					}
-				}
-			}
-		}
-		if next == "" {
-			break
-		}
-		q.After = next
-	}
+	old := st.OldRoot()
 	for i, r := range st.Roots {
 		role := "root"
-		if i > 0 {
+		switch {
+		case i > 0 && old != nil && r.Equal(old):
+			role = "old root (rotating out)"
+		case i > 0:
 			role = "extra root (roots.pem)"
 		}
 		fmt.Fprintf(out, "%-24s %q  serial %s  valid until %s\n", role, r.Subject.CommonName, lanyardv1.FormatSerial(r.SerialNumber), r.NotAfter.UTC().Format(time.RFC3339))
+	}
+	for _, r := range st.RetiredRoots {
+		fmt.Fprintf(out, "%-24s %q  serial %s  (a finished rotation; no longer trusted)\n", "retired root", r.Subject.CommonName, lanyardv1.FormatSerial(r.SerialNumber))
+	}
+	if old != nil {
+		n, until := 0, time.Time{}
+		for _, is := range st.UnderOldRoot() {
+			u := use[string(is.SubjectKeyId)]
+			n += u.InUse
+			if u.InUseUntil.After(until) {
+				until = u.InUseUntil
+			}
+		}
+		started := st.Cross.NotBefore.UTC().Format(time.RFC3339) // backdated a few minutes
+		if n > 0 {
+			fmt.Fprintf(out, "%-24s in progress since %s: %d certificate(s) under the old root still in use, until %s at the latest\n",
+				"root rotation", started, n, until.UTC().Format(time.RFC3339))
+			fmt.Fprintln(out, "    renewal info asks them to renew now (spread); when none is left: lanyard ca rotate-root --finish")
+		} else {
+			fmt.Fprintf(out, "%-24s in progress since %s: no certificate under the old root in use; it can finish now: lanyard ca rotate-root --finish\n",
+				"root rotation", started)
+		}
 	}
 	for i, is := range issuers {
 		u := use[string(is.SubjectKeyId)]
@@ -165,13 +291,16 @@ func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) err
 			role = "retired intermediate"
 		}
 		fmt.Fprintf(out, "%-24s %q  serial %s  valid until %s  %d live certificates\n", role, is.Subject.CommonName,
-			lanyardv1.FormatSerial(is.SerialNumber), is.NotAfter.UTC().Format(time.RFC3339), u.live)
-		if i > 0 {
-			if u.live == 0 {
+			lanyardv1.FormatSerial(is.SerialNumber), is.NotAfter.UTC().Format(time.RFC3339), u.Live)
+		switch {
+		case i > 0 && old != nil && is.CheckSignatureFrom(old) == nil:
+			fmt.Fprintln(out, "    under the old root: it signs its CRL until the rotation is finished, and goes with the old root then")
+		case i > 0:
+			if u.Live == 0 {
 				fmt.Fprintln(out, "    no live certificate: this rotation is finished; the retired key can be destroyed")
 			} else {
 				fmt.Fprintf(out, "    the last one expires %s (they renew onto the issuing intermediate); keep its key until then\n",
-					u.lastLive.UTC().Format(time.RFC3339))
+					u.LastLive.UTC().Format(time.RFC3339))
 			}
 		}
 	}
