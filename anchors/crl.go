@@ -361,7 +361,7 @@ func (s *Syncer) pushRetiredCRLs(ctx context.Context, crl *revocation.CRL) error
 		if !strings.HasPrefix(name, s.cfg.Name+"-retired-") || slices.ContainsFunc(crl.Retired, func(r revocation.IssuerCRL) bool { return s.RetiredCRLName(r.Issuer) == name }) {
 			continue
 		}
-		if _, err := s.api.DeleteCrl(ctx, &rolesanywhere.DeleteCrlInput{CrlId: c.CrlId}); err != nil {
+		if _, err := s.api.DeleteCrl(ctx, &rolesanywhere.DeleteCrlInput{CrlId: c.CrlId}); err != nil && errorCode(err) != "ResourceNotFoundException" {
 			return fmt.Errorf("anchors: delete CRL %s of an intermediate that no longer signs one: %w", name, err)
 		}
 		s.log.Info("anchors: deleted the CRL of an intermediate that went with its root", "name", name)

@@ -56,6 +56,11 @@ func InUseUntil(rec *store.Cert) time.Time {
 	return rec.NotAfter
 }
 
+// ServerProfile is the store profile of the CA server's own TLS
+// certificates (recorded by package server). The leading underscore
+// keeps it apart from configured profiles.
+const ServerProfile = "_server"
+
 // IssuerUse is what a store holds of one issuer's certificates.
 type IssuerUse struct {
 	// Live counts the valid (unrevoked, unexpired) ones; the last expires
@@ -101,7 +106,10 @@ func IssuerUsage(db CertLister, issuers []*x509.Certificate, now time.Time) (map
 			if c.NotAfter.After(u.LastLive) {
 				u.LastLive = c.NotAfter
 			}
-			if until := InUseUntil(r); until.After(now) {
+			// The server issues its TLS certificate afresh from the
+			// current intermediate whenever it starts, so one of an older
+			// intermediate is used by nobody once it runs again.
+			if until := InUseUntil(r); until.After(now) && r.Profile != ServerProfile {
 				u.InUse++
 				if until.After(u.InUseUntil) {
 					u.InUseUntil = until

@@ -345,7 +345,7 @@ func (s *Server) renewServerCert(ctx context.Context) error {
 		cert.Leaf = leaf
 	}
 	rec := &store.Cert{Serial: lanyardv1.FormatSerial(leaf.SerialNumber), CN: leaf.Subject.CommonName, DNSNames: leaf.DNSNames,
-		Profile: "_server", KeyType: "P-256", NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, IssuedAt: now, DER: leaf.Raw}
+		Profile: issuance.ServerProfile, KeyType: "P-256", NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, IssuedAt: now, DER: leaf.Raw}
 	ev := &store.AuditEvent{At: now, Actor: "server", Action: store.ActionIssueServer, Subject: rec.Serial}
 	if err := s.opts.Store.InsertCert(ctx, rec, ev); err != nil {
 		return fmt.Errorf("record server certificate: %w", err)
