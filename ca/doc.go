@@ -23,7 +23,14 @@
 //	intermediate.key.uri   only for KMS-backed CAs: the KMS URI of the intermediate key
 //	admin.crt, admin.key   the admin mTLS client credential (see IsAdminCertificate)
 //	roots.pem              optional, not written by Init: extra trusted roots
-//	                       (for example the new root during a root rotation)
+//	                       (the old root during a root rotation)
+//	cross.crt              only during a root rotation (RotateRoot): the new
+//	                       root's and the new intermediate's cross-certificates,
+//	                       issued by the old root
+//	retired/<serial>.*     intermediates a rotation retired, with their keys
+//	                       while they still sign their CRL
+//	retired/roots/<serial>/ a finished root rotation's old root, cross.crt and
+//	                       old intermediates (FinishRootRotation)
 //
 // The CA certificates follow IAM Roles Anywhere's rules for trust anchors:
 // X.509 v3, critical basicConstraints CA:TRUE (root pathlen 1, intermediate
