@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/pembundle"
+	"github.com/lanyard/lanyard/internal/realtools"
 )
 
 // folderSnapshot is every file of a folder tree with its content.
@@ -264,4 +266,64 @@ func TestRootRotationCrashAfterCommit(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, journalDir)); !os.IsNotExist(err) {
 		t.Fatalf("the journal is still there: %v", err)
 	}
+}
+
+// checkRootRotationKeys rotates the root of the CA in dir and finishes,
+// checking that the new intermediate key lives where the old one did and
+// that every step loads (the retired intermediate's key signs its CRL
+// during the rotation).
+func checkRootRotationKeys(t *testing.T, dir, rootKey string) (oldURI, newURI string) {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(dir, IntermediateKeyURIFile))
+	oldURI = string(b)
+	if _, err := RotateRoot(RootRotateOptions{Dir: dir, RootKeyPath: rootKey}); err != nil {
+		t.Fatalf("RotateRoot: %v", err)
+	}
+	a, err := Load(LoadOptions{Dir: dir})
+	if err != nil {
+		t.Fatalf("Load during the rotation: %v", err)
+	}
+	if crls, err := a.SignRetiredCRLs(CRLRequest{Number: 2, ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}); err != nil || len(crls) != 1 {
+		t.Fatalf("the old intermediate's key signs no CRL: %d, %v", len(crls), err)
+	}
+	signLeaf(t, a, "new.covalent.example.net")
+	a.Close()
+	b, _ = os.ReadFile(filepath.Join(dir, IntermediateKeyURIFile))
+	newURI = string(b)
+	none := func([]*x509.Certificate) (int, time.Time, error) { return 0, time.Time{}, nil }
+	if _, err := FinishRootRotation(FinishOptions{Dir: dir, Live: none}); err != nil {
+		t.Fatalf("FinishRootRotation: %v", err)
+	}
+	a, err = Load(LoadOptions{Dir: dir})
+	if err != nil {
+		t.Fatalf("Load after the finish: %v", err)
+	}
+	signLeaf(t, a, "after.covalent.example.net")
+	a.Close()
+	return oldURI, newURI
+}
+
+func TestRotateRootSoftKMS(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "ca")
+	if _, err := Init(InitOptions{Dir: dir, KMS: "softkms:"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, newURI := checkRootRotationKeys(t, dir, ""); !strings.HasPrefix(newURI, "softkms:") {
+		t.Fatalf("key URI after the rotation %q: want softkms", newURI)
+	}
+}
+
+func TestRotateRootPKCS11(t *testing.T) {
+	tok := realtools.NewSoftHSMToken(t)
+	dir := filepath.Join(t.TempDir(), "ca")
+	rootKey := filepath.Join(t.TempDir(), "offline", RootKeyFile)
+	if _, err := Init(InitOptions{Dir: dir, KMS: tok.KMS(), RootKeyPath: rootKey}); err != nil {
+		t.Fatal(err)
+	}
+	oldURI, newURI := checkRootRotationKeys(t, dir, rootKey)
+	if newURI == oldURI || !strings.Contains(newURI, "token="+tok.Label) {
+		t.Fatalf("key URI after the rotation %q (was %q): want a new object in the same token", newURI, oldURI)
+	}
+	noKeyOnDisk(t, dir)
 }
