@@ -744,8 +744,12 @@ func (s *Server) newOrder(ctx context.Context, req *request) (int, any, *Problem
 			return 0, nil, p
 		}
 		rec, err := s.cfg.Store.GetCert(serial)
-		if err != nil || rec.CN != cn {
-			return 0, nil, prob(409, "alreadyReplaced", "replaces names no certificate of CN %q", cn)
+		if err != nil || rec.CN != cn || rec.Profile != req.acct.Profile {
+			return 0, nil, prob(400, "malformed", "replaces names no certificate of CN %q under profile %q", cn, req.acct.Profile)
+		}
+		var by string
+		if s.get("replaced", serial, &by) == nil {
+			return 0, nil, prob(409, "alreadyReplaced", "certificate %s was already replaced by %s", serial, by)
 		}
 	}
 	now := s.cfg.Now()
@@ -921,16 +925,26 @@ func (s *Server) finalize(ctx context.Context, req *request) (int, any, *Problem
 	if len(csr.DNSNames) > 0 {
 		dns = []string{o.CN}
 	}
+	replaced := ""
+	if o.Replaces != "" {
+		if replaced, p = s.replacedSerial(o.Replaces); p != nil {
+			return 0, nil, p
+		}
+	}
 	// The order (as stored, unfinalized) becomes valid with the serial,
 	// and the serial names its account, in the transaction that records
 	// the certificate: a second finalize, on any replica, conflicts.
 	consume := func(serial string) []store.MetaWrite {
 		done := *o
 		done.Status, done.Serial = "valid", serial
-		return []store.MetaWrite{
+		w := []store.MetaWrite{
 			{Key: key("order", o.ID), If: stored, Value: &done},
 			{Key: key("cert", serial), IfAbsent: true, Value: o.Account},
 		}
+		if replaced != "" { // RFC 9773 section 5: a certificate is replaced once
+			w = append(w, store.MetaWrite{Key: key("replaced", replaced), IfAbsent: true, Value: serial})
+		}
+		return w
 	}
 	g, err := s.cfg.Issuer.AuthorizeOrder(o.Profile, o.CN, dns, "acme:"+o.Account, consume)
 	if err != nil {
@@ -939,6 +953,10 @@ func (s *Server) finalize(ctx context.Context, req *request) (int, any, *Problem
 	iss, err := s.cfg.Issuer.Issue(ctx, g, der)
 	switch {
 	case errors.Is(err, store.ErrConflict):
+		var by string
+		if replaced != "" && s.get("replaced", replaced, &by) == nil {
+			return 0, nil, prob(409, "alreadyReplaced", "certificate %s was replaced by %s meanwhile", replaced, by)
+		}
 		return 0, nil, prob(403, "orderNotReady", "the order was finalized by another request")
 	case errors.Is(err, issuance.ErrBadCSR) || errors.Is(err, issuance.ErrNameNotAllowed) || errors.Is(err, issuance.ErrKeyType):
 		return 0, nil, prob(400, "badCSR", "%v", err)
@@ -1055,6 +1073,14 @@ func (s *Server) renewalInfo(w http.ResponseWriter, id string) {
 	if err != nil {
 		s.fail(w, prob(404, "malformed", "no certificate %s", serial))
 		return
+	}
+	// "Renew now" (revoked, or the profile no longer issues it) is a
+	// window that has just ended: RFC 9773 section 4.2 has clients renew
+	// at once for a window in the past, where one starting now would let
+	// them pick a moment in it.
+	if win.Reason == schedule.ReasonRevoked || win.Reason == schedule.ReasonProfileChanged {
+		now := s.cfg.Now()
+		win.Start, win.End = now.Add(-time.Minute), now
 	}
 	w.Header().Set("Retry-After", "21600")
 	writeJSON(w, 200, map[string]any{"suggestedWindow": map[string]string{

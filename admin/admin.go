@@ -1,7 +1,7 @@
 // Package admin is the one service behind the CA's two admin faces, the
 // Connect AdminService (package server) and the admin web page (package
-// web): enrollment tokens, the certificate list, revocation, the audit log
-// and the dashboard's counts. Both faces decode their input, call one
+// web): enrollment tokens, ACME external account binding keys, the
+// certificate list, revocation, the audit log and the dashboard's counts. Both faces decode their input, call one
 // method here and encode the answer; neither reaches into the store, so
 // what one shows the other shows too, and an error one reports the other
 // reports. Who may call (the admin certificate, a web session) is the
@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/acme"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -23,8 +24,11 @@ import (
 // AuditTokenRevoke is the audit action of an admin withdrawing a token.
 const AuditTokenRevoke = store.ActionTokenRevoke
 
-// ErrNotFound: no such certificate or token.
+// ErrNotFound: no such certificate, token or EAB key.
 var ErrNotFound = errors.New("not found")
+
+// ErrNoACME: the service was built without the ACME server.
+var ErrNoACME = errors.New("admin: no ACME server configured")
 
 // Store is what the admin service reads and writes directly (everything
 // else goes through the issuance and revocation services).
@@ -39,10 +43,11 @@ type Store interface {
 
 // Service carries out admin requests. Safe for concurrent use.
 type Service struct {
-	st  Store
-	iss *issuance.Service
-	rev *revocation.Service
-	now func() time.Time
+	st   Store
+	iss  *issuance.Service
+	rev  *revocation.Service
+	acme *acme.Server
+	now  func() time.Time
 }
 
 // Config builds a Service.
@@ -50,6 +55,8 @@ type Config struct {
 	Store      Store
 	Issuance   *issuance.Service
 	Revocation *revocation.Service
+	// ACME holds the EAB keys (nil: the EAB calls fail with ErrNoACME).
+	ACME *acme.Server
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -59,7 +66,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{st: cfg.Store, iss: cfg.Issuance, rev: cfg.Revocation, now: cfg.Now}
+	return &Service{st: cfg.Store, iss: cfg.Issuance, rev: cfg.Revocation, acme: cfg.ACME, now: cfg.Now}
 }
 
 // Now returns the service clock's time (what "valid" and "expired" are
@@ -183,3 +190,57 @@ func (s *Service) Counts(hours int) (*store.Counts, error) {
 
 // CRL returns the newest CRL (what /crl serves).
 func (s *Service) CRL() *revocation.CRL { return s.rev.Current() }
+
+// EABRequest asks for an ACME external account binding key.
+type EABRequest struct {
+	// Profile ("" : the default profile) and CN ("" : any the profile
+	// allows) bound the accounts the key opens; Reusable keys open any
+	// number of them, others one.
+	Profile, CN string
+	Reusable    bool
+	// By names the caller for the audit log.
+	By string
+}
+
+// CreateEABKey mints an EAB key (acme.Server.CreateEAB): its ID, its
+// HMAC key (base64url, shown once) and the profile it is bound to. An
+// unknown profile is issuance.ErrUnknownProfile, a CN the profile does
+// not allow issuance.ErrNameNotAllowed.
+func (s *Service) CreateEABKey(ctx context.Context, req EABRequest) (kid, hmacKey, profile string, err error) {
+	if s.acme == nil {
+		return "", "", "", ErrNoACME
+	}
+	profile = req.Profile
+	if profile == "" {
+		profile = s.iss.Profiles().Default
+	}
+	kid, hmacKey, err = s.acme.CreateEAB(ctx, profile, req.CN, req.Reusable, req.By)
+	if err != nil {
+		return "", "", "", fmt.Errorf("create EAB key: %w", err)
+	}
+	return kid, hmacKey, profile, nil
+}
+
+// ListEABKeys returns every EAB key, newest first, without secrets.
+func (s *Service) ListEABKeys() ([]*acme.EAB, error) {
+	if s.acme == nil {
+		return nil, ErrNoACME
+	}
+	return s.acme.ListEAB()
+}
+
+// RevokeEABKey withdraws an EAB key (idempotent); ErrNotFound for an
+// unknown one.
+func (s *Service) RevokeEABKey(ctx context.Context, kid, by string) error {
+	if s.acme == nil {
+		return ErrNoACME
+	}
+	err := s.acme.RevokeEAB(ctx, kid, by)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("EAB key %q: %w", kid, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("revoke EAB key %s: %w", kid, err)
+	}
+	return nil
+}

@@ -238,3 +238,33 @@ func certPB(c *store.Cert, now time.Time, withPEM bool) *v1.Certificate {
 	}
 	return out
 }
+
+func (h *adminService) CreateAcmeEabKey(ctx context.Context, req *connect.Request[v1.CreateAcmeEabKeyRequest]) (*connect.Response[v1.CreateAcmeEabKeyResponse], error) {
+	m := req.Msg
+	kid, key, profile, err := h.s.opts.AdminAPI.CreateEABKey(ctx, admin.EABRequest{Profile: m.GetProfile(), CN: m.GetCn(),
+		Reusable: m.GetReusable(), By: adminName(ctx)})
+	if err != nil {
+		return nil, toConnect(h.s.log, "CreateAcmeEabKey", err)
+	}
+	return connect.NewResponse(&v1.CreateAcmeEabKeyResponse{KeyId: kid, HmacKey: key, Profile: profile}), nil
+}
+
+func (h *adminService) ListAcmeEabKeys(context.Context, *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error) {
+	keys, err := h.s.opts.AdminAPI.ListEABKeys()
+	if err != nil {
+		return nil, toConnect(h.s.log, "ListAcmeEabKeys", err)
+	}
+	out := &v1.ListAcmeEabKeysResponse{}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, &v1.AcmeEabKey{KeyId: k.ID, Profile: k.Profile, Cn: k.CN, Reusable: k.Reusable,
+			Used: k.Used, Revoked: k.Revoked, CreatedAt: timestamppb.New(k.Created)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (h *adminService) RevokeAcmeEabKey(ctx context.Context, req *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error) {
+	if err := h.s.opts.AdminAPI.RevokeEABKey(ctx, req.Msg.GetKeyId(), adminName(ctx)); err != nil {
+		return nil, toConnect(h.s.log, "RevokeAcmeEabKey", err)
+	}
+	return connect.NewResponse(&v1.RevokeAcmeEabKeyResponse{}), nil
+}

@@ -64,7 +64,7 @@ func TestBrowser(t *testing.T) {
 	anchor := &fakeAnchor{now: time.Now}
 	c := testca.Start(t, testca.Options{Web: func(c *testca.CA) http.Handler {
 		c.Revocation.SetPublisher(anchor)
-		h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Anchors: anchor.status,
+		h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Admin: c.App.AdminAPI, Anchors: anchor.status,
 			CAURL: c.URL, Fingerprint: c.Authority.Fingerprint(), Now: c.Now, ClientCert: serverClientCert})
 		if err != nil {
 			t.Fatal(err)
@@ -243,6 +243,20 @@ func TestBrowser(t *testing.T) {
 	if !listed {
 		t.Fatalf("/crl (number %v, %d entries) does not list %s", crl.Number, len(crl.RevokedCertificateEntries), target.Serial)
 	}
+
+	// An ACME EAB key from the ACME page: the secret is shown once.
+	do("create ACME key",
+		chromedp.Navigate(u("/admin/acme")),
+		chromedp.WaitVisible(css(`form.token`)),
+		chromedp.SendKeys(css(`form.token input[name=cn]`), "acme1.covalent.example.net"),
+		chromedp.Submit(css(`form.token input[name=cn]`)),
+		chromedp.WaitVisible(css(`#eab-hmac`)),
+	)
+	keys, err := c.App.AdminAPI.ListEABKeys()
+	if err != nil || len(keys) != 1 || text(`#eab-kid`) != keys[0].ID || keys[0].CN != "acme1.covalent.example.net" || len(text(`#eab-hmac`)) < 40 {
+		t.Fatalf("ACME key page shows kid %q, store has %+v (%v)", text(`#eab-kid`), keys, err)
+	}
+	screenshot(t, tctx, "acme-key.png")
 
 	// A POST without the CSRF token is refused and changes nothing.
 	do("post without CSRF token",

@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	clock := testca.NewClock(time.Now().UTC().Truncate(time.Second))
 	c := testca.Start(t, testca.Options{Clock: clock})
-	h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, CAURL: c.URL,
+	h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Admin: c.App.AdminAPI, CAURL: c.URL,
 		Fingerprint: c.Authority.Fingerprint(), Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)

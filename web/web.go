@@ -173,6 +173,9 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /admin/tokens", h.auth(h.tokens))
 	mux.HandleFunc("POST /admin/tokens", h.auth(h.createToken))
 	mux.HandleFunc("POST /admin/tokens/{id}/revoke", h.auth(h.revokeToken))
+	mux.HandleFunc("GET /admin/acme", h.auth(h.acmeKeys))
+	mux.HandleFunc("POST /admin/acme", h.auth(h.createEAB))
+	mux.HandleFunc("POST /admin/acme/{id}/revoke", h.auth(h.revokeEAB))
 	mux.HandleFunc("GET /admin/audit", h.auth(h.audit))
 	mux.HandleFunc("/admin/", h.auth(h.notFound))
 	cop := http.NewCrossOriginProtection()
@@ -191,7 +194,7 @@ func parsePages() (map[string]*template.Template, error) {
 		return nil, fmt.Errorf("web: parse layout: %w", err)
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"error", "login", "dashboard", "certs", "cert", "tokens", "audit"} {
+	for _, name := range []string{"error", "login", "dashboard", "certs", "cert", "tokens", "acme", "audit"} {
 		b, err := base.Clone()
 		if err != nil {
 			return nil, fmt.Errorf("web: clone layout: %w", err)

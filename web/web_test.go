@@ -37,6 +37,9 @@ func TestAnonymousRefused(t *testing.T) {
 		{"POST", "/admin/certs/" + c.Serial + "/revoke", http.StatusForbidden},
 		{"POST", "/admin/tokens", http.StatusForbidden},
 		{"POST", "/admin/tokens/0123456789abcdef/revoke", http.StatusForbidden},
+		{"GET", "/admin/acme", http.StatusSeeOther},
+		{"POST", "/admin/acme", http.StatusForbidden},
+		{"POST", "/admin/acme/abc/revoke", http.StatusForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -225,6 +228,7 @@ func TestCSRF(t *testing.T) {
 			}{
 				{"/admin/certs/" + c.Serial + "/revoke", url.Values{"reason": {"1"}, "confirm": {"yes"}}},
 				{"/admin/tokens", url.Values{"cn": {"new.covalent.example.net"}, "profile": {"covalent"}}},
+				{"/admin/acme", url.Values{"profile": {"covalent"}}},
 				{"/admin/logout", url.Values{}},
 			} {
 				if tt.token != "" {
@@ -242,6 +246,9 @@ func TestCSRF(t *testing.T) {
 	}
 	if toks, _ := e.ca.Store.ListUnusedTokens(e.clock.Now()); len(toks) != 0 {
 		t.Fatalf("a POST without a valid CSRF token created %d tokens", len(toks))
+	}
+	if keys, _ := e.ca.Store.ListMeta("acme/eab/"); len(keys) != 0 {
+		t.Fatalf("a POST without a valid CSRF token created %d ACME keys", len(keys))
 	}
 	if _, err := e.ca.Store.GetSession(sessionKey(cookie)); err != nil {
 		t.Fatal("a POST without a valid CSRF token logged the session out")

@@ -32,7 +32,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().String("config", "", "configuration file (default ./lanyard.yaml, else ./.lanyard/lanyard.yaml)")
 	root.AddCommand(newInitCmd(), newServeCmd(), newTokenCmd(), newEnrollCmd(), newCertsCmd(), newRevokeCmd(),
 		newMigrateCmd(), newBackupCmd(), newEmulatorCmd(), newAdminCmd(), newAgentCmd(), newRenewCmd(), newExecHelperCmd(), newAnchorsCmd(), newCredentialProcessCmd(), newDoctorCmd(),
-		newTidyCmd(), newStoreCmd(), newRestoreCmd(), newCACmd())
+		newTidyCmd(), newStoreCmd(), newRestoreCmd(), newCACmd(), newACMECmd())
 	return root
 }
 

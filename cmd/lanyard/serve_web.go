@@ -23,7 +23,7 @@ func newAdminPage(a *app.App) (http.Handler, error) {
 	if a.Config.Anchors.Enabled || a.Config.Anchors.Emulator {
 		anchorStatus = func() web.AnchorStatus { return readAnchorStatus(a.Store) }
 	}
-	return web.New(web.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, Anchors: anchorStatus,
+	return web.New(web.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, Admin: a.AdminAPI, Anchors: anchorStatus,
 		CAURL: a.Config.URL, Fingerprint: a.CA.Fingerprint(), SessionTTL: a.Config.Web.SessionTTL, Logger: a.Log,
 		ClientCert: func(r *http.Request) *x509.Certificate { return server.ClientCert(r.Context()) }})
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/acme"
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
@@ -78,6 +79,9 @@ type App struct {
 	Tidy *tidy.Service
 	// ACME is the ACME server mounted at /acme/.
 	ACME *acme.Server
+	// AdminAPI is the one admin service behind the Connect AdminService
+	// and the admin page (pass it to web.Config.Admin).
+	AdminAPI *admin.Service
 
 	// anchorsOnLeader: the trust-anchor sync runs only while this
 	// replica leads (a shared store), started by Serve.
@@ -157,6 +161,8 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	a.ACME = acme.New(acme.Config{Issuer: a.Issuance, Revocation: a.Revocation, Store: a.Store, ChainPEM: a.CA.ChainPEM(),
 		Now: a.Now, Logger: a.Log, ValidationPort: cfg.ACME.HTTP01Port, ResolveTo: cfg.ACME.ResolveTo})
 	so.Extra["/acme/"] = a.ACME
+	a.AdminAPI = admin.New(admin.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, ACME: a.ACME, Now: a.Now})
+	so.AdminAPI = a.AdminAPI
 	if opts.AdminPage != nil {
 		if so.Web, err = opts.AdminPage(a); err != nil {
 			return nil, fmt.Errorf("admin web page: %w", err)

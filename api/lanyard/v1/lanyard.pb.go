@@ -1652,6 +1652,386 @@ func (x *RotateAdminCertificateResponse) GetCrlNumber() int64 {
 	return 0
 }
 
+type CreateAcmeEabKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Profile name; empty means the configured default profile.
+	Profile string `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	// The one CN accounts opened with the key may order (it must pass the
+	// profile's rules); empty means any CN the profile allows.
+	Cn string `protobuf:"bytes,2,opt,name=cn,proto3" json:"cn,omitempty"`
+	// Reusable keys open any number of accounts; others exactly one.
+	Reusable      bool `protobuf:"varint,3,opt,name=reusable,proto3" json:"reusable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAcmeEabKeyRequest) Reset() {
+	*x = CreateAcmeEabKeyRequest{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAcmeEabKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAcmeEabKeyRequest) ProtoMessage() {}
+
+func (x *CreateAcmeEabKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAcmeEabKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateAcmeEabKeyRequest) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CreateAcmeEabKeyRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *CreateAcmeEabKeyRequest) GetCn() string {
+	if x != nil {
+		return x.Cn
+	}
+	return ""
+}
+
+func (x *CreateAcmeEabKeyRequest) GetReusable() bool {
+	if x != nil {
+		return x.Reusable
+	}
+	return false
+}
+
+type CreateAcmeEabKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key ID (the client's EAB kid).
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The HMAC key, base64url; shown once, never again.
+	HmacKey string `protobuf:"bytes,2,opt,name=hmac_key,json=hmacKey,proto3" json:"hmac_key,omitempty"`
+	// The profile the key opens accounts under.
+	Profile       string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAcmeEabKeyResponse) Reset() {
+	*x = CreateAcmeEabKeyResponse{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAcmeEabKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAcmeEabKeyResponse) ProtoMessage() {}
+
+func (x *CreateAcmeEabKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAcmeEabKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateAcmeEabKeyResponse) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateAcmeEabKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *CreateAcmeEabKeyResponse) GetHmacKey() string {
+	if x != nil {
+		return x.HmacKey
+	}
+	return ""
+}
+
+func (x *CreateAcmeEabKeyResponse) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+// AcmeEabKey is an EAB key as listed (never its secret).
+type AcmeEabKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Profile       string                 `protobuf:"bytes,2,opt,name=profile,proto3" json:"profile,omitempty"`
+	Cn            string                 `protobuf:"bytes,3,opt,name=cn,proto3" json:"cn,omitempty"`
+	Reusable      bool                   `protobuf:"varint,4,opt,name=reusable,proto3" json:"reusable,omitempty"`
+	Used          bool                   `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
+	Revoked       bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcmeEabKey) Reset() {
+	*x = AcmeEabKey{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcmeEabKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcmeEabKey) ProtoMessage() {}
+
+func (x *AcmeEabKey) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcmeEabKey.ProtoReflect.Descriptor instead.
+func (*AcmeEabKey) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AcmeEabKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *AcmeEabKey) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *AcmeEabKey) GetCn() string {
+	if x != nil {
+		return x.Cn
+	}
+	return ""
+}
+
+func (x *AcmeEabKey) GetReusable() bool {
+	if x != nil {
+		return x.Reusable
+	}
+	return false
+}
+
+func (x *AcmeEabKey) GetUsed() bool {
+	if x != nil {
+		return x.Used
+	}
+	return false
+}
+
+func (x *AcmeEabKey) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *AcmeEabKey) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ListAcmeEabKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAcmeEabKeysRequest) Reset() {
+	*x = ListAcmeEabKeysRequest{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAcmeEabKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAcmeEabKeysRequest) ProtoMessage() {}
+
+func (x *ListAcmeEabKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAcmeEabKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListAcmeEabKeysRequest) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{31}
+}
+
+type ListAcmeEabKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*AcmeEabKey          `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAcmeEabKeysResponse) Reset() {
+	*x = ListAcmeEabKeysResponse{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAcmeEabKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAcmeEabKeysResponse) ProtoMessage() {}
+
+func (x *ListAcmeEabKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAcmeEabKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListAcmeEabKeysResponse) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListAcmeEabKeysResponse) GetKeys() []*AcmeEabKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RevokeAcmeEabKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAcmeEabKeyRequest) Reset() {
+	*x = RevokeAcmeEabKeyRequest{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAcmeEabKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAcmeEabKeyRequest) ProtoMessage() {}
+
+func (x *RevokeAcmeEabKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAcmeEabKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAcmeEabKeyRequest) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RevokeAcmeEabKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+type RevokeAcmeEabKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAcmeEabKeyResponse) Reset() {
+	*x = RevokeAcmeEabKeyResponse{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAcmeEabKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAcmeEabKeyResponse) ProtoMessage() {}
+
+func (x *RevokeAcmeEabKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAcmeEabKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAcmeEabKeyResponse) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{34}
+}
+
 var File_lanyard_v1_lanyard_proto protoreflect.FileDescriptor
 
 const file_lanyard_v1_lanyard_proto_rawDesc = "" +
@@ -1771,14 +2151,38 @@ const file_lanyard_v1_lanyard_proto_rawDesc = "" +
 	"\x06bundle\x18\x01 \x01(\v2\x12.lanyard.v1.BundleR\x06bundle\x12'\n" +
 	"\x0frevoked_serials\x18\x02 \x03(\tR\x0erevokedSerials\x12\x1d\n" +
 	"\n" +
-	"crl_number\x18\x03 \x01(\x03R\tcrlNumber2\x90\x03\n" +
+	"crl_number\x18\x03 \x01(\x03R\tcrlNumber\"_\n" +
+	"\x17CreateAcmeEabKeyRequest\x12\x18\n" +
+	"\aprofile\x18\x01 \x01(\tR\aprofile\x12\x0e\n" +
+	"\x02cn\x18\x02 \x01(\tR\x02cn\x12\x1a\n" +
+	"\breusable\x18\x03 \x01(\bR\breusable\"f\n" +
+	"\x18CreateAcmeEabKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
+	"\bhmac_key\x18\x02 \x01(\tR\ahmacKey\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\"\xd2\x01\n" +
+	"\n" +
+	"AcmeEabKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\aprofile\x18\x02 \x01(\tR\aprofile\x12\x0e\n" +
+	"\x02cn\x18\x03 \x01(\tR\x02cn\x12\x1a\n" +
+	"\breusable\x18\x04 \x01(\bR\breusable\x12\x12\n" +
+	"\x04used\x18\x05 \x01(\bR\x04used\x12\x18\n" +
+	"\arevoked\x18\x06 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x18\n" +
+	"\x16ListAcmeEabKeysRequest\"E\n" +
+	"\x17ListAcmeEabKeysResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.lanyard.v1.AcmeEabKeyR\x04keys\"0\n" +
+	"\x17RevokeAcmeEabKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x1a\n" +
+	"\x18RevokeAcmeEabKeyResponse2\x90\x03\n" +
 	"\x12CertificateService\x12A\n" +
 	"\x06Enroll\x12\x19.lanyard.v1.EnrollRequest\x1a\x1a.lanyard.v1.EnrollResponse\"\x00\x12>\n" +
 	"\x05Renew\x12\x18.lanyard.v1.RenewRequest\x1a\x19.lanyard.v1.RenewResponse\"\x00\x12J\n" +
 	"\bGetRoots\x12\x1b.lanyard.v1.GetRootsRequest\x1a\x1c.lanyard.v1.GetRootsResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eGetRenewalInfo\x12!.lanyard.v1.GetRenewalInfoRequest\x1a\".lanyard.v1.GetRenewalInfoResponse\"\x03\x90\x02\x01\x12M\n" +
 	"\n" +
-	"RevokeSelf\x12\x1d.lanyard.v1.RevokeSelfRequest\x1a\x1e.lanyard.v1.RevokeSelfResponse\"\x002\xf4\x05\n" +
+	"RevokeSelf\x12\x1d.lanyard.v1.RevokeSelfRequest\x1a\x1e.lanyard.v1.RevokeSelfResponse\"\x002\x97\b\n" +
 	"\fAdminService\x12n\n" +
 	"\x15CreateEnrollmentToken\x12(.lanyard.v1.CreateEnrollmentTokenRequest\x1a).lanyard.v1.CreateEnrollmentTokenResponse\"\x00\x12k\n" +
 	"\x14ListEnrollmentTokens\x12'.lanyard.v1.ListEnrollmentTokensRequest\x1a(.lanyard.v1.ListEnrollmentTokensResponse\"\x00\x12n\n" +
@@ -1786,7 +2190,10 @@ const file_lanyard_v1_lanyard_proto_rawDesc = "" +
 	"\x10ListCertificates\x12#.lanyard.v1.ListCertificatesRequest\x1a$.lanyard.v1.ListCertificatesResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eGetCertificate\x12!.lanyard.v1.GetCertificateRequest\x1a\".lanyard.v1.GetCertificateResponse\"\x03\x90\x02\x01\x12b\n" +
 	"\x11RevokeCertificate\x12$.lanyard.v1.RevokeCertificateRequest\x1a%.lanyard.v1.RevokeCertificateResponse\"\x00\x12q\n" +
-	"\x16RotateAdminCertificate\x12).lanyard.v1.RotateAdminCertificateRequest\x1a*.lanyard.v1.RotateAdminCertificateResponse\"\x00B5Z3github.com/lanyard/lanyard/api/lanyard/v1;lanyardv1b\x06proto3"
+	"\x16RotateAdminCertificate\x12).lanyard.v1.RotateAdminCertificateRequest\x1a*.lanyard.v1.RotateAdminCertificateResponse\"\x00\x12_\n" +
+	"\x10CreateAcmeEabKey\x12#.lanyard.v1.CreateAcmeEabKeyRequest\x1a$.lanyard.v1.CreateAcmeEabKeyResponse\"\x00\x12_\n" +
+	"\x0fListAcmeEabKeys\x12\".lanyard.v1.ListAcmeEabKeysRequest\x1a#.lanyard.v1.ListAcmeEabKeysResponse\"\x03\x90\x02\x01\x12_\n" +
+	"\x10RevokeAcmeEabKey\x12#.lanyard.v1.RevokeAcmeEabKeyRequest\x1a$.lanyard.v1.RevokeAcmeEabKeyResponse\"\x00B5Z3github.com/lanyard/lanyard/api/lanyard/v1;lanyardv1b\x06proto3"
 
 var (
 	file_lanyard_v1_lanyard_proto_rawDescOnce sync.Once
@@ -1800,7 +2207,7 @@ func file_lanyard_v1_lanyard_proto_rawDescGZIP() []byte {
 	return file_lanyard_v1_lanyard_proto_rawDescData
 }
 
-var file_lanyard_v1_lanyard_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_lanyard_v1_lanyard_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_lanyard_v1_lanyard_proto_goTypes = []any{
 	(*Bundle)(nil),                         // 0: lanyard.v1.Bundle
 	(*RenewalInfo)(nil),                    // 1: lanyard.v1.RenewalInfo
@@ -1830,59 +2237,74 @@ var file_lanyard_v1_lanyard_proto_goTypes = []any{
 	(*RevokeCertificateResponse)(nil),      // 25: lanyard.v1.RevokeCertificateResponse
 	(*RotateAdminCertificateRequest)(nil),  // 26: lanyard.v1.RotateAdminCertificateRequest
 	(*RotateAdminCertificateResponse)(nil), // 27: lanyard.v1.RotateAdminCertificateResponse
-	(*timestamppb.Timestamp)(nil),          // 28: google.protobuf.Timestamp
+	(*CreateAcmeEabKeyRequest)(nil),        // 28: lanyard.v1.CreateAcmeEabKeyRequest
+	(*CreateAcmeEabKeyResponse)(nil),       // 29: lanyard.v1.CreateAcmeEabKeyResponse
+	(*AcmeEabKey)(nil),                     // 30: lanyard.v1.AcmeEabKey
+	(*ListAcmeEabKeysRequest)(nil),         // 31: lanyard.v1.ListAcmeEabKeysRequest
+	(*ListAcmeEabKeysResponse)(nil),        // 32: lanyard.v1.ListAcmeEabKeysResponse
+	(*RevokeAcmeEabKeyRequest)(nil),        // 33: lanyard.v1.RevokeAcmeEabKeyRequest
+	(*RevokeAcmeEabKeyResponse)(nil),       // 34: lanyard.v1.RevokeAcmeEabKeyResponse
+	(*timestamppb.Timestamp)(nil),          // 35: google.protobuf.Timestamp
 }
 var file_lanyard_v1_lanyard_proto_depIdxs = []int32{
-	28, // 0: lanyard.v1.Bundle.not_before:type_name -> google.protobuf.Timestamp
-	28, // 1: lanyard.v1.Bundle.not_after:type_name -> google.protobuf.Timestamp
-	28, // 2: lanyard.v1.RenewalInfo.window_start:type_name -> google.protobuf.Timestamp
-	28, // 3: lanyard.v1.RenewalInfo.window_end:type_name -> google.protobuf.Timestamp
+	35, // 0: lanyard.v1.Bundle.not_before:type_name -> google.protobuf.Timestamp
+	35, // 1: lanyard.v1.Bundle.not_after:type_name -> google.protobuf.Timestamp
+	35, // 2: lanyard.v1.RenewalInfo.window_start:type_name -> google.protobuf.Timestamp
+	35, // 3: lanyard.v1.RenewalInfo.window_end:type_name -> google.protobuf.Timestamp
 	0,  // 4: lanyard.v1.EnrollResponse.bundle:type_name -> lanyard.v1.Bundle
 	1,  // 5: lanyard.v1.EnrollResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	0,  // 6: lanyard.v1.RenewResponse.bundle:type_name -> lanyard.v1.Bundle
 	1,  // 7: lanyard.v1.RenewResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	1,  // 8: lanyard.v1.GetRenewalInfoResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	19, // 9: lanyard.v1.RevokeSelfResponse.certificate:type_name -> lanyard.v1.Certificate
-	28, // 10: lanyard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	28, // 11: lanyard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	28, // 12: lanyard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 10: lanyard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 11: lanyard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	35, // 12: lanyard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 13: lanyard.v1.ListEnrollmentTokensResponse.tokens:type_name -> lanyard.v1.EnrollmentToken
-	28, // 14: lanyard.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	28, // 15: lanyard.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	28, // 16: lanyard.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	35, // 14: lanyard.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	35, // 15: lanyard.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	35, // 16: lanyard.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
 	19, // 17: lanyard.v1.ListCertificatesResponse.certificates:type_name -> lanyard.v1.Certificate
 	19, // 18: lanyard.v1.GetCertificateResponse.certificate:type_name -> lanyard.v1.Certificate
 	19, // 19: lanyard.v1.RevokeCertificateResponse.certificates:type_name -> lanyard.v1.Certificate
 	0,  // 20: lanyard.v1.RotateAdminCertificateResponse.bundle:type_name -> lanyard.v1.Bundle
-	2,  // 21: lanyard.v1.CertificateService.Enroll:input_type -> lanyard.v1.EnrollRequest
-	4,  // 22: lanyard.v1.CertificateService.Renew:input_type -> lanyard.v1.RenewRequest
-	6,  // 23: lanyard.v1.CertificateService.GetRoots:input_type -> lanyard.v1.GetRootsRequest
-	8,  // 24: lanyard.v1.CertificateService.GetRenewalInfo:input_type -> lanyard.v1.GetRenewalInfoRequest
-	10, // 25: lanyard.v1.CertificateService.RevokeSelf:input_type -> lanyard.v1.RevokeSelfRequest
-	12, // 26: lanyard.v1.AdminService.CreateEnrollmentToken:input_type -> lanyard.v1.CreateEnrollmentTokenRequest
-	15, // 27: lanyard.v1.AdminService.ListEnrollmentTokens:input_type -> lanyard.v1.ListEnrollmentTokensRequest
-	17, // 28: lanyard.v1.AdminService.RevokeEnrollmentToken:input_type -> lanyard.v1.RevokeEnrollmentTokenRequest
-	20, // 29: lanyard.v1.AdminService.ListCertificates:input_type -> lanyard.v1.ListCertificatesRequest
-	22, // 30: lanyard.v1.AdminService.GetCertificate:input_type -> lanyard.v1.GetCertificateRequest
-	24, // 31: lanyard.v1.AdminService.RevokeCertificate:input_type -> lanyard.v1.RevokeCertificateRequest
-	26, // 32: lanyard.v1.AdminService.RotateAdminCertificate:input_type -> lanyard.v1.RotateAdminCertificateRequest
-	3,  // 33: lanyard.v1.CertificateService.Enroll:output_type -> lanyard.v1.EnrollResponse
-	5,  // 34: lanyard.v1.CertificateService.Renew:output_type -> lanyard.v1.RenewResponse
-	7,  // 35: lanyard.v1.CertificateService.GetRoots:output_type -> lanyard.v1.GetRootsResponse
-	9,  // 36: lanyard.v1.CertificateService.GetRenewalInfo:output_type -> lanyard.v1.GetRenewalInfoResponse
-	11, // 37: lanyard.v1.CertificateService.RevokeSelf:output_type -> lanyard.v1.RevokeSelfResponse
-	13, // 38: lanyard.v1.AdminService.CreateEnrollmentToken:output_type -> lanyard.v1.CreateEnrollmentTokenResponse
-	16, // 39: lanyard.v1.AdminService.ListEnrollmentTokens:output_type -> lanyard.v1.ListEnrollmentTokensResponse
-	18, // 40: lanyard.v1.AdminService.RevokeEnrollmentToken:output_type -> lanyard.v1.RevokeEnrollmentTokenResponse
-	21, // 41: lanyard.v1.AdminService.ListCertificates:output_type -> lanyard.v1.ListCertificatesResponse
-	23, // 42: lanyard.v1.AdminService.GetCertificate:output_type -> lanyard.v1.GetCertificateResponse
-	25, // 43: lanyard.v1.AdminService.RevokeCertificate:output_type -> lanyard.v1.RevokeCertificateResponse
-	27, // 44: lanyard.v1.AdminService.RotateAdminCertificate:output_type -> lanyard.v1.RotateAdminCertificateResponse
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	35, // 21: lanyard.v1.AcmeEabKey.created_at:type_name -> google.protobuf.Timestamp
+	30, // 22: lanyard.v1.ListAcmeEabKeysResponse.keys:type_name -> lanyard.v1.AcmeEabKey
+	2,  // 23: lanyard.v1.CertificateService.Enroll:input_type -> lanyard.v1.EnrollRequest
+	4,  // 24: lanyard.v1.CertificateService.Renew:input_type -> lanyard.v1.RenewRequest
+	6,  // 25: lanyard.v1.CertificateService.GetRoots:input_type -> lanyard.v1.GetRootsRequest
+	8,  // 26: lanyard.v1.CertificateService.GetRenewalInfo:input_type -> lanyard.v1.GetRenewalInfoRequest
+	10, // 27: lanyard.v1.CertificateService.RevokeSelf:input_type -> lanyard.v1.RevokeSelfRequest
+	12, // 28: lanyard.v1.AdminService.CreateEnrollmentToken:input_type -> lanyard.v1.CreateEnrollmentTokenRequest
+	15, // 29: lanyard.v1.AdminService.ListEnrollmentTokens:input_type -> lanyard.v1.ListEnrollmentTokensRequest
+	17, // 30: lanyard.v1.AdminService.RevokeEnrollmentToken:input_type -> lanyard.v1.RevokeEnrollmentTokenRequest
+	20, // 31: lanyard.v1.AdminService.ListCertificates:input_type -> lanyard.v1.ListCertificatesRequest
+	22, // 32: lanyard.v1.AdminService.GetCertificate:input_type -> lanyard.v1.GetCertificateRequest
+	24, // 33: lanyard.v1.AdminService.RevokeCertificate:input_type -> lanyard.v1.RevokeCertificateRequest
+	26, // 34: lanyard.v1.AdminService.RotateAdminCertificate:input_type -> lanyard.v1.RotateAdminCertificateRequest
+	28, // 35: lanyard.v1.AdminService.CreateAcmeEabKey:input_type -> lanyard.v1.CreateAcmeEabKeyRequest
+	31, // 36: lanyard.v1.AdminService.ListAcmeEabKeys:input_type -> lanyard.v1.ListAcmeEabKeysRequest
+	33, // 37: lanyard.v1.AdminService.RevokeAcmeEabKey:input_type -> lanyard.v1.RevokeAcmeEabKeyRequest
+	3,  // 38: lanyard.v1.CertificateService.Enroll:output_type -> lanyard.v1.EnrollResponse
+	5,  // 39: lanyard.v1.CertificateService.Renew:output_type -> lanyard.v1.RenewResponse
+	7,  // 40: lanyard.v1.CertificateService.GetRoots:output_type -> lanyard.v1.GetRootsResponse
+	9,  // 41: lanyard.v1.CertificateService.GetRenewalInfo:output_type -> lanyard.v1.GetRenewalInfoResponse
+	11, // 42: lanyard.v1.CertificateService.RevokeSelf:output_type -> lanyard.v1.RevokeSelfResponse
+	13, // 43: lanyard.v1.AdminService.CreateEnrollmentToken:output_type -> lanyard.v1.CreateEnrollmentTokenResponse
+	16, // 44: lanyard.v1.AdminService.ListEnrollmentTokens:output_type -> lanyard.v1.ListEnrollmentTokensResponse
+	18, // 45: lanyard.v1.AdminService.RevokeEnrollmentToken:output_type -> lanyard.v1.RevokeEnrollmentTokenResponse
+	21, // 46: lanyard.v1.AdminService.ListCertificates:output_type -> lanyard.v1.ListCertificatesResponse
+	23, // 47: lanyard.v1.AdminService.GetCertificate:output_type -> lanyard.v1.GetCertificateResponse
+	25, // 48: lanyard.v1.AdminService.RevokeCertificate:output_type -> lanyard.v1.RevokeCertificateResponse
+	27, // 49: lanyard.v1.AdminService.RotateAdminCertificate:output_type -> lanyard.v1.RotateAdminCertificateResponse
+	29, // 50: lanyard.v1.AdminService.CreateAcmeEabKey:output_type -> lanyard.v1.CreateAcmeEabKeyResponse
+	32, // 51: lanyard.v1.AdminService.ListAcmeEabKeys:output_type -> lanyard.v1.ListAcmeEabKeysResponse
+	34, // 52: lanyard.v1.AdminService.RevokeAcmeEabKey:output_type -> lanyard.v1.RevokeAcmeEabKeyResponse
+	38, // [38:53] is the sub-list for method output_type
+	23, // [23:38] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_lanyard_v1_lanyard_proto_init() }
@@ -1896,7 +2318,7 @@ func file_lanyard_v1_lanyard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lanyard_v1_lanyard_proto_rawDesc), len(file_lanyard_v1_lanyard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

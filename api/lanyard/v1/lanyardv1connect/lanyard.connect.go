@@ -76,6 +76,15 @@ const (
 	// AdminServiceRotateAdminCertificateProcedure is the fully-qualified name of the AdminService's
 	// RotateAdminCertificate RPC.
 	AdminServiceRotateAdminCertificateProcedure = "/lanyard.v1.AdminService/RotateAdminCertificate"
+	// AdminServiceCreateAcmeEabKeyProcedure is the fully-qualified name of the AdminService's
+	// CreateAcmeEabKey RPC.
+	AdminServiceCreateAcmeEabKeyProcedure = "/lanyard.v1.AdminService/CreateAcmeEabKey"
+	// AdminServiceListAcmeEabKeysProcedure is the fully-qualified name of the AdminService's
+	// ListAcmeEabKeys RPC.
+	AdminServiceListAcmeEabKeysProcedure = "/lanyard.v1.AdminService/ListAcmeEabKeys"
+	// AdminServiceRevokeAcmeEabKeyProcedure is the fully-qualified name of the AdminService's
+	// RevokeAcmeEabKey RPC.
+	AdminServiceRevokeAcmeEabKeyProcedure = "/lanyard.v1.AdminService/RevokeAcmeEabKey"
 )
 
 // CertificateServiceClient is a client for the lanyard.v1.CertificateService service.
@@ -286,6 +295,14 @@ type AdminServiceClient interface {
 	// (a new one) and revokes every other live admin certificate, the
 	// caller's included (`lanyard admin rotate-cert`).
 	RotateAdminCertificate(context.Context, *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error)
+	// CreateAcmeEabKey mints an ACME external account binding key for one
+	// profile (optionally one CN): the only way to open an ACME account.
+	CreateAcmeEabKey(context.Context, *connect.Request[v1.CreateAcmeEabKeyRequest]) (*connect.Response[v1.CreateAcmeEabKeyResponse], error)
+	// ListAcmeEabKeys lists every EAB key (used and revoked ones too),
+	// without their secrets.
+	ListAcmeEabKeys(context.Context, *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error)
+	// RevokeAcmeEabKey withdraws an EAB key: no new account may bind it.
+	RevokeAcmeEabKey(context.Context, *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the lanyard.v1.AdminService service. By default, it
@@ -343,6 +360,25 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RotateAdminCertificate")),
 			connect.WithClientOptions(opts...),
 		),
+		createAcmeEabKey: connect.NewClient[v1.CreateAcmeEabKeyRequest, v1.CreateAcmeEabKeyResponse](
+			httpClient,
+			baseURL+AdminServiceCreateAcmeEabKeyProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateAcmeEabKey")),
+			connect.WithClientOptions(opts...),
+		),
+		listAcmeEabKeys: connect.NewClient[v1.ListAcmeEabKeysRequest, v1.ListAcmeEabKeysResponse](
+			httpClient,
+			baseURL+AdminServiceListAcmeEabKeysProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListAcmeEabKeys")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		revokeAcmeEabKey: connect.NewClient[v1.RevokeAcmeEabKeyRequest, v1.RevokeAcmeEabKeyResponse](
+			httpClient,
+			baseURL+AdminServiceRevokeAcmeEabKeyProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RevokeAcmeEabKey")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -355,6 +391,9 @@ type adminServiceClient struct {
 	getCertificate         *connect.Client[v1.GetCertificateRequest, v1.GetCertificateResponse]
 	revokeCertificate      *connect.Client[v1.RevokeCertificateRequest, v1.RevokeCertificateResponse]
 	rotateAdminCertificate *connect.Client[v1.RotateAdminCertificateRequest, v1.RotateAdminCertificateResponse]
+	createAcmeEabKey       *connect.Client[v1.CreateAcmeEabKeyRequest, v1.CreateAcmeEabKeyResponse]
+	listAcmeEabKeys        *connect.Client[v1.ListAcmeEabKeysRequest, v1.ListAcmeEabKeysResponse]
+	revokeAcmeEabKey       *connect.Client[v1.RevokeAcmeEabKeyRequest, v1.RevokeAcmeEabKeyResponse]
 }
 
 // CreateEnrollmentToken calls lanyard.v1.AdminService.CreateEnrollmentToken.
@@ -392,6 +431,21 @@ func (c *adminServiceClient) RotateAdminCertificate(ctx context.Context, req *co
 	return c.rotateAdminCertificate.CallUnary(ctx, req)
 }
 
+// CreateAcmeEabKey calls lanyard.v1.AdminService.CreateAcmeEabKey.
+func (c *adminServiceClient) CreateAcmeEabKey(ctx context.Context, req *connect.Request[v1.CreateAcmeEabKeyRequest]) (*connect.Response[v1.CreateAcmeEabKeyResponse], error) {
+	return c.createAcmeEabKey.CallUnary(ctx, req)
+}
+
+// ListAcmeEabKeys calls lanyard.v1.AdminService.ListAcmeEabKeys.
+func (c *adminServiceClient) ListAcmeEabKeys(ctx context.Context, req *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error) {
+	return c.listAcmeEabKeys.CallUnary(ctx, req)
+}
+
+// RevokeAcmeEabKey calls lanyard.v1.AdminService.RevokeAcmeEabKey.
+func (c *adminServiceClient) RevokeAcmeEabKey(ctx context.Context, req *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error) {
+	return c.revokeAcmeEabKey.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the lanyard.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateEnrollmentToken mints a single-use token bound to a CN and profile.
@@ -410,6 +464,14 @@ type AdminServiceHandler interface {
 	// (a new one) and revokes every other live admin certificate, the
 	// caller's included (`lanyard admin rotate-cert`).
 	RotateAdminCertificate(context.Context, *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error)
+	// CreateAcmeEabKey mints an ACME external account binding key for one
+	// profile (optionally one CN): the only way to open an ACME account.
+	CreateAcmeEabKey(context.Context, *connect.Request[v1.CreateAcmeEabKeyRequest]) (*connect.Response[v1.CreateAcmeEabKeyResponse], error)
+	// ListAcmeEabKeys lists every EAB key (used and revoked ones too),
+	// without their secrets.
+	ListAcmeEabKeys(context.Context, *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error)
+	// RevokeAcmeEabKey withdraws an EAB key: no new account may bind it.
+	RevokeAcmeEabKey(context.Context, *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -463,6 +525,25 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RotateAdminCertificate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCreateAcmeEabKeyHandler := connect.NewUnaryHandler(
+		AdminServiceCreateAcmeEabKeyProcedure,
+		svc.CreateAcmeEabKey,
+		connect.WithSchema(adminServiceMethods.ByName("CreateAcmeEabKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListAcmeEabKeysHandler := connect.NewUnaryHandler(
+		AdminServiceListAcmeEabKeysProcedure,
+		svc.ListAcmeEabKeys,
+		connect.WithSchema(adminServiceMethods.ByName("ListAcmeEabKeys")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRevokeAcmeEabKeyHandler := connect.NewUnaryHandler(
+		AdminServiceRevokeAcmeEabKeyProcedure,
+		svc.RevokeAcmeEabKey,
+		connect.WithSchema(adminServiceMethods.ByName("RevokeAcmeEabKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/lanyard.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateEnrollmentTokenProcedure:
@@ -479,6 +560,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRevokeCertificateHandler.ServeHTTP(w, r)
 		case AdminServiceRotateAdminCertificateProcedure:
 			adminServiceRotateAdminCertificateHandler.ServeHTTP(w, r)
+		case AdminServiceCreateAcmeEabKeyProcedure:
+			adminServiceCreateAcmeEabKeyHandler.ServeHTTP(w, r)
+		case AdminServiceListAcmeEabKeysProcedure:
+			adminServiceListAcmeEabKeysHandler.ServeHTTP(w, r)
+		case AdminServiceRevokeAcmeEabKeyProcedure:
+			adminServiceRevokeAcmeEabKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -514,4 +601,16 @@ func (UnimplementedAdminServiceHandler) RevokeCertificate(context.Context, *conn
 
 func (UnimplementedAdminServiceHandler) RotateAdminCertificate(context.Context, *connect.Request[v1.RotateAdminCertificateRequest]) (*connect.Response[v1.RotateAdminCertificateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.RotateAdminCertificate is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateAcmeEabKey(context.Context, *connect.Request[v1.CreateAcmeEabKeyRequest]) (*connect.Response[v1.CreateAcmeEabKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.CreateAcmeEabKey is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListAcmeEabKeys(context.Context, *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.ListAcmeEabKeys is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RevokeAcmeEabKey(context.Context, *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.RevokeAcmeEabKey is not implemented"))
 }
