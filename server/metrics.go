@@ -50,6 +50,27 @@ func newMetrics(reg *prometheus.Registry, db store.Operations) *metrics {
 		}
 		return float64(n)
 	}))
+	if l, ok := db.(store.Leadership); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lanyard_leader", Help: "1 while this replica holds the leader lease (builds CRLs, syncs trust anchors, tidies); always 1 on bbolt.",
+		}, func() float64 {
+			if _, ok := l.Leader(); ok {
+				return 1
+			}
+			return 0
+		}))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lanyard_leader_epoch", Help: "Epoch (fencing token) of the leader lease this replica holds; 0 while it does not lead.",
+		}, func() float64 {
+			if e, ok := l.Leader(); ok {
+				return float64(e)
+			}
+			return 0
+		}))
+	}
+	if p, ok := db.(pooled); ok {
+		registerPool(reg, p)
+	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "lanyard_store_commits_total", Help: "Durable (fsynced) store transactions.",
 	}, func() float64 { c, _ := db.CommitStats(); return float64(c) }))
@@ -57,6 +78,43 @@ func newMetrics(reg *prometheus.Registry, db store.Operations) *metrics {
 		Name: "lanyard_store_committed_writes_total", Help: "Writes committed; divided by commits, the mean group-commit size.",
 	}, func() float64 { _, w := db.CommitStats(); return float64(w) }))
 	return m
+}
+
+// pooled is a store with a connection pool (the PostgreSQL engine).
+type pooled interface {
+	PoolStats() store.PoolStats
+}
+
+// registerPool exports the store's connection pool counters.
+func registerPool(reg *prometheus.Registry, p pooled) {
+	conns := func(f func(store.PoolStats) int32) func() float64 {
+		return func() float64 { return float64(f(p.PoolStats())) }
+	}
+	for _, g := range []struct {
+		state string
+		f     func(store.PoolStats) int32
+	}{
+		{"acquired", func(s store.PoolStats) int32 { return s.Acquired }},
+		{"idle", func(s store.PoolStats) int32 { return s.Idle }},
+		{"total", func(s store.PoolStats) int32 { return s.Total }},
+	} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lanyard_store_pool_connections", Help: "Database connections of this replica's pool, by state.",
+			ConstLabels: prometheus.Labels{"state": g.state},
+		}, conns(g.f)))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lanyard_store_pool_max_connections", Help: "The pool's connection limit (pool_max_conns in the store URL).",
+	}, conns(func(s store.PoolStats) int32 { return s.Max })))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lanyard_store_pool_acquires_total", Help: "Connections handed out by the pool.",
+	}, func() float64 { return float64(p.PoolStats().Acquires) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lanyard_store_pool_empty_acquires_total", Help: "Acquires that waited because every connection was in use (raise pool_max_conns if it grows).",
+	}, func() float64 { return float64(p.PoolStats().EmptyAcquires) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lanyard_store_pool_acquire_seconds_total", Help: "Time spent acquiring connections.",
+	}, func() float64 { return p.PoolStats().AcquireWait.Seconds() }))
 }
 
 func (m *metrics) interceptor() connect.UnaryInterceptorFunc {

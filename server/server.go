@@ -321,8 +321,31 @@ func (s *Server) handleRetiredCRL(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "no CRL for that issuer (GET /crl is the current intermediate's)", http.StatusNotFound)
 }
 
-func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
-	if _, err := s.opts.Store.CRLNumber(); err != nil {
+// healthTimeout bounds /healthz's check of the store: a load balancer's
+// probe gets its answer before its own timeout (commonly 5s), and a
+// database slower than this is as good as down for issuance.
+const healthTimeout = 2 * time.Second
+
+// pinger is a store that can say whether its database answers (the
+// PostgreSQL engine); others are asked for their CRL number instead.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// handleHealth answers 200 while the store answers, 503 (and, for a
+// shared database, the reason) while it does not, so a load balancer
+// sends hosts to another replica.
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	var err error
+	if p, ok := s.opts.Store.(pinger); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+		err = p.Ping(ctx)
+		cancel()
+	} else {
+		_, err = s.opts.Store.CRLNumber()
+	}
+	if err != nil {
+		s.log.Warn("health check: store unavailable", "err", err)
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		return
 	}

@@ -203,6 +203,19 @@ type Operations interface {
 	Close() error
 }
 
+// PoolStats are the counters of an engine's connection pool (PostgreSQL;
+// the embedded engine has none), for /metrics.
+type PoolStats struct {
+	// Acquired, Idle and Total are connections in use, idle, and both
+	// (with those being opened); Max is the pool's limit.
+	Acquired, Idle, Total, Max int32
+	// Acquires counts connections handed out; EmptyAcquires those that
+	// had to wait for one (the pool was exhausted); AcquireWait is the
+	// time all acquires took.
+	Acquires, EmptyAcquires int64
+	AcquireWait             time.Duration
+}
+
 // Retention prunes what the retentions no longer need, keeping every index
 // consistent with the records.
 type Retention interface {

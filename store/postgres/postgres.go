@@ -212,7 +212,13 @@ func (db *DB) Ping(ctx context.Context) error {
 }
 
 // PoolStats returns the connection pool's counters (for /metrics).
-func (db *DB) PoolStats() *pgxpool.Stat { return db.pool.Stat() }
+func (db *DB) PoolStats() store.PoolStats {
+	st := db.pool.Stat()
+	return store.PoolStats{
+		Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Total: st.TotalConns(), Max: st.MaxConns(),
+		Acquires: st.AcquireCount(), EmptyAcquires: st.EmptyAcquireCount(), AcquireWait: st.AcquireDuration(),
+	}
+}
 
 // CommitStats reports group commits and the writes they held.
 func (db *DB) CommitStats() (commits, writes uint64) {
