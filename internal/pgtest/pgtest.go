@@ -164,11 +164,23 @@ func (s *Server) Stop() {
 // their connections, uncommitted work is lost, recovery replays the WAL)
 // and starts it again on the same port.
 func (s *Server) Restart() error {
+	if err := s.Crash(); err != nil {
+		return err
+	}
+	return s.Resume()
+}
+
+// Crash stops the server immediately, as Restart does, and leaves it
+// down (its files kept) until Resume.
+func (s *Server) Crash() error {
 	if out, err := s.cmd("pg_ctl", "-D", s.dir, "-m", "immediate", "-w", "stop").CombinedOutput(); err != nil {
 		return fmt.Errorf("pg_ctl stop: %v: %s", err, out)
 	}
-	return s.startServer()
+	return nil
 }
+
+// Resume starts a crashed server again on the same port.
+func (s *Server) Resume() error { return s.startServer() }
 
 // DSN returns a URL for database db on the server.
 func (s *Server) DSN(db string) string {
