@@ -495,6 +495,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, body)
 }
 
+// BodyTooLarge answers a request body over the server's limit
+// (server.BodyLimiter) as RFC 8555 asks of any error: a malformed problem
+// document, with a fresh nonce so that the client can go on.
+func (s *Server) BodyTooLarge(w http.ResponseWriter, _ *http.Request, detail string) {
+	if n, err := s.newNonce(); err == nil {
+		w.Header().Set("Replay-Nonce", n)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	s.fail(w, prob(http.StatusRequestEntityTooLarge, "malformed", "%s", detail))
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

@@ -2,19 +2,27 @@ package acme_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/go-acme/lego/v5/lego"
+	"github.com/go-acme/lego/v5/registration"
 	"go.step.sm/crypto/jose"
 
 	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/issuance"
+	"github.com/lanyard/lanyard/store"
 )
 
 // TestBadInput sends hand-made JWS requests and checks each problem type.
@@ -59,14 +67,14 @@ func TestBadInput(t *testing.T) {
 		defer resp.Body.Close()
 		var p struct{ Type string }
 		_ = json.NewDecoder(resp.Body).Decode(&p)
-		if resp.StatusCode == http.StatusRequestEntityTooLarge && p.Type == "" {
-			// the server's body limit (server.limitBody) answers first
-			return "413"
+		if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+			return "not a problem document: " + ct
 		}
 		return p.Type
 	}
 	// use the nonce once, so that it is replayed below
 	post(base+"/new-account", sign(base+"/new-account", replayed, "", []byte(`{}`)))
+	before := storeState(t, c)
 	badSig := sign(base+"/new-account", nonce(), "", []byte(`{}`))
 	badSig[len(badSig)-5] ^= 1
 	for _, tc := range []struct {
@@ -79,16 +87,83 @@ func TestBadInput(t *testing.T) {
 		{"unknown account", base + "/new-order", sign(base+"/new-order", nonce(), base+"/account/nope", []byte(`{}`)), "accountDoesNotExist"},
 		{"no EAB", base + "/new-account", sign(base+"/new-account", nonce(), "", []byte(`{"termsOfServiceAgreed":true}`)), "externalAccountRequired"},
 		{"bad signature", base + "/new-account", badSig, "malformed"},
-		{"oversized", base + "/new-account", []byte(strings.Repeat("x", 70<<10)), "413"},
+		// past the server's body limit (server.limitBody answers first), still a problem document
+		{"oversized", base + "/new-account", []byte(strings.Repeat("x", 70<<10)), "malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := "urn:ietf:params:acme:error:" + tc.want
-			if tc.want == "413" {
-				want = "413"
-			}
 			if got := post(tc.url, tc.body); got != want {
 				t.Errorf("problem %q, want %s", got, tc.want)
 			}
 		})
+	}
+	if after := storeState(t, c); after != before {
+		t.Errorf("refused requests wrote to the store: before %s, after %s", before, after)
+	}
+}
+
+// storeState summarises what a request could have written: every ACME
+// record (but the nonce key, made once), the audit log and certificates.
+func storeState(t *testing.T, c *testca.CA) string {
+	t.Helper()
+	meta, err := c.Store.ListMeta("acme/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(meta, "acme/nonce-key")
+	keys := make([]string, 0, len(meta))
+	for k, v := range meta {
+		keys = append(keys, k+"="+string(v))
+	}
+	sort.Strings(keys)
+	evs, _, err := c.Store.ListAudit(store.AuditQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, _, err := c.Store.ListCerts(store.CertQuery{Now: time.Now(), Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("meta %v, %d audit events, %d certificates", keys, len(evs), len(certs))
+}
+
+// TestEABOfAnotherProfileRefused: a key minted for one profile opens no
+// account at another profile's directory, and the refusal writes nothing
+// (the key stays unused and works where it belongs).
+func TestEABOfAnotherProfileRefused(t *testing.T) {
+	profiles := testca.DefaultProfiles()
+	profiles["other"] = issuance.ProfileConfig{CN: []string{"*.other.example.org"}}
+	c := testca.Start(t, testca.Options{Profiles: profiles})
+	ctx := context.Background()
+	kid, hk, err := c.App.ACME.CreateEAB(ctx, "other", "", false, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	register := func(profile string) error {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		cfg := lego.NewConfig(&user{key: k})
+		cfg.CADirURL = c.URL + "/acme/" + profile + "/directory"
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(c.Authority.RootsPEM())
+		cfg.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		cl, err := lego.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cl.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hk})
+		return err
+	}
+	before := storeState(t, c)
+	if err := register("covalent"); err == nil || !strings.Contains(err.Error(), "another profile") {
+		t.Fatalf("EAB key of profile other at covalent: %v, want refused (another profile)", err)
+	}
+	if after := storeState(t, c); after != before {
+		t.Fatalf("the refusal wrote to the store: before %s, after %s", before, after)
+	}
+	if err := register("other"); err != nil {
+		t.Fatalf("the key at its own profile: %v", err)
+	}
+	if after := storeState(t, c); after == before {
+		t.Fatal("opening an account wrote nothing")
 	}
 }

@@ -242,6 +242,26 @@ func (s *Server) routes() http.Handler {
 	return s.withClientCert(s.rateLimit(s.limitBody(mux)))
 }
 
+// BodyLimiter is an Extra handler that answers a request body over
+// MaxBody in its own protocol's error format (package acme: an RFC 8555
+// problem document) instead of a plain-text 413.
+type BodyLimiter interface {
+	BodyTooLarge(w http.ResponseWriter, r *http.Request, detail string)
+}
+
+// tooLarge answers 413, through the BodyLimiter of the Extra handler
+// whose prefix pattern (no method, ending in /) holds the path, if any.
+func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, detail string) {
+	for pattern, h := range s.opts.Extra {
+		if bl, ok := h.(BodyLimiter); ok && strings.HasSuffix(pattern, "/") && !strings.Contains(pattern, " ") &&
+			strings.HasPrefix(r.URL.Path, pattern) {
+			bl.BodyTooLarge(w, r, detail)
+			return
+		}
+	}
+	http.Error(w, detail, http.StatusRequestEntityTooLarge)
+}
+
 // limitBody reads every request body (at most MaxBody bytes) before any
 // handler sees it. A body over the limit gets 413; a body that does not
 // arrive in time (a slow client, cut off by the read timeout) or breaks
@@ -250,7 +270,7 @@ func (s *Server) routes() http.Handler {
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.opts.MaxBody {
-			http.Error(w, fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, s.opts.MaxBody), http.StatusRequestEntityTooLarge)
+			s.tooLarge(w, r, fmt.Sprintf("request body of %d bytes is over the limit of %d", r.ContentLength, s.opts.MaxBody))
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
@@ -260,7 +280,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 				var ne net.Error
 				switch {
 				case errors.As(err, &tooBig):
-					http.Error(w, fmt.Sprintf("request body is over the limit of %d bytes", s.opts.MaxBody), http.StatusRequestEntityTooLarge)
+					s.tooLarge(w, r, fmt.Sprintf("request body is over the limit of %d bytes", s.opts.MaxBody))
 				case errors.As(err, &ne) && ne.Timeout():
 					http.Error(w, "request body did not arrive in time", http.StatusRequestTimeout)
 				default:
