@@ -67,10 +67,12 @@ func commitChanges(dir string, changes []fileChange) error {
 	}
 	entries := make([]manifestEntry, 0, len(changes))
 	for i, c := range changes {
-		if !filepath.IsAbs(c.path) {
-			return fail(fmt.Errorf("ca: stage the change: %s is not an absolute path", c.path))
+		// The journal may be replayed from another working folder.
+		path, err := filepath.Abs(c.path)
+		if err != nil {
+			return fail(fmt.Errorf("ca: stage the change: %w", err))
 		}
-		e := manifestEntry{Path: c.path, Remove: c.remove}
+		e := manifestEntry{Path: path, Remove: c.remove}
 		if !c.remove {
 			e.Perm, e.File = uint32(c.perm), strconv.Itoa(i)
 			if err := atomicfile.Create(filepath.Join(stage, e.File), c.data, 0o600); err != nil {

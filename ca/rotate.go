@@ -61,9 +61,9 @@ type RotateResult struct {
 // intermediate and its key (or key URI) move to RetiredDir/<serial>.*:
 // certificates it issued stay valid to their end, the server keeps
 // accepting them for renewal (onto the new intermediate) and its key keeps
-// signing their CRL until the last one has expired. The new files are
-// written atomically; a failure before the swap leaves the folder as it
-// was. The server picks the new intermediate up when it is restarted.
+// signing their CRL until the last one has expired. The files change in
+// one journaled commit (all or nothing, even across a crash). The server
+// picks the new intermediate up when it is restarted.
 func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("ca: rotate: no CA folder given")
@@ -152,41 +152,30 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 		return nil, fmt.Errorf("ca: rotate: %w", err)
 	}
 
-	// Retire the old one: copies first (a crash here leaves the folder
-	// working as before), then the new files replace the current ones.
-	retired := filepath.Join(opts.Dir, RetiredDir)
-	if err := os.MkdirAll(retired, 0o700); err != nil {
-		return nil, fmt.Errorf("ca: rotate: %w", err)
-	}
-	var w fileWriter
+	// Retire the old one and install the new one in one journaled commit
+	// (commitChanges): a failure or a crash never leaves a mix.
 	files, err := kp.retireFiles(opts.Dir, old)
 	if err != nil {
 		return nil, err
 	}
+	var changes []fileChange
 	for _, f := range files {
-		if err := w.create(f.path, f.data, f.perm); err != nil {
-			w.rollback()
+		if err := refuseExisting(f.path); err != nil {
 			return nil, err
 		}
-	}
-	if err := w.sync(); err != nil {
-		w.rollback()
-		return nil, err
+		changes = append(changes, fileChange{path: f.path, data: f.data, perm: f.perm})
 	}
 	if keyPEM != nil {
-		if err := replaceFile(filepath.Join(opts.Dir, IntermediateKeyFile), keyPEM, 0o600); err != nil {
-			return nil, err
-		}
-		os.Remove(filepath.Join(opts.Dir, IntermediateKeyFile+".new"))
+		changes = append(changes, fileChange{path: filepath.Join(opts.Dir, IntermediateKeyFile), data: keyPEM, perm: 0o600})
 	}
 	if keyURI != "" {
-		if err := replaceFile(kp.uriFile, []byte(keyURI+"\n"), 0o600); err != nil {
-			return nil, err
-		}
+		changes = append(changes, fileChange{path: kp.uriFile, data: []byte(keyURI + "\n"), perm: 0o600})
 	}
-	if err := replaceFile(p.IntermediateCert, encodeCertificates(cert), 0o644); err != nil {
-		return nil, err
+	changes = append(changes, fileChange{path: p.IntermediateCert, data: encodeCertificates(cert), perm: 0o644})
+	if err := commitChanges(opts.Dir, changes); err != nil {
+		return nil, fmt.Errorf("ca: rotate: %w", err)
 	}
+	os.Remove(filepath.Join(opts.Dir, IntermediateKeyFile+".new"))
 	res.New = cert
 	return res, nil
 }
@@ -292,36 +281,6 @@ func (kp *intermediateKeyPlan) retireFiles(dir string, old *x509.Certificate) ([
 		files = append(files, caFile{base + ".key.uri", []byte(kp.oldKeyURI + "\n"), 0o600})
 	}
 	return files, nil
-}
-
-// replaceFile writes data to path atomically (temp file, fsync, rename),
-// replacing what is there.
-func replaceFile(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if err := tmp.Chmod(perm); err == nil {
-		_, err = tmp.Write(data)
-		if err == nil {
-			err = tmp.Sync()
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("ca: write %s: %w", path, err)
-		}
-	} else {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // pkcs11ObjectAttr matches the id and object attributes of a pkcs11 URI.
