@@ -71,7 +71,14 @@ type IssuerUse struct {
 	// until InUseUntil at the latest.
 	InUse      int
 	InUseUntil time.Time
+	// InUseCNs are the subject CNs of the first few in use (what `lanyard
+	// ca status` names).
+	InUseCNs []string
 }
+
+// inUseSamples is how many CNs IssuerUse.InUseCNs keeps: enough to see
+// whether the admin credential or a few stragglers hold a rotation up.
+const inUseSamples = 3
 
 // CertLister is the part of the store IssuerUsage reads.
 type CertLister interface {
@@ -111,6 +118,9 @@ func IssuerUsage(db CertLister, issuers []*x509.Certificate, now time.Time) (map
 			// intermediate is used by nobody once it runs again.
 			if until := InUseUntil(r); until.After(now) && r.Profile != ServerProfile {
 				u.InUse++
+				if len(u.InUseCNs) < inUseSamples {
+					u.InUseCNs = append(u.InUseCNs, r.CN)
+				}
 				if until.After(u.InUseUntil) {
 					u.InUseUntil = until
 				}

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -267,9 +269,11 @@ func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) err
 	}
 	if old != nil {
 		n, until := 0, time.Time{}
+		var cns []string
 		for _, is := range st.UnderOldRoot() {
 			u := use[string(is.SubjectKeyId)]
 			n += u.InUse
+			cns = append(cns, u.InUseCNs...)
 			if u.InUseUntil.After(until) {
 				until = u.InUseUntil
 			}
@@ -278,6 +282,10 @@ func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) err
 		if n > 0 {
 			fmt.Fprintf(out, "%-24s in progress since %s: %d certificate(s) under the old root still in use, until %s at the latest\n",
 				"root rotation", started, n, until.UTC().Format(time.RFC3339))
+			fmt.Fprintf(out, "    among them: %s\n", strings.Join(cns, ", "))
+			if slices.Contains(cns, ca.AdminCommonName) {
+				fmt.Fprintln(out, "    the admin credential is one: renew it (lanyard admin renew-cert) to move it to the new root")
+			}
 			fmt.Fprintln(out, "    renewal info asks them to renew now (spread); when none is left: lanyard ca rotate-root --finish")
 		} else {
 			fmt.Fprintf(out, "%-24s in progress since %s: no certificate under the old root in use; it can finish now: lanyard ca rotate-root --finish\n",

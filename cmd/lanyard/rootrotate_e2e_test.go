@@ -97,8 +97,11 @@ func TestRotateRootServeEndToEnd(t *testing.T) {
 	stopServe(t, s, serve)
 	rootKey := filepath.Join(s.dir, "offline", "root.key")
 	s.run("ca", "rotate-root", "--root-key", rootKey)
-	if status := s.run("ca", "status"); !strings.Contains(status, "still in use") {
-		t.Fatalf("ca status with a live host of the old root:\n%s", status)
+	status := s.run("ca", "status")
+	for _, want := range []string{"still in use", "rr1.covalent.example.net", "the admin credential is one"} {
+		if !strings.Contains(status, want) {
+			t.Fatalf("ca status with a live host of the old root lacks %q:\n%s", want, status)
+		}
 	}
 	out, err := s.command("ca", "rotate-root", "--finish").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "certificates still chain to the old root") {
