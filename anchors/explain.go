@@ -116,6 +116,10 @@ func (s *Syncer) Explain(ctx context.Context, in ExplainInput) (*Explanation, er
 	}
 	pass("profile enabled", st.ProfileARN)
 	if in.Leaf != nil {
+		if reason := trust.LeafRefusal(in.Leaf, s.now()); reason != "" {
+			return refuse("end-entity rules", reason)
+		}
+		pass("end-entity rules", "X.509 v3, not a CA, digitalSignature, SHA-256+, a subject, within validity")
 		var bundle []*x509.Certificate
 		if d, ok := ta.TrustAnchor.Source.SourceData.(*types.SourceDataMemberX509CertificateData); ok {
 			bundle, _ = parseBundle(d.Value)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/anchors/trust"
 	"github.com/lanyard/lanyard/revocation"
 )
 
@@ -274,21 +275,11 @@ func parseBundle(src source) ([]*x509.Certificate, error) {
 		if c.KeyUsage&x509.KeyUsageCertSign == 0 {
 			return nil, validation("certificate %q lacks the Certificate Sign key usage", c.Subject)
 		}
-		if !strongSignature(c.SignatureAlgorithm) {
+		if !trust.StrongSignature(c.SignatureAlgorithm) {
 			return nil, validation("certificate %q is signed with %s; SHA-256 or stronger is required", c.Subject, c.SignatureAlgorithm)
 		}
 	}
 	return certs, nil
-}
-
-func strongSignature(a x509.SignatureAlgorithm) bool {
-	switch a {
-	case x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
-		x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS,
-		x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512:
-		return true
-	}
-	return false
 }
 
 var defaultNotifications = []notificationSetting{

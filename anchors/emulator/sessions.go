@@ -370,24 +370,10 @@ func clientIP(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// checkLeaf applies the end-entity rules: X.509 v3, not a CA, digitalSignature
-// key usage, SHA-256+ signature, a non-empty subject, within validity.
+// checkLeaf applies the end-entity rules (trust.LeafRefusal).
 func checkLeaf(c *x509.Certificate, now time.Time) error {
-	switch {
-	case c.Version != 3:
-		return untrusted(fmt.Sprintf("leaf is X.509 v%d, v3 is required", c.Version))
-	case c.BasicConstraintsValid && c.IsCA:
-		return untrusted("leaf has basic constraints CA:true")
-	case c.KeyUsage&x509.KeyUsageDigitalSignature == 0:
-		return untrusted("leaf key usage lacks digitalSignature")
-	case !strongSignature(c.SignatureAlgorithm):
-		return untrusted(fmt.Sprintf("leaf is signed with %s; SHA-256 or stronger is required", c.SignatureAlgorithm))
-	case len(c.RawSubject) == 0 || len(c.Subject.Names) == 0:
-		return untrusted("leaf has an empty subject")
-	case now.Before(c.NotBefore):
-		return untrusted("leaf is not valid yet (notBefore " + c.NotBefore.UTC().Format(time.RFC3339) + ")")
-	case now.After(c.NotAfter):
-		return untrusted("leaf has expired (notAfter " + c.NotAfter.UTC().Format(time.RFC3339) + ")")
+	if reason := trust.LeafRefusal(c, now); reason != "" {
+		return untrusted(reason)
 	}
 	return nil
 }
@@ -418,7 +404,7 @@ func (e *Emulator) verifyPath(a *trustAnchor, leaf *x509.Certificate, chain []*x
 				ok, lastErr = false, fmt.Sprintf("intermediate %q is not a CA with keyCertSign", c.Subject)
 				break
 			}
-			if !strongSignature(c.SignatureAlgorithm) {
+			if !trust.StrongSignature(c.SignatureAlgorithm) {
 				ok, lastErr = false, fmt.Sprintf("intermediate %q is signed with %s", c.Subject, c.SignatureAlgorithm)
 				break
 			}
