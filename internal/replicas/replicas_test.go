@@ -63,7 +63,7 @@ func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
 			t.Fatalf("warm-up: %v", err)
 		}
 	}
-	var ok, refused atomic.Int64
+	var ok, refused, retried atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range 1000 {
@@ -75,7 +75,18 @@ func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_, err := c.Anonymous.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: tok, Csr: csr}))
+			// A retryable answer (Unavailable: a connection the server's
+			// handshake cap or hello deadline closed on a loaded machine,
+			// a store that did not answer in time) is retried, as the agent
+			// retries; every retry is one more redemption attempt.
+			var err error
+			for attempt := 0; attempt < 5; attempt++ {
+				_, err = c.Anonymous.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: tok, Csr: csr}))
+				if connect.CodeOf(err) != connect.CodeUnavailable {
+					break
+				}
+				retried.Add(1)
+			}
 			var ce *connect.Error
 			switch {
 			case err == nil:
@@ -89,8 +100,17 @@ func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if ok.Load() != 1 || refused.Load() != 999 {
-		t.Fatalf("%d enrollments succeeded and %d were refused; want 1 and 999", ok.Load(), refused.Load())
+	t.Logf("%d retryable answers retried", retried.Load())
+	// Exactly one success, unless the winner's answer was lost after the
+	// commit and its retry was refused (then a retry happened and the
+	// database, checked below, still holds exactly one certificate).
+	wantOK := int64(1)
+	if ok.Load() == 0 && retried.Load() > 0 {
+		wantOK = 0
+		t.Log("the winning redemption's answer was lost in transit; its retry was refused")
+	}
+	if ok.Load() != wantOK || refused.Load() != 1000-wantOK {
+		t.Fatalf("%d enrollments succeeded and %d were refused; want %d and %d", ok.Load(), refused.Load(), wantOK, 1000-wantOK)
 	}
 	serials, err := a.Store.SerialsByCN(cn)
 	if err != nil || len(serials) != 1 {
