@@ -248,6 +248,15 @@ func (s *Service) Adopt(ctx context.Context, cert *x509.Certificate) (bool, erro
 	ev := &store.AuditEvent{At: now, Actor: "server", Action: store.ActionAdminAdopt, Subject: serial,
 		Detail: "admin credential of the CA folder recorded; not_after=" + cert.NotAfter.UTC().Format(time.RFC3339)}
 	if err := s.cfg.Store.InsertCert(ctx, rec, ev); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			// Replicas starting together on one store: another one
+			// recorded it between our look and our insert. The same
+			// certificate is adopted; anything else under its serial is
+			// not.
+			if got, gerr := s.cfg.Store.GetCert(serial); gerr == nil && bytes.Equal(got.DER, cert.Raw) {
+				return false, nil
+			}
+		}
 		return false, fmt.Errorf("adopt admin credential %s: %w", serial, err)
 	}
 	return true, nil
