@@ -274,8 +274,9 @@ func (a *App) devTrustPolicy(trustAnchorARN string) ([]byte, error) {
 }
 
 // anchorsStatusHandler serves the Syncer's status as JSON to the admin
-// client certificate only.
-func anchorsStatusHandler(s *anchors.Syncer, admin *admincred.Service) http.Handler {
+// client certificate only. A replica that does not lead (shared store)
+// first reads the status the leader persisted: its own is from its start.
+func (a *App) anchorsStatusHandler(s *anchors.Syncer, admin *admincred.Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// server.ClientCert is the client certificate verified against
 		// the CA by the server's middleware; admin.Check reads its record
@@ -283,6 +284,9 @@ func anchorsStatusHandler(s *anchors.Syncer, admin *admincred.Service) http.Hand
 		if err := admin.Check(server.ClientCert(r.Context())); err != nil {
 			http.Error(w, "the anchors status needs the admin client certificate: "+err.Error(), http.StatusForbidden)
 			return
+		}
+		if a.anchorsOnLeader && !a.leads() {
+			s.Reload()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")

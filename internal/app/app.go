@@ -148,7 +148,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
 		IdleTimeout: cfg.Limits.IdleTimeout, Logger: a.Log, Now: a.Now, Extra: map[string]http.Handler{}}
 	if a.Anchors != nil {
-		so.Extra["GET "+AnchorsStatusPath] = anchorsStatusHandler(a.Anchors, a.Admin)
+		so.Extra["GET "+AnchorsStatusPath] = a.anchorsStatusHandler(a.Anchors, a.Admin)
 	}
 	// Only the leader tidies by itself (tidy.interval); TidyPath runs a
 	// tidy on the replica asked.

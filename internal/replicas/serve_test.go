@@ -34,6 +34,7 @@ import (
 	"github.com/lanyard/lanyard/anchors/emulator"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/internal/pgtest"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/store"
@@ -392,6 +393,25 @@ func (c *cluster) waitPushed(t *testing.T, n int64) {
 	t.Fatalf("CRL %d did not reach the emulated trust anchor (received %v)", n, c.aws.crls)
 }
 
+// anchorsStatus reads r's trust-anchor sync status as the admin.
+func anchorsStatus(t *testing.T, r *replica) anchors.Status {
+	t.Helper()
+	resp, err := r.admin.HTTP.Get(r.url + app.AnchorsStatusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st anchors.Status
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s on %s: %s %s", app.AnchorsStatusPath, r.name, resp.Status, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // ledger is what clients received: every serial, with the token that
 // paid for it or the serial it renews.
 type ledger struct {
@@ -685,6 +705,10 @@ func TestServeReplicasLeaderKilled(t *testing.T) {
 	c.waitPushed(t, n3)
 	if r, _ := c.waitLeader(t, 3*postgres.DefaultLeaseTTL); r != follower {
 		t.Fatalf("the restarted replica %s took the lease from %s", r.name, follower.name)
+	}
+	// `lanyard anchors status` on the follower tells what the leader did.
+	if st := anchorsStatus(t, lead); st.CRLNumber < n3 {
+		t.Fatalf("the follower's %s says AWS holds CRL %d; the leader pushed %d", app.AnchorsStatusPath, st.CRLNumber, n3)
 	}
 	checked := c.checkLedger(t, led)
 
