@@ -36,6 +36,9 @@ type Config struct {
 	Retention Retention
 	// Leader, when set, gates Loop: only the leader tidies.
 	Leader Leader
+	// ACME, when set, removes the ACME records nothing needs any more
+	// (package acme: expired orders and authorizations) in every run.
+	ACME ACMETidier
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -73,9 +76,18 @@ func (r Retention) Request(now time.Time) store.TidyRequest {
 	}
 }
 
+// ACMETidier removes expired ACME records at now (acme.Server.Tidy); a
+// dry run counts. It returns how many records it removed.
+type ACMETidier interface {
+	Tidy(ctx context.Context, now time.Time, dryRun bool) (int, error)
+}
+
 // Report is what one tidy did.
 type Report struct {
 	store.TidyResult
+	// ACMERecords is how many ACME records (orders, authorizations,
+	// their marks) were removed.
+	ACMERecords int
 	// Request is the cut-offs it applied.
 	Request store.TidyRequest
 	DryRun  bool
@@ -100,6 +112,13 @@ func (s *Service) Run(ctx context.Context, actor string, dryRun bool) (*Report, 
 	}
 	if err != nil {
 		return rep, err
+	}
+	if s.cfg.ACME != nil {
+		n, err := s.cfg.ACME.Tidy(ctx, now, dryRun)
+		rep.ACMERecords = n
+		if err != nil {
+			return rep, err
+		}
 	}
 	return rep, nil
 }

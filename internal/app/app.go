@@ -150,17 +150,17 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	if a.Anchors != nil {
 		so.Extra["GET "+AnchorsStatusPath] = a.anchorsStatusHandler(a.Anchors, a.Admin)
 	}
-	// Only the leader tidies by itself (tidy.interval); TidyPath runs a
-	// tidy on the replica asked.
-	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), Now: a.Now, Logger: a.Log,
-		Leader: leaderFunc(a.leads)})
-	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Admin, a.Log)
 	if (cfg.ACME.HTTP01Port != 0 || cfg.ACME.ResolveTo != "") && !cfg.Dev && !opts.Testing {
 		return nil, errors.New("acme.http01_port and acme.resolve_to are for dev mode and tests only")
 	}
 	a.ACME = acme.New(acme.Config{Issuer: a.Issuance, Revocation: a.Revocation, Store: a.Store, ChainPEM: a.CA.ChainPEM(),
 		Now: a.Now, Logger: a.Log, ValidationPort: cfg.ACME.HTTP01Port, ResolveTo: cfg.ACME.ResolveTo})
 	so.Extra["/acme/"] = a.ACME
+	// Only the leader tidies by itself (tidy.interval); TidyPath runs a
+	// tidy on the replica asked.
+	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), ACME: a.ACME, Now: a.Now,
+		Logger: a.Log, Leader: leaderFunc(a.leads)})
+	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Admin, a.Log)
 	a.AdminAPI = admin.New(admin.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, ACME: a.ACME, Now: a.Now})
 	so.AdminAPI = a.AdminAPI
 	if opts.AdminPage != nil {
