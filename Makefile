@@ -12,7 +12,7 @@ export LANYARD_SIGNING_HELPER := $(abspath $(HELPER))
 # This machine exports AWS_CA_BUNDLE, which makes aws_signing_helper v1.5
 # exit before it sends anything; tests that run the helper unset it.
 
-.PHONY: all build run test test-quick test-crash fuzz bench generate lint deps clean
+.PHONY: all build run test test-quick test-crash fuzz soak bench generate lint deps clean
 
 all: build
 
@@ -67,6 +67,14 @@ fuzz:
 	    $(GO) test $(GOFLAGS) -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# The chaos soak of the HA loop for SOAK (make test runs its 10 s short
+# form): two `lanyard serve` replicas on one PostgreSQL, enroll and renewal
+# traffic, revocations, leader SIGKILLs and PostgreSQL restarts at random;
+# the totals are its last line.
+SOAK ?= 10m
+soak: deps
+	LANYARD_SOAK=$(SOAK) $(GO) test $(GOFLAGS) -count=1 -v -run '^TestChaosSoak$$' -timeout 3h ./internal/replicas/
 
 # One report: issuance c=1/16/64 (+strict lint), renewals over fresh mTLS,
 # enroll on PostgreSQL (1 and 2 replicas), leaf signing with a PKCS#11 key,
