@@ -252,12 +252,20 @@ func (a *App) leaderAnchors(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	a.pubMu.Lock()
+	a.pubTerm++
+	term := a.pubTerm
 	a.Revocation.SetPublisher(a.AnchorsTargets)
+	a.pubMu.Unlock()
 	for _, s := range a.AnchorsTargets {
 		go s.Run(ctx, a.Revocation.Current)
 	}
 	<-ctx.Done()
-	a.Revocation.SetPublisher(nil)
+	a.pubMu.Lock()
+	if a.pubTerm == term { // a later term (leadership lost and regained) keeps its publisher
+		a.Revocation.SetPublisher(nil)
+	}
+	a.pubMu.Unlock()
 }
 
 // DevProfile is the lanyard profile (and AWS profile) of dev mode.

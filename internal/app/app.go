@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/lanyard/lanyard/acme"
@@ -86,6 +87,11 @@ type App struct {
 	// anchorsOnLeader: the trust-anchor sync runs only while this
 	// replica leads (a shared store), started by Serve.
 	anchorsOnLeader bool
+	// pubMu guards pubTerm, the leader term that last set the CRL
+	// publisher (leaderAnchors), so the end of an old term does not clear
+	// a newer term's publisher.
+	pubMu   sync.Mutex
+	pubTerm int
 
 	closers []func() error // in the order they run
 }
