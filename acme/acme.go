@@ -436,7 +436,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case op == "directory" && r.Method == http.MethodGet:
 		writeJSON(w, 200, map[string]any{
 			"newNonce": base + "/new-nonce", "newAccount": base + "/new-account", "newOrder": base + "/new-order",
-			"revokeCert": base + "/revoke-cert", "renewalInfo": base + "/renewal-info",
+			"revokeCert": base + "/revoke-cert", "renewalInfo": base + "/renewal-info", "keyChange": base + "/key-change",
 			"meta": map[string]any{"externalAccountRequired": true},
 		})
 		return
@@ -483,6 +483,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "revoke-cert":
 		h = s.revokeCert
+	case "key-change":
+		h = s.keyChange
 	default:
 		s.fail(w, prob(404, "malformed", "no such ACME resource"))
 		return
@@ -614,10 +616,9 @@ func (s *Server) newAccount(ctx context.Context, req *request) (int, any, *Probl
 		return 0, nil, prob(400, "badPublicKey", "cannot hash the key")
 	}
 	acctID := base64.RawURLEncoding.EncodeToString(thumb)
-	var existing account
-	if s.get("account", acctID, &existing) == nil && existing.Profile == req.profile {
-		req.wHeader("Location", s.acctURL(req, acctID))
-		return 200, acctJSON(&existing, req), nil
+	if existing := s.accountByKey(acctID); existing != nil && existing.Profile == req.profile {
+		req.wHeader("Location", s.acctURL(req, existing.ID))
+		return 200, acctJSON(existing, req), nil
 	}
 	if in.OnlyReturnExisting {
 		return 0, nil, prob(400, "accountDoesNotExist", "no account for this key")
@@ -660,6 +661,7 @@ func (s *Server) newAccount(ctx context.Context, req *request) (int, any, *Probl
 	err = s.cfg.Store.SwapMeta(ctx, []store.MetaWrite{
 		{Key: key("eab", k.ID), If: &k, Value: &used},
 		{Key: key("account", acctID), IfAbsent: true, Value: acct},
+		{Key: key("acctkey", acctID), IfAbsent: true, Delete: true}, // no account rolled over to this key
 	}, &store.AuditEvent{At: s.cfg.Now(), Actor: "acme-eab:" + k.ID, Action: store.ActionACMEAccount, Subject: acctID,
 		Detail: "profile=" + req.profile})
 	if errors.Is(err, store.ErrConflict) {
@@ -670,6 +672,99 @@ func (s *Server) newAccount(ctx context.Context, req *request) (int, any, *Probl
 	}
 	req.wHeader("Location", s.acctURL(req, acctID))
 	return 201, acctJSON(acct, req), nil
+}
+
+// accountByKey finds the account whose current key has thumbprint thumb:
+// through the index a keyChange writes, else the account the key opened
+// (its ID is the thumbprint of its first key) if that is still its key.
+func (s *Server) accountByKey(thumb string) *account {
+	var id string
+	if s.get("acctkey", thumb, &id) != nil {
+		id = thumb
+	}
+	var a account
+	if s.get("account", id, &a) != nil || jwkThumb(a.JWK) != thumb {
+		return nil
+	}
+	return &a
+}
+
+// jwkThumb is the base64url RFC 7638 thumbprint of a stored key ("" if
+// it does not parse).
+func jwkThumb(raw json.RawMessage) string {
+	var k jose.JSONWebKey
+	if k.UnmarshalJSON(raw) != nil {
+		return ""
+	}
+	t, err := k.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString(t)
+}
+
+// keyChange replaces the account's key (RFC 8555 section 7.3.5): the
+// outer JWS is signed by the current key (kid), the inner one by the new
+// key (jwk) over {account, oldKey}. The account keeps its URL; an index
+// from the new key's thumbprint finds it for newAccount.
+func (s *Server) keyChange(ctx context.Context, req *request) (int, any, *Problem) {
+	if req.acct == nil {
+		return 0, nil, prob(400, "malformed", "keyChange must be signed by the account's current key (kid)")
+	}
+	inner, err := jose.ParseJWS(string(req.payload))
+	if err != nil || len(inner.Signatures) != 1 {
+		return 0, nil, prob(400, "malformed", "keyChange payload is not a JWS with one signature")
+	}
+	ih := inner.Signatures[0].Protected
+	if ih.JSONWebKey == nil || ih.KeyID != "" || !ih.JSONWebKey.Valid() || !ih.JSONWebKey.IsPublic() {
+		return 0, nil, prob(400, "malformed", "the inner JWS must carry the new public key as jwk")
+	}
+	if u, _ := ih.ExtraHeaders["url"].(string); u != req.base+"/key-change" {
+		return 0, nil, prob(400, "malformed", "the inner JWS url is not the keyChange URL")
+	}
+	payload, err := inner.Verify(ih.JSONWebKey)
+	if err != nil {
+		return 0, nil, prob(400, "malformed", "the inner JWS signature does not verify with the new key")
+	}
+	var kc struct {
+		Account string          `json:"account"`
+		OldKey  json.RawMessage `json:"oldKey"`
+	}
+	if json.Unmarshal(payload, &kc) != nil || kc.Account != s.acctURL(req, req.acct.ID) {
+		return 0, nil, prob(400, "malformed", "keyChange names another account")
+	}
+	oldThumb := jwkThumb(req.acct.JWK)
+	if jwkThumb(kc.OldKey) != oldThumb || oldThumb == "" {
+		return 0, nil, prob(400, "malformed", "oldKey is not the account's current key")
+	}
+	newJWK, _ := ih.JSONWebKey.MarshalJSON()
+	newThumb := jwkThumb(newJWK)
+	if newThumb == oldThumb {
+		return 0, nil, prob(400, "malformed", "the new key is the current key")
+	}
+	if other := s.accountByKey(newThumb); other != nil {
+		req.wHeader("Location", s.acctURL(req, other.ID))
+		return 0, nil, prob(409, "malformed", "the new key belongs to another account")
+	}
+	old := *req.acct
+	req.acct.JWK = newJWK
+	writes := []store.MetaWrite{
+		{Key: key("account", req.acct.ID), If: &old, Value: req.acct},
+		{Key: key("acctkey", newThumb), IfAbsent: true, Value: req.acct.ID},
+	}
+	if oldThumb != req.acct.ID {
+		writes = append(writes, store.MetaWrite{Key: key("acctkey", oldThumb), Delete: true})
+	}
+	err = s.cfg.Store.SwapMeta(ctx, writes, &store.AuditEvent{At: s.cfg.Now(), Actor: "acme:" + req.acct.ID,
+		Action: store.ActionACMEKeyChange, Subject: req.acct.ID, Detail: "old=" + oldThumb + " new=" + newThumb})
+	if errors.Is(err, store.ErrConflict) {
+		return 0, nil, prob(409, "malformed", "the account or the new key changed meanwhile; retry")
+	}
+	if err != nil {
+		return 0, nil, storeProblem(err)
+	}
+	req.wHeader("Location", s.acctURL(req, req.acct.ID))
+	return 200, acctJSON(req.acct, req), nil
 }
 
 func jsonEqual(a, b any) bool {

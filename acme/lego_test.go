@@ -24,6 +24,7 @@ import (
 
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/store"
 )
 
 type user struct {
@@ -134,5 +135,35 @@ func TestLegoIssuesClientAuthCertificate(t *testing.T) {
 	rec, err := c.Store.GetCert(serials[0])
 	if err != nil || rec.Revocation == nil {
 		t.Fatalf("not revoked in the store: %v", err)
+	}
+}
+
+// TestKeyChange: lego rolls the account key over (RFC 8555 section
+// 7.3.5); the account orders with the new key, the change is audited,
+// and rolling over to the key already current is refused.
+func TestKeyChange(t *testing.T) {
+	port := freePort(t)
+	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
+	ctx := context.Background()
+	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := legoClient(t, c, "covalent", kid, hk, port)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err := cl.Registration.KeyRollover(ctx, newKey); err != nil {
+		t.Fatalf("key rollover: %v", err)
+	}
+	if _, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"kc.covalent.example.net"},
+		KeyType: "EC256", EnableCommonName: true}); err != nil {
+		t.Fatalf("order with the new key: %v", err)
+	}
+	evs, _, err := c.Store.ListAudit(store.AuditQuery{Action: store.ActionACMEKeyChange})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("key change audit: %v (%v)", evs, err)
+	}
+	// A second rollover to the same (now current) key is refused.
+	if err := cl.Registration.KeyRollover(ctx, newKey); err == nil {
+		t.Fatal("rolling over to the current key succeeded")
 	}
 }
