@@ -36,6 +36,9 @@ const (
 	// root retired once no certificate chained to it.
 	ActionRotateRoot         AuditAction = "ca.rotate-root"
 	ActionFinishRootRotation AuditAction = "ca.rotate-root.finish"
+	// ActionDestroyRetiredKey: a retired intermediate's key destroyed
+	// once no live certificate needed its CRL.
+	ActionDestroyRetiredKey AuditAction = "ca.destroy-retired-key"
 	// ActionTidy: expired records removed from the store.
 	ActionTidy AuditAction = "tidy"
 	// ActionStoreCompact: the store file compacted.
@@ -58,6 +61,6 @@ const (
 var AuditActions = []AuditAction{
 	ActionIssue, ActionRenew, ActionIssueServer, ActionRevoke, ActionTokenCreate, ActionTokenRevoke,
 	ActionLogin, ActionLogout, ActionAdminPassword, ActionAdminAdopt, ActionAdminRotate, ActionAdminRenew,
-	ActionRotateIntermediate, ActionRotateRoot, ActionFinishRootRotation, ActionTidy, ActionStoreCompact, ActionRestore,
+	ActionRotateIntermediate, ActionRotateRoot, ActionFinishRootRotation, ActionDestroyRetiredKey, ActionTidy, ActionStoreCompact, ActionRestore,
 	ActionACMEIssue, ActionACMEEABCreate, ActionACMEEABRevoke, ActionACMEAccount, ActionACMEKeyChange,
 }

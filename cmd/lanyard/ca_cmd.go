@@ -21,9 +21,9 @@ import (
 func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
-		Short: "The CA's own certificates: rotate the intermediate or the root, show where a rotation stands",
+		Short: "The CA's own certificates: rotate the intermediate or the root, show where a rotation stands, destroy retired keys",
 	}
-	cmd.AddCommand(newCARotateIntermediateCmd(), newCARotateRootCmd(), newCAStatusCmd())
+	cmd.AddCommand(newCARotateIntermediateCmd(), newCARotateRootCmd(), newCAStatusCmd(), newCADestroyRetiredKeyCmd())
 	return cmd
 }
 
@@ -223,6 +223,80 @@ func finishRootRotation(cmd *cobra.Command, out io.Writer, dir string, db *store
 	return nil
 }
 
+func newCADestroyRetiredKeyCmd() *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "destroy-retired-key SERIAL [--dry-run]",
+		Short: "Destroy the key of a retired intermediate no live certificate needs (offline)",
+		Long: `destroy-retired-key destroys the key of the retired intermediate SERIAL (as
+lanyard ca status prints it): a key file is overwritten and removed, a key in a
+PKCS#11 token is deleted from the token. It refuses while any certificate the
+intermediate issued is live (unexpired and unrevoked), since the retired key
+signs their CRL. The intermediate's certificate stays in ca/retired. Run it with
+lanyard serve stopped. Backups of the CA folder still hold a key file: destroy
+those too. Recorded in the audit log.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, _, err := loadConfig(cmd, nil)
+			if err != nil {
+				return err
+			}
+			st, err := ca.ReadState(cfg.CADir)
+			if err != nil {
+				return err
+			}
+			var retired *x509.Certificate
+			for _, r := range st.Retired {
+				if lanyardv1.FormatSerial(r.SerialNumber) == strings.ToLower(args[0]) {
+					retired = r
+				}
+			}
+			if retired == nil {
+				return fmt.Errorf("%w: %s (lanyard ca status lists the retired intermediates)", ca.ErrNoRetiredKey, args[0])
+			}
+			db, err := store.Open(cfg.Store, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+			if err != nil {
+				return fmt.Errorf("stop lanyard serve first (it holds the retired key while it runs): %w", err)
+			}
+			defer db.Close()
+			now := time.Now()
+			use, err := issuance.IssuerUsage(db, []*x509.Certificate{retired}, now)
+			if err != nil {
+				return err
+			}
+			if u := use[string(retired.SubjectKeyId)]; u.Live > 0 {
+				return fmt.Errorf("the retired intermediate %q still has %d live certificate(s), the last expiring %s: its key signs their CRL until then",
+					retired.Subject.CommonName, u.Live, u.LastLive.UTC().Format(time.RFC3339))
+			}
+			res, err := ca.DestroyRetiredKey(ca.DestroyOptions{Dir: cfg.CADir, Serial: args[0], DryRun: dryRun})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			where := "key file " + res.Key
+			if res.InKMS {
+				where = "key " + res.Key
+			}
+			if res.DryRun {
+				fmt.Fprintf(out, "dry run: would destroy the %s of the retired intermediate %q; nothing changed\n", where, res.Subject)
+				return nil
+			}
+			ev := &store.AuditEvent{At: now, Actor: "admin:cli", Action: store.ActionDestroyRetiredKey,
+				Subject: lanyardv1.FormatSerial(retired.SerialNumber), Detail: "destroyed " + where}
+			if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+				return fmt.Errorf("the key is destroyed but could not be audited: %w", err)
+			}
+			fmt.Fprintf(out, "destroyed the %s of the retired intermediate %q; recorded in the audit log (%s)\n", where, res.Subject, store.ActionDestroyRetiredKey)
+			if !res.InKMS {
+				fmt.Fprintln(out, "backups of the CA folder still hold the key file: destroy them too")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would be destroyed; change nothing")
+	return cmd
+}
+
 func newCAStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
@@ -305,7 +379,7 @@ func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) err
 			fmt.Fprintln(out, "    under the old root: it signs its CRL until the rotation is finished, and goes with the old root then")
 		case i > 0:
 			if u.Live == 0 {
-				fmt.Fprintln(out, "    no live certificate: this rotation is finished; the retired key can be destroyed")
+				fmt.Fprintf(out, "    no live certificate: this rotation is finished; destroy the retired key: lanyard ca destroy-retired-key %s\n", lanyardv1.FormatSerial(is.SerialNumber))
 			} else {
 				fmt.Fprintf(out, "    the last one expires %s (they renew onto the issuing intermediate); keep its key until then\n",
 					u.LastLive.UTC().Format(time.RFC3339))

@@ -434,6 +434,15 @@ func TestRotateIntermediateEndToEnd(t *testing.T) {
 	if !strings.Contains(status, "retired intermediate") || !strings.Contains(status, "keep its key until then") {
 		t.Fatalf("ca status after rotation:\n%s", status)
 	}
+	// The old host's certificate is live: its CRL needs the retired key.
+	retired, err := filepath.Glob(filepath.Join(s.caDir(), "retired", "*.crt"))
+	if err != nil || len(retired) != 1 {
+		t.Fatalf("retired intermediates: %v %v", retired, err)
+	}
+	oldSerial := strings.TrimSuffix(filepath.Base(retired[0]), ".crt")
+	if out, err := s.command("ca", "destroy-retired-key", oldSerial).CombinedOutput(); err == nil || !strings.Contains(string(out), "live certificate") {
+		t.Fatalf("destroy-retired-key with a live certificate under it: %v\n%s", err, out)
+	}
 	newInter, err := readCertFile(filepath.Join(s.caDir(), "intermediate.crt"))
 	if err != nil {
 		t.Fatal(err)
