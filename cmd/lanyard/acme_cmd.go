@@ -62,7 +62,7 @@ func newACMEEABCreateCmd() *cobra.Command {
 			fmt.Fprintf(out, "EAB key for profile %s (%s%s); the HMAC key is shown only now:\n", m.GetProfile(), use, bound)
 			fmt.Fprintf(out, "  directory: %s/acme/%s/directory\n  key id:    %s\n  hmac key:  %s\n", cfg.URL, m.GetProfile(), m.GetKeyId(), m.GetHmacKey())
 			fmt.Fprintf(out, "\nlego reads the HMAC key from the environment (LEGO_EAB_HMAC), so it stays out of ps:\n"+
-				"  LEGO_EAB_HMAC=<hmac key> lego --server %s/acme/%s/directory --eab --kid %s --http -d <CN> run\n",
+				"  LEGO_EAB_HMAC=<hmac key> lego --server %s/acme/%s/directory --eab --eab.kid %s --http -d <CN> run\n",
 				cfg.URL, m.GetProfile(), m.GetKeyId())
 			return nil
 		},
