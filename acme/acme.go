@@ -52,6 +52,7 @@ import (
 	"go.step.sm/crypto/jose"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/revocation"
@@ -142,9 +143,7 @@ type usedNonce struct {
 
 // New returns the ACME handler, to be mounted at /acme/.
 func New(cfg Config) *Server {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/acme"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -63,9 +64,7 @@ type Config struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	return &Service{st: cfg.Store, iss: cfg.Issuance, rev: cfg.Revocation, acme: cfg.ACME, now: cfg.Now}
 }
 

@@ -29,6 +29,7 @@ import (
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -211,9 +212,7 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere/types"
 
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
@@ -79,9 +80,7 @@ type Syncer struct {
 // created is found again after a restart.
 func New(cfg Config, api API, src Source, db store.Meta, now func() time.Time, log *slog.Logger) *Syncer {
 	cfg = cfg.withDefaults()
-	if now == nil {
-		now = time.Now
-	}
+	now = clock.Or(now)
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -21,6 +21,8 @@ import (
 
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/x509util"
+
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // The admin credential marker. Init and Import issue the admin mTLS client
@@ -52,6 +54,10 @@ type LoadOptions struct {
 	// file Dir/intermediate.key. When KMS is empty but
 	// Dir/intermediate.key.uri exists, the KMS type is taken from that URI.
 	KMS string
+	// Now is the CA's clock: the start of a certificate whose template
+	// leaves NotBefore zero, and of TLS and admin certificates asked for
+	// at a zero time (nil: the system clock).
+	Now func() time.Time
 }
 
 // Authority is a loaded CA: its roots, its intermediate certificate(s) and
@@ -76,6 +82,7 @@ type Authority struct {
 	cross, crossInt *x509.Certificate
 	// retiredRoots are the old roots of finished root rotations.
 	retiredRoots []*x509.Certificate
+	now          func() time.Time
 }
 
 // Load reads the CA in opts.Dir: root.crt (plus roots.pem if present),
@@ -149,6 +156,7 @@ func Load(opts LoadOptions) (*Authority, error) {
 		return nil, fmt.Errorf("ca: load %s: %w", opts.Dir, err)
 	}
 	a.retired, a.retiredRoots = retired, retiredRoots
+	a.now = clock.Or(opts.Now)
 	if len(cross) > 0 {
 		a.cross = cross[0]
 		a.rootsPEM = append(a.rootsPEM, encodeCertificates(a.cross)...)
@@ -269,6 +277,7 @@ func newAuthority(roots, chain []*x509.Certificate, signer crypto.Signer, closer
 		chainPEM:     encodeCertificates(chain...),
 		fingerprint:  hex.EncodeToString(sum[:]),
 		closer:       closer,
+		now:          clock.Or(nil),
 	}, nil
 }
 
@@ -360,7 +369,7 @@ func (a *Authority) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (der []by
 		}
 	}
 	if t.NotBefore.IsZero() {
-		t.NotBefore = time.Now()
+		t.NotBefore = a.now()
 	}
 	if t.NotBefore.Before(a.intermediate.NotBefore) {
 		t.NotBefore = a.intermediate.NotBefore
@@ -447,7 +456,7 @@ func (a *Authority) AdminCertificate(pub crypto.PublicKey, ttl time.Duration, no
 		ttl = AdminValidity
 	}
 	if now.IsZero() {
-		now = time.Now()
+		now = a.now()
 	}
 	return a.Sign(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: AdminCommonName, OrganizationalUnit: []string{AdminOrganizationalUnit}},
@@ -464,7 +473,7 @@ func (a *Authority) tlsCertificate(tmpl *x509.Certificate, ttl time.Duration, no
 		ttl = DefaultTLSValidity
 	}
 	if now.IsZero() {
-		now = time.Now()
+		now = a.now()
 	}
 	key, err := keyutil.GenerateSigner("EC", "P-256", 0)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestImportRoundTrip(t *testing.T) {
@@ -30,7 +31,7 @@ func TestImportRoundTrip(t *testing.T) {
 			keyPEM, _ := os.ReadFile(src.IntermediateKey)
 
 			dir := filepath.Join(t.TempDir(), "imported")
-			p, err := Import(dir, rootPEM, intPEM, keyPEM, tt.dstPass)
+			p, err := Import(dir, rootPEM, intPEM, keyPEM, tt.dstPass, time.Now())
 			if err != nil {
 				t.Fatalf("Import: %v", err)
 			}
@@ -68,7 +69,7 @@ func TestImportRoundTrip(t *testing.T) {
 			}
 
 			// Importing again refuses to overwrite.
-			if _, err := Import(dir, rootPEM, intPEM, keyPEM, tt.dstPass); !errors.Is(err, ErrExists) {
+			if _, err := Import(dir, rootPEM, intPEM, keyPEM, tt.dstPass, time.Now()); !errors.Is(err, ErrExists) {
 				t.Errorf("second Import: err = %v, want ErrExists", err)
 			}
 		})
@@ -107,7 +108,7 @@ func TestImportFilesErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "ca")
-			_, err := ImportFiles(dir, tt.root, tt.inter, tt.key, tt.pass)
+			_, err := ImportFiles(dir, tt.root, tt.inter, tt.key, tt.pass, time.Now())
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("ImportFiles: %v", err)
@@ -132,7 +133,7 @@ func TestImportFilesErrors(t *testing.T) {
 
 func TestImportBytesNamesInputs(t *testing.T) {
 	t.Parallel()
-	_, err := Import(filepath.Join(t.TempDir(), "ca"), []byte("nope"), nil, nil, nil)
+	_, err := Import(filepath.Join(t.TempDir(), "ca"), []byte("nope"), nil, nil, nil, time.Now())
 	if err == nil || !strings.Contains(err.Error(), "the root certificate") {
 		t.Errorf("err = %v, want it to name the root certificate", err)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.step.sm/crypto/x509util"
+
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // Defaults of InitOptions.
@@ -93,10 +95,7 @@ func Init(opts InitOptions) (*Paths, error) {
 	if intValidity <= 0 {
 		intValidity = DefaultIntermediateValidity
 	}
-	nowFn := opts.Now
-	if nowFn == nil {
-		nowFn = time.Now
-	}
+	nowFn := clock.Or(opts.Now)
 
 	p := PathsIn(opts.Dir)
 	if opts.RootKeyPath != "" {
@@ -200,15 +199,16 @@ func Init(opts InitOptions) (*Paths, error) {
 // rootCertPEM may hold several roots: the first goes to root.crt, the others
 // to roots.pem. Import checks that the intermediate chains to the root, that
 // the key matches it and that it is not expired, then issues the admin
-// credential. It refuses to overwrite an existing CA (ErrExists). The
-// returned Paths has no RootKey.
-func Import(dir string, rootCertPEM, intCertPEM, intKeyPEM []byte, passphrase []byte) (*Paths, error) {
+// credential. It refuses to overwrite an existing CA (ErrExists). now is
+// the clock's time, against which expiry is checked and from which the admin
+// credential is valid. The returned Paths has no RootKey.
+func Import(dir string, rootCertPEM, intCertPEM, intKeyPEM []byte, passphrase []byte, now time.Time) (*Paths, error) {
 	return importCA(dir, "the root certificate", "the intermediate certificate", "the intermediate key",
-		rootCertPEM, intCertPEM, intKeyPEM, passphrase)
+		rootCertPEM, intCertPEM, intKeyPEM, passphrase, now)
 }
 
 // ImportFiles is Import reading the three files, naming them in errors.
-func ImportFiles(dir, rootCertPath, intCertPath, intKeyPath string, passphrase []byte) (*Paths, error) {
+func ImportFiles(dir, rootCertPath, intCertPath, intKeyPath string, passphrase []byte, now time.Time) (*Paths, error) {
 	rootPEM, err := readFile(rootCertPath)
 	if err != nil {
 		return nil, err
@@ -221,11 +221,11 @@ func ImportFiles(dir, rootCertPath, intCertPath, intKeyPath string, passphrase [
 	if err != nil {
 		return nil, err
 	}
-	return importCA(dir, rootCertPath, intCertPath, intKeyPath, rootPEM, intPEM, keyPEM, passphrase)
+	return importCA(dir, rootCertPath, intCertPath, intKeyPath, rootPEM, intPEM, keyPEM, passphrase, now)
 }
 
 // importCA is Import with names for the three inputs.
-func importCA(dir, rootName, intName, keyName string, rootCertPEM, intCertPEM, intKeyPEM, passphrase []byte) (*Paths, error) {
+func importCA(dir, rootName, intName, keyName string, rootCertPEM, intCertPEM, intKeyPEM, passphrase []byte, now time.Time) (*Paths, error) {
 	if dir == "" {
 		return nil, errors.New("ca: import: no CA folder given")
 	}
@@ -253,7 +253,6 @@ func importCA(dir, rootName, intName, keyName string, rootCertPEM, intCertPEM, i
 	if err != nil {
 		return nil, fmt.Errorf("ca: import: %w", err)
 	}
-	now := time.Now()
 	for _, c := range append(roots[:1:1], chain...) {
 		if now.After(c.NotAfter) {
 			return nil, fmt.Errorf("ca: import: %q expired on %s", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))

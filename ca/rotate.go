@@ -19,6 +19,7 @@ import (
 	"go.step.sm/crypto/kms/apiv1"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // RotateOptions configures RotateIntermediate.
@@ -68,10 +69,7 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("ca: rotate: no CA folder given")
 	}
-	nowFn := opts.Now
-	if nowFn == nil {
-		nowFn = time.Now
-	}
+	nowFn := clock.Or(opts.Now)
 	now := nowFn()
 	p := PathsIn(opts.Dir)
 	if opts.RootKeyPath != "" {

@@ -55,9 +55,9 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 // Bootstrap fetches /roots.pem from caURL without trusting the TLS
 // connection, keeps of it only what [PinnedRoots] trusts under
 // fingerprint, and then checks that the server's TLS chain verifies to
-// those roots. It returns the trusted roots, PEM: what a host stores in
-// DIR/ca.pem.
-func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]byte, error) {
+// those roots. now is the time the pinned roots must be valid at. It returns
+// the trusted roots, PEM: what a host stores in DIR/ca.pem.
+func Bootstrap(ctx context.Context, caURL, fingerprint string, now time.Time) ([]byte, error) {
 	insecure := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, //nolint:gosec // verified below by fingerprint
 	}}
@@ -77,7 +77,7 @@ func Bootstrap(ctx context.Context, caURL, fingerprint string) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("bootstrap %s: /roots.pem answered %s", caURL, resp.Status)
 	}
-	trusted, err := PinnedRoots(body, fingerprint, time.Now())
+	trusted, err := PinnedRoots(body, fingerprint, now)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap %s: roots.pem: %w", caURL, err)
 	}

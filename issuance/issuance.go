@@ -26,8 +26,8 @@ import (
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
-
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -106,9 +106,7 @@ type Config struct {
 
 // New returns a Service after linting every profile's template.
 func New(cfg Config) (*Service, error) {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -92,7 +93,7 @@ func Restore(ctx context.Context, opts Options) (*Report, error) {
 		return nil, errors.New("restore: no maximum certificate validity given")
 	}
 	if opts.Now.IsZero() {
-		opts.Now = time.Now()
+		opts.Now = clock.System{}.Now()
 	}
 	rep := &Report{DryRun: opts.DryRun}
 	req := store.RestoreRequest{WithdrawUnusedTokens: true}

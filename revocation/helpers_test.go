@@ -8,33 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
-
-// clock is the injected clock tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -65,7 +45,7 @@ func openStore(t testing.TB, path string) store.Store {
 // env is one Service on a real store and a real CA.
 type env struct {
 	t     testing.TB
-	clock *clock
+	clock *clock.Fake
 	auth  *ca.Authority
 	path  string
 	db    store.Store
@@ -76,7 +56,7 @@ type env struct {
 // newEnv opens a store and a Service; mod adjusts the Config.
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, clock: newClock(), auth: newAuthority(t, ""), path: filepath.Join(t.TempDir(), "lanyard.db")}
+	e := &env{t: t, clock: clock.NewFake(time.Now().UTC().Truncate(time.Second)), auth: newAuthority(t, ""), path: filepath.Join(t.TempDir(), "lanyard.db")}
 	e.db = openStore(t, e.path)
 	e.cfg = Config{Store: e.db, Signer: e.auth, Now: e.clock.Now, Coalesce: -1, Logger: quiet}
 	if mod != nil {

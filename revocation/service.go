@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -176,9 +177,7 @@ func New(cfg Config) (*Service, error) {
 	case cfg.Signer.Intermediate() == nil:
 		return nil, errors.New("revocation: the signer has no intermediate certificate")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.Validity == 0 {
 		cfg.Validity = DefaultValidity
 	}

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/app"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -220,8 +221,8 @@ func TestRotateAdminCertificate(t *testing.T) {
 // certificate; the renewed one keeps working for the crash-retry grace,
 // then only the newest acts; revoking the old one revokes the lineage.
 func TestAdminRenewal(t *testing.T) {
-	clock := testca.NewClock(time.Now())
-	c := startWithWeb(t, testca.Options{Clock: clock})
+	clk := clock.NewFake(time.Now())
+	c := startWithWeb(t, testca.Options{Clock: clk})
 	ctx := context.Background()
 	renew := func(cert *tls.Certificate) (*tls.Certificate, error) {
 		key := newKey(t)
@@ -242,7 +243,7 @@ func TestAdminRenewal(t *testing.T) {
 			}
 		}
 	}
-	clock.Advance(issuance.RenewalRetryGrace + time.Minute)
+	clk.Advance(issuance.RenewalRetryGrace + time.Minute)
 	for ep, ok := range adminEntryPoints(t, c, &c.AdminCert) {
 		if ok {
 			t.Errorf("%s accepts a superseded admin certificate after the grace", ep)

@@ -27,6 +27,7 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -66,10 +67,10 @@ func selfSignedClient(t *testing.T) *tls.Certificate {
 }
 
 func newBadEnv(t *testing.T) *badEnv {
-	clock := testca.NewClock(time.Now())
+	clk := clock.NewFake(time.Now())
 	profiles := testca.DefaultProfiles()
 	profiles["short"] = issuance.ProfileConfig{CN: []string{"*.short.example.net"}, DefaultTTL: 5 * time.Minute, MaxTTL: 5 * time.Minute}
-	c := testca.Start(t, testca.Options{Clock: clock, Profiles: profiles, Server: func(o *server.Options) {
+	c := testca.Start(t, testca.Options{Clock: clk, Profiles: profiles, Server: func(o *server.Options) {
 		o.ReadTimeout = 2 * time.Second
 	}})
 	e := &badEnv{c: c, anon: c.Anonymous.HTTP, admin: c.Admin.HTTP}
@@ -101,7 +102,7 @@ func newBadEnv(t *testing.T) *badEnv {
 		t.Fatal(err)
 	}
 	e.expiredToken = exp.Msg.GetToken()
-	clock.Advance(10 * time.Minute) // the short certificate and the 60 s token are now expired
+	clk.Advance(10 * time.Minute) // the short certificate and the 60 s token are now expired
 	return e
 }
 

@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -78,16 +79,16 @@ func TestRevokingAnyCertificateStopsTheLineage(t *testing.T) {
 // RenewalRetryGrace of its first renewal (the agent's crash-retry case);
 // renewing it again does not extend the grace (issue 9, item 3).
 func TestSupersededCertificateCannotRenewAfterTheGrace(t *testing.T) {
-	clock := testca.NewClock(time.Now())
-	c := testca.Start(t, testca.Options{Clock: clock})
+	clk := clock.NewFake(time.Now())
+	c := testca.Start(t, testca.Options{Clock: clk})
 	b, key := enroll(t, c, "retry.covalent.example.net")
 	a := held{b, key}
 	next := mustRenew(t, c, a)
 
-	clock.Advance(issuance.RenewalRetryGrace / 2)
+	clk.Advance(issuance.RenewalRetryGrace / 2)
 	mustRenew(t, c, a) // the crash retry: the host never wrote next
 
-	clock.Advance(issuance.RenewalRetryGrace/2 + time.Minute)
+	clk.Advance(issuance.RenewalRetryGrace/2 + time.Minute)
 	_, err := renewWith(t, c, a)
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("renewing a certificate %s after its first renewal: err = %v, want FailedPrecondition", issuance.RenewalRetryGrace+time.Minute, err)

@@ -21,8 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
-
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,8 +28,10 @@ import (
 
 	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/api/lanyard/v1/lanyardv1connect"
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -100,9 +100,7 @@ type Server struct {
 
 // New builds a Server and issues its first TLS certificate.
 func New(opts Options) (*Server, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts.Now = clock.Or(opts.Now)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/lanyard/lanyard/internal/clock"
 	m "github.com/lanyard/lanyard/migrations"
 )
 
@@ -24,12 +25,13 @@ func newEventID(at time.Time) string {
 	return hex.EncodeToString(b[:])
 }
 
-// PrepareAudit fills in an event's time (now, if zero) and its
+// PrepareAudit fills in an event's time (the system clock's now, if the
+// caller left it zero: services stamp events from their own clock) and its
 // time-ordered ID (if empty) and returns the ID's key bytes: what every
 // engine stores events under, so that keys sort by time.
 func PrepareAudit(ev *AuditEvent) []byte {
 	if ev.At.IsZero() {
-		ev.At = time.Now()
+		ev.At = clock.System{}.Now()
 	}
 	if ev.ID == "" {
 		ev.ID = newEventID(ev.At)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -51,9 +52,7 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -106,7 +105,7 @@ func (s *Service) Run(ctx context.Context, actor string, dryRun bool) (*Report, 
 		req.Event = &store.AuditEvent{At: now, Actor: actor, Action: store.ActionTidy, Subject: "store"}
 	}
 	res, err := s.cfg.Store.Tidy(ctx, req)
-	rep := &Report{Request: req, DryRun: dryRun, At: now, Took: time.Since(now)}
+	rep := &Report{Request: req, DryRun: dryRun, At: now, Took: s.cfg.Now().Sub(now)}
 	if res != nil {
 		rep.TidyResult = *res
 	}

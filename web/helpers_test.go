@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/server"
@@ -32,23 +33,23 @@ const testPassword = "correct horse battery staple"
 // called directly through httptest.
 type env struct {
 	ca    *testca.CA
-	clock *testca.Clock
+	clock *clock.Fake
 	h     http.Handler
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	clock := testca.NewClock(time.Now().UTC().Truncate(time.Second))
-	c := testca.Start(t, testca.Options{Clock: clock})
+	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
+	c := testca.Start(t, testca.Options{Clock: clk})
 	h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Admin: c.App.AdminAPI, CAURL: c.URL,
-		Fingerprint: c.Authority.Fingerprint(), Now: clock.Now})
+		Fingerprint: c.Authority.Fingerprint(), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := SetPassword(context.Background(), c.Store, testPassword); err != nil {
 		t.Fatal(err)
 	}
-	return &env{ca: c, clock: clock, h: h}
+	return &env{ca: c, clock: clk, h: h}
 }
 
 // do sends one request; cookie may be "" and form nil.

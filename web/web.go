@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/admin"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -125,9 +126,7 @@ func New(cfg Config) (http.Handler, error) {
 	case cfg.Revocation == nil:
 		return nil, errors.New("web: no revocation service")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
 	}

@@ -53,6 +53,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/lanyard/lanyard/anchors/trust"
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // Defaults used when Options leaves a field empty.
@@ -146,9 +147,7 @@ func New(opts Options) *Emulator {
 	if e.account == "" {
 		e.account = DefaultAccountID
 	}
-	if e.now == nil {
-		e.now = time.Now
-	}
+	e.now = clock.Or(e.now)
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -333,7 +332,9 @@ func (s *Server) Config() aws.Config {
 // selfSignedTLS makes a CA and a server certificate for 127.0.0.1, ::1 and
 // localhost, valid for a week.
 func selfSignedTLS() (tls.Certificate, []byte, error) {
-	now := time.Now()
+	// The system clock, not the emulator's: the peers that verify this
+	// certificate (the AWS SDK's TLS) run on the system clock.
+	now := clock.System{}.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, err

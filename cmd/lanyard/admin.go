@@ -105,7 +105,7 @@ func checkAdminIssued(p *ca.Paths, b *v1.Bundle) error {
 	if err != nil {
 		return fmt.Errorf("CA root: %w", err)
 	}
-	leaf, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), &caclient.Names{CN: ca.AdminCommonName}, time.Now())
+	leaf, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), &caclient.Names{CN: ca.AdminCommonName}, cliNow())
 	if err != nil {
 		return err
 	}

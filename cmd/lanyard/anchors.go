@@ -306,7 +306,7 @@ func anchorsPrintStatus(w io.Writer, st *anchors.Status) {
 		if t.IsZero() {
 			return "never"
 		}
-		return t.Local().Format(time.RFC3339) + " (" + time.Since(t).Round(time.Second).String() + " ago)"
+		return t.Local().Format(time.RFC3339) + " (" + cliNow().Sub(t).Round(time.Second).String() + " ago)"
 	}
 	fmt.Fprintf(w, "  trust anchor:  %s\n  profile:       %s\n", st.TrustAnchorARN, st.ProfileARN)
 	fmt.Fprintf(w, "  last sync:     %s: %s\n", ts(st.LastSync), st.LastResult)

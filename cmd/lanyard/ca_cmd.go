@@ -71,7 +71,7 @@ when the old key can be destroyed. Recorded in the audit log.`,
 				fmt.Fprintf(out, "and create a new %s intermediate key in %s, signed by the root; nothing changed\n", res.KeyType, res.KeyStore)
 				return nil
 			}
-			ev := &store.AuditEvent{At: time.Now(), Actor: "admin:cli", Action: store.ActionRotateIntermediate,
+			ev := &store.AuditEvent{At: cliNow(), Actor: "admin:cli", Action: store.ActionRotateIntermediate,
 				Subject: lanyardv1.FormatSerial(res.New.SerialNumber),
 				Detail:  fmt.Sprintf("retired %s; new %s key in %s", lanyardv1.FormatSerial(res.Old.SerialNumber), res.KeyType, res.KeyStore)}
 			if err := db.AppendAudit(cmd.Context(), ev); err != nil {
@@ -316,7 +316,7 @@ func newCAStatusCmd() *cobra.Command {
 				return fmt.Errorf("ca status reads the store offline (stop lanyard serve, or look at the admin page): %w", err)
 			}
 			defer db.Close()
-			return printCAStatus(cmd.OutOrStdout(), st, db, time.Now())
+			return printCAStatus(cmd.OutOrStdout(), st, db, cliNow())
 		},
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -121,7 +120,7 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 		return fmt.Errorf("enroll at %s: %w", caURL, err)
 	}
 	b := resp.Msg.GetBundle()
-	leaf, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), want, time.Now())
+	leaf, err := caclient.VerifyIssued(roots, []byte(b.GetCertificatePem()), []byte(b.GetChainPem()), want, cliNow())
 	if err != nil {
 		return fmt.Errorf("enroll at %s: nothing written: %w", caURL, err)
 	}
@@ -197,7 +196,7 @@ const maxTokenLine = 4 << 10
 // /roots.pem; with --roots alone, the whole file the user provided.
 func trustRoots(ctx context.Context, caURL, fingerprint, rootsPath string) ([]byte, error) {
 	if rootsPath == "" {
-		return caclient.Bootstrap(ctx, caURL, fingerprint)
+		return caclient.Bootstrap(ctx, caURL, fingerprint, cliNow())
 	}
 	roots, err := os.ReadFile(rootsPath)
 	if err != nil {
@@ -209,7 +208,7 @@ func trustRoots(ctx context.Context, caURL, fingerprint, rootsPath string) ([]by
 		}
 		return roots, nil
 	}
-	pinned, err := caclient.PinnedRoots(roots, fingerprint, time.Now())
+	pinned, err := caclient.PinnedRoots(roots, fingerprint, cliNow())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", rootsPath, err)
 	}

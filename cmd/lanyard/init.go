@@ -54,14 +54,14 @@ are encrypted at rest; with --kms the intermediate key is held by a KMS.`,
 				if importRoot == "" || importInt == "" || importKey == "" {
 					return errors.New("--import-root, --import-intermediate and --import-key go together")
 				}
-				p, err = ca.ImportFiles(dir, importRoot, importInt, importKey, pass)
+				p, err = ca.ImportFiles(dir, importRoot, importInt, importKey, pass, cliNow())
 			} else {
 				p, err = ca.Init(ca.InitOptions{Dir: dir, Name: name, KeyType: keyType, RootKeyPath: rootKeyOut, Passphrase: pass, KMS: kms})
 			}
 			if err != nil {
 				return err
 			}
-			a, err := ca.Load(ca.LoadOptions{Dir: dir, Passphrase: pass, KMS: kms})
+			a, err := ca.Load(ca.LoadOptions{Dir: dir, Passphrase: pass, KMS: kms, Now: cliNow})
 			if err != nil {
 				return err
 			}

@@ -39,7 +39,7 @@ and exits 0. An expired certificate cannot renew itself: pass
 				if st.WindowErr != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "warning: cannot ask the CA for the renewal window (%v); using the default window\n", st.WindowErr)
 				}
-				now := time.Now()
+				now := cliNow()
 				if now.Before(st.Window.Start) && now.Before(st.Version.Cert.NotAfter) {
 					fmt.Fprintf(w, "not renewing %s yet: serial %s is valid until %s; renewal window %s to %s (reason %s). Use --force to renew now.\n",
 						dir, st.Serial, st.Version.Cert.NotAfter.Local().Format(time.RFC3339),

@@ -54,7 +54,7 @@ as <store>.before-restore-<time>. --dry-run prints what would be re-applied.`,
 			}
 			rep, err := restore.Restore(cmd.Context(), restore.Options{
 				Backup: args[0], Store: cfg.Store, CRLs: sources, AllowNoCRL: allowNoCRL, Issuers: issuers,
-				MaxValidity: maxValidity(cfg), DryRun: dryRun, Now: time.Now(), Actor: "admin:cli",
+				MaxValidity: maxValidity(cfg), DryRun: dryRun, Now: cliNow(), Actor: "admin:cli",
 			})
 			if errors.Is(err, restore.ErrNoCRL) {
 				return fmt.Errorf("%w: give the last CRL with --crl FILE (for example a copy of /crl), or --allow-no-crl if nothing was revoked since the backup", err)

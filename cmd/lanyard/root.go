@@ -16,6 +16,7 @@ import (
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // version is set with -ldflags "-X main.version=…".
@@ -66,6 +67,11 @@ func loadConfig(cmd *cobra.Command, v *viper.Viper) (*config.Config, string, err
 	return cfg, path, nil
 }
 
+// cliNow is the clock of the command line. cmd is the command line's
+// composition root: here it chooses the system clock, and every command reads
+// the time through cliNow (the server's clock is app.Options.Now).
+func cliNow() time.Time { return clock.System{}.Now() }
+
 func newLogger(level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
@@ -78,7 +84,7 @@ func warnAdminExpiry(cmd *cobra.Command, leaf *x509.Certificate) {
 	if leaf == nil {
 		return
 	}
-	if w := admincred.ExpiryWarning(leaf, time.Now()); w != "" {
+	if w := admincred.ExpiryWarning(leaf, cliNow()); w != "" {
 		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 	}
 }

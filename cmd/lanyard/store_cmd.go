@@ -35,7 +35,7 @@ makes and measures the copy, then removes it.`,
 			if err != nil {
 				return err
 			}
-			ev := &store.AuditEvent{At: time.Now(), Actor: "admin:cli", Action: store.ActionStoreCompact, Subject: cfg.Store}
+			ev := &store.AuditEvent{At: cliNow(), Actor: "admin:cli", Action: store.ActionStoreCompact, Subject: cfg.Store}
 			res, err := store.Compact(cfg.Store, time.Second, dryRun, ev)
 			if err != nil {
 				return err

@@ -28,6 +28,7 @@ import (
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
@@ -101,9 +102,7 @@ type App struct {
 // and runs the first trust-anchor sync. ctx bounds that start-up work
 // only. On error everything opened so far is closed again.
 func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts.Now = clock.Or(opts.Now)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -117,7 +116,7 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	if err != nil {
 		return nil, err
 	}
-	a.CA, err = ca.Load(ca.LoadOptions{Dir: cfg.CADir, Passphrase: pass, KMS: cfg.KMS})
+	a.CA, err = ca.Load(ca.LoadOptions{Dir: cfg.CADir, Passphrase: pass, KMS: cfg.KMS, Now: a.Now})
 	if err != nil {
 		return nil, fmt.Errorf("load CA from %s: %w (create one with `lanyard init`)", cfg.CADir, err)
 	}

@@ -35,7 +35,7 @@ type Issue func(csr *x509.CertificateRequest) (certPEM, chainPEM string)
 // not check, a client certificate. It returns the URL.
 func (c *CA) Impostor(t testing.TB, issue Issue) string {
 	t.Helper()
-	cert, err := c.Authority.ServerTLSCertificate([]string{"127.0.0.1"}, time.Hour, time.Now())
+	cert, err := c.Authority.ServerTLSCertificate([]string{"127.0.0.1"}, time.Hour, c.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

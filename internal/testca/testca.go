@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,44 +24,19 @@ import (
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/app"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 )
 
-// Clock is a settable clock, safe for concurrent use.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewClock returns a clock at t.
-func NewClock(t time.Time) *Clock { return &Clock{now: t} }
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Set moves the clock to t.
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
-
 // Options change the CA a test gets. Zero values are sensible defaults.
 type Options struct {
 	// Profiles; default: covalent, *.covalent.example.net, 24h.
 	Profiles map[string]issuance.ProfileConfig
-	// Clock; default: real time (tests that move time pass NewClock).
-	Clock *Clock
+	// Clock; default: real time (tests that move time pass clock.NewFake).
+	Clock *clock.Fake
 	// Dir reuses a CA and store folder (restart tests); default t.TempDir().
 	Dir string
 	// Store is the store location (a postgres:// URL for replica tests);
@@ -116,10 +90,11 @@ func Start(t testing.TB, opts Options) *CA {
 	if opts.Profiles == nil {
 		opts.Profiles = DefaultProfiles()
 	}
-	now := time.Now
+	var now func() time.Time
 	if opts.Clock != nil {
 		now = opts.Clock.Now
 	}
+	now = clock.Or(now)
 	dir := opts.Dir
 	if dir == "" {
 		dir = t.TempDir()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/renewal/schedule"
 )
@@ -49,8 +50,8 @@ type Event struct {
 // Options are the agent's dependencies. The zero value uses the real clock,
 // slog.Default() and math/rand/v2.
 type Options struct {
-	// Clock; nil means SystemClock.
-	Clock Clock
+	// Clock; nil means clock.System.
+	Clock clock.Clock
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Rand returns a value in [0, n); nil means math/rand/v2's Int64N.
@@ -72,7 +73,7 @@ type Options struct {
 type Agent struct {
 	cfg     *Config
 	opts    Options
-	clock   Clock
+	clock   clock.Clock
 	log     *slog.Logger
 	metrics *metrics
 	backoff Backoff
@@ -87,11 +88,8 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, opts: opts, clock: opts.Clock, log: opts.Logger, metrics: newMetrics(),
+	a := &Agent{cfg: cfg, opts: opts, clock: clock.OrSystem(opts.Clock), log: opts.Logger, metrics: newMetrics(),
 		backoff: Backoff{Initial: cfg.BackoffInitial, Max: cfg.BackoffMax}, check: cfg.SuspendCheck}
-	if a.clock == nil {
-		a.clock = SystemClock{}
-	}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -188,7 +186,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 		if err != nil {
 			log.Error("cannot read the folder; looking again later", "err", err)
 			a.emit(Event{Kind: EventGaveUp, Dir: path, Err: err})
-			if SleepUntil(ctx, a.clock, a.clock.Now().Add(a.check), a.check) != nil {
+			if clock.SleepUntil(ctx, a.clock, a.clock.Now().Add(a.check), a.check) != nil {
 				return
 			}
 			continue
@@ -216,7 +214,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 			// The version the last renewal replaced keeps its key for
 			// hostdir's MinAge (readers that resolved current before the
 			// swap); then the key goes (hostdir.Dir.Prune).
-			if SleepUntil(ctx, a.clock, retireAt, a.check) != nil {
+			if clock.SleepUntil(ctx, a.clock, retireAt, a.check) != nil {
 				return
 			}
 			d, err := hostdir.Open(path)
@@ -229,7 +227,7 @@ func (a *Agent) runDir(ctx context.Context, dc DirConfig) {
 			}
 		}
 		retireAt = time.Time{}
-		if SleepUntil(ctx, a.clock, target, a.check) != nil {
+		if clock.SleepUntil(ctx, a.clock, target, a.check) != nil {
 			return
 		}
 		res, err := a.renewWithRetry(ctx, dc, path, log)
@@ -304,7 +302,7 @@ func (a *Agent) renewWithRetry(ctx context.Context, dc DirConfig, path string, l
 		log.Warn(fmt.Sprintf("renewal of %s failed; retrying in %s", path, d.Round(time.Millisecond)),
 			"err", err, "attempt", attempt+1, "retry_at", at)
 		a.emit(Event{Kind: EventRetry, Dir: path, At: at, Err: err})
-		if err := SleepUntil(ctx, a.clock, at, a.check); err != nil {
+		if err := clock.SleepUntil(ctx, a.clock, at, a.check); err != nil {
 			return nil, err
 		}
 	}
@@ -314,7 +312,7 @@ func (a *Agent) renewWithRetry(ctx context.Context, dc DirConfig, path string, l
 // enroll or renew fixed the folder), looking once per suspend check.
 func (a *Agent) waitForChange(ctx context.Context, path, version string) error {
 	for {
-		if err := SleepUntil(ctx, a.clock, a.clock.Now().Add(a.check), a.check); err != nil {
+		if err := clock.SleepUntil(ctx, a.clock, a.clock.Now().Add(a.check), a.check); err != nil {
 			return err
 		}
 		d, err := hostdir.OpenReadOnly(path)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
@@ -25,7 +26,7 @@ import (
 // agentRun starts an agent with a fake clock and returns its events.
 type agentRun struct {
 	t      *testing.T
-	clock  *fakeClock
+	clock  *clock.Fake
 	events chan Event
 	agent  *Agent
 	done   chan error
@@ -33,7 +34,7 @@ type agentRun struct {
 
 func startAgent(t *testing.T, cfg *Config, opts Options) *agentRun {
 	t.Helper()
-	r := &agentRun{t: t, clock: newFakeClock(time.Now()), events: make(chan Event, 1000), done: make(chan error, 1)}
+	r := &agentRun{t: t, clock: clock.NewFake(time.Now()), events: make(chan Event, 1000), done: make(chan error, 1)}
 	opts.Clock = r.clock
 	opts.OnEvent = func(e Event) { r.events <- e }
 	if opts.Rand == nil {
@@ -286,7 +287,7 @@ func TestAgentHooksHelperMetrics(t *testing.T) {
 // current before the swap), then the agent deletes it; its certificate
 // stays.
 func TestAgentRetiresSupersededKey(t *testing.T) {
-	caClock := testca.NewClock(time.Now())
+	caClock := clock.NewFake(time.Now())
 	ca := testca.Start(t, testca.Options{Clock: caClock})
 	dir := enroll(t, ca, ca.URL, "retire.covalent.example.net", "P-256")
 	first := currentVersion(t, dir)

@@ -1,58 +1,17 @@
 package agent
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
 	"github.com/lanyard/lanyard/renewal/schedule"
 )
 
-// Clock is the agent's view of time. Tests substitute a fake one.
-type Clock interface {
-	// Now returns the current wall-clock time.
-	Now() time.Time
-	// After returns a channel that receives once d has elapsed on the
-	// timer's own (monotonic) clock, like time.After.
-	After(d time.Duration) <-chan time.Time
-}
-
-// SystemClock is the real clock: time.Now and time.After.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // DefaultSuspendCheck is how often a sleeping agent compares the wall clock
 // with its target moment, so that a host that was suspended past the moment
 // renews soon after it wakes. Monotonic timers stop during suspend; the
 // wall clock does not.
 const DefaultSuspendCheck = time.Minute
-
-// SleepUntil waits until the wall clock of c reaches target, or ctx ends.
-// It wakes at least every check (when check > 0) to compare the wall clock
-// with target: that one cheap comparison is the only periodic wake-up, and
-// it is what notices a suspend that carried the host past target.
-func SleepUntil(ctx context.Context, c Clock, target time.Time, check time.Duration) error {
-	target = target.Round(0) // wall clock only
-	for {
-		d := target.Sub(c.Now().Round(0))
-		if d <= 0 {
-			return nil
-		}
-		if check > 0 && d > check {
-			d = check
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.After(d):
-		}
-	}
-}
 
 // PickMoment returns a uniformly random moment inside w that is not before
 // now: in [max(w.Start, now), w.End). A window that has already ended (or

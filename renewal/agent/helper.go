@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
@@ -133,8 +134,8 @@ type Supervisor struct {
 	Env []string
 	// Output receives the helper's stdout and stderr; nil means os.Stderr.
 	Output io.Writer
-	// Clock paces crash restarts; nil means SystemClock.
-	Clock Clock
+	// Clock paces crash restarts; nil means clock.System.
+	Clock clock.Clock
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for a new helper to listen (default 30s).
@@ -280,15 +281,12 @@ func (s *Supervisor) exited(p *helperProc, vp string) {
 // restartLoop starts the helper on vp with capped exponential backoff
 // until it runs, the supervisor stops, or a newer Run takes over.
 func (s *Supervisor) restartLoop(gen int, vp string, err error) {
-	clock := s.Clock
-	if clock == nil {
-		clock = SystemClock{}
-	}
+	clk := clock.OrSystem(s.Clock)
 	b := Backoff{Initial: time.Second, Max: time.Minute}
 	for attempt := 0; ; attempt++ {
 		d := b.Cap(attempt)
 		s.log().Error("aws_signing_helper serve is not running; restarting", "err", err, "version", vp, "in", d)
-		<-clock.After(d)
+		<-clk.After(d)
 		s.mu.Lock()
 		if s.closed || s.gen != gen || s.cur != nil {
 			s.mu.Unlock()

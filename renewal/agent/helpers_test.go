@@ -7,8 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,116 +18,6 @@ import (
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
-
-// fakeClock has a wall clock (Now) and a monotonic timer clock (After).
-// Advance moves both and fires due timers; Jump moves only the wall clock,
-// as a suspend does (monotonic timers stop while the host sleeps).
-type fakeClock struct {
-	mu      sync.Mutex
-	wall    time.Time
-	mono    time.Duration
-	timers  []*fakeTimer
-	changed chan struct{} // closed and replaced whenever a timer is added
-}
-
-type fakeTimer struct {
-	at time.Duration
-	c  chan time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock {
-	return &fakeClock{wall: t, changed: make(chan struct{})}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.wall
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ft := &fakeTimer{at: c.mono + d, c: make(chan time.Time, 1)}
-	if d <= 0 {
-		ft.c <- c.wall
-		return ft.c
-	}
-	c.timers = append(c.timers, ft)
-	close(c.changed)
-	c.changed = make(chan struct{})
-	return ft.c
-}
-
-// Advance moves both clocks by d and fires every timer that is due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wall = c.wall.Add(d)
-	c.mono += d
-	kept := c.timers[:0]
-	for _, ft := range c.timers {
-		if ft.at <= c.mono {
-			ft.c <- c.wall
-		} else {
-			kept = append(kept, ft)
-		}
-	}
-	c.timers = kept
-}
-
-// Jump moves only the wall clock (a suspend): no timer fires.
-func (c *fakeClock) Jump(d time.Duration) {
-	c.mu.Lock()
-	c.wall = c.wall.Add(d)
-	c.mu.Unlock()
-}
-
-// Pending returns the durations until each pending timer fires, sorted.
-func (c *fakeClock) Pending() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []time.Duration
-	for _, ft := range c.timers {
-		out = append(out, ft.at-c.mono)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
-}
-
-// WaitTimers blocks until at least n timers are pending.
-func (c *fakeClock) WaitTimers(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		c.mu.Lock()
-		got, ch := len(c.timers), c.changed
-		c.mu.Unlock()
-		if got >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("fake clock: %d timers pending, waited for %d", got, n)
-		}
-	}
-}
-
-// AdvanceTo advances the clock until its wall time reaches target, one
-// pending timer at a time (a timer-driven wait re-arms after each fire).
-func (c *fakeClock) AdvanceTo(t *testing.T, target time.Time) {
-	t.Helper()
-	for {
-		d := target.Sub(c.Now())
-		if d <= 0 {
-			return
-		}
-		c.WaitTimers(t, 1)
-		p := c.Pending()
-		c.Advance(min(d, p[0]))
-	}
-}
 
 // switchProxy is a TCP proxy on a fixed loopback port to a backend that a
 // test can switch (a CA restarted on a new port keeps the URL hosts have).

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/renewal/schedule"
 )
@@ -128,12 +129,7 @@ type RenewOptions struct {
 	Logger *slog.Logger
 }
 
-func (o *RenewOptions) now() time.Time {
-	if o.Now != nil {
-		return o.Now()
-	}
-	return time.Now()
-}
+func (o *RenewOptions) now() time.Time { return clock.Or(o.Now)() }
 
 func (o *RenewOptions) logger() *slog.Logger {
 	if o.Logger != nil {

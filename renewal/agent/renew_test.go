@@ -18,6 +18,7 @@ import (
 	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
@@ -219,17 +220,17 @@ func TestRenewDirFaults(t *testing.T) {
 	t.Run("expired with re-enrollment token: enrolls again", func(t *testing.T) {
 		// One clock for the CA and the host: the re-enrolled certificate
 		// must be valid when the host checks it.
-		clock := testca.NewClock(time.Now())
-		ca := testca.Start(t, testca.Options{Clock: clock})
+		clk := clock.NewFake(time.Now())
+		ca := testca.Start(t, testca.Options{Clock: clk})
 		cn := "f4.covalent.example.net"
 		dir := enroll(t, ca, ca.URL, cn, "P-256")
 		v := currentVersion(t, dir)
-		clock.Set(v.Cert.NotAfter.Add(time.Hour))
+		clk.Set(v.Cert.NotAfter.Add(time.Hour))
 		tok := filepath.Join(t.TempDir(), "reenroll.token")
 		if err := os.WriteFile(tok, []byte(ca.Token(t, cn)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		res, err := RenewDir(ctx, dir, RenewOptions{ReenrollTokenFile: tok, Now: clock.Now})
+		res, err := RenewDir(ctx, dir, RenewOptions{ReenrollTokenFile: tok, Now: clk.Now})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,6 +40,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
 
 	"github.com/lanyard/lanyard/anchors/x509sigv4"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
@@ -140,9 +141,7 @@ func (o *Output) Expires() (time.Time, error) {
 // with it and returns the temporary credentials.
 func Credentials(ctx context.Context, opts Options) (*Output, error) {
 	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
+	now = clock.Or(now)
 	region, endpoint, err := resolve(&opts)
 	if err != nil {
 		return nil, err

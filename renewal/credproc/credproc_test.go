@@ -26,6 +26,7 @@ import (
 	"github.com/lanyard/lanyard/anchors/x509sigv4"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
@@ -203,8 +204,8 @@ func TestCredentialsRefused(t *testing.T) {
 	})
 
 	// An expired certificate, issued by a CA whose clock is three days behind.
-	clock := testca.NewClock(time.Now().Add(-72 * time.Hour))
-	old := testca.Start(t, testca.Options{Clock: clock})
+	clk := clock.NewFake(time.Now().Add(-72 * time.Hour))
+	old := testca.Start(t, testca.Options{Clock: clk})
 	expiredDir, _ := enroll(t, old, testCN)
 
 	tests := []struct {

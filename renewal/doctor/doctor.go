@@ -29,8 +29,8 @@ import (
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
-
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
@@ -176,9 +176,7 @@ type state struct {
 // Check* constants.
 func Check(ctx context.Context, opts Options) []Finding {
 	s := &state{opts: opts, now: opts.Now}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s.now = clock.Or(s.now)
 	if opts.Timeout <= 0 {
 		s.opts.Timeout = DefaultTimeout
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // File and folder names inside a host folder.
@@ -596,12 +598,7 @@ func (d *Dir) retireSuperseded(protect string) error {
 	return errors.Join(errs...)
 }
 
-func (d *Dir) now() time.Time {
-	if d.Now != nil {
-		return d.Now()
-	}
-	return time.Now()
-}
+func (d *Dir) now() time.Time { return clock.Or(d.Now)() }
 
 func (d *Dir) fail(step string) error {
 	if d.failpoint == nil {
