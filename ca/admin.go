@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/lanyard/lanyard/internal/atomicfile"
 )
 
 // nextSuffix names the staged files of an admin credential replacement.
@@ -21,7 +23,6 @@ func ReplaceAdminCredential(p *Paths, certPEM, keyPEM []byte) error {
 	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		return fmt.Errorf("ca: replace admin credential: the certificate and key do not match: %w", err)
 	}
-	dir := filepath.Dir(p.AdminCert)
 	for _, f := range []struct {
 		path string
 		data []byte
@@ -30,9 +31,6 @@ func ReplaceAdminCredential(p *Paths, certPEM, keyPEM []byte) error {
 		if err := writeReplace(f.path, f.data, f.perm); err != nil {
 			return err
 		}
-	}
-	if err := syncDir(dir); err != nil {
-		return err
 	}
 	return finishAdminReplace(p)
 }
@@ -73,32 +71,11 @@ func LoadAdminCredential(p *Paths) (tls.Certificate, error) {
 	return cert, nil
 }
 
-// writeReplace writes data to path (mode perm) through a fsynced
-// temporary file renamed over it: readers see the old or the new content.
+// writeReplace writes data to path (mode perm) atomically
+// (atomicfile.Write): readers see the old or the new content.
 func writeReplace(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: write %s: fsync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		return fmt.Errorf("ca: write %s: %w", path, err)
+	if err := atomicfile.Write(path, data, perm); err != nil {
+		return fmt.Errorf("ca: %w", err)
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/atomicfile"
 	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
@@ -132,16 +133,12 @@ func Restore(ctx context.Context, opts Options) (*Report, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	tmp, err := copyToTemp(opts.Backup, dir)
+	pending, err := copyToPending(opts.Backup, opts.Store)
 	if err != nil {
 		return nil, err
 	}
-	keep := false
-	defer func() {
-		if !keep {
-			os.Remove(tmp)
-		}
-	}()
+	defer pending.Discard()
+	tmp := pending.Name()
 	db, err := store.Open(tmp, store.Options{NoBackup: true, Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("restore: the backup %s does not open as a store: %w", opts.Backup, err)
@@ -173,13 +170,8 @@ func Restore(ctx context.Context, opts Options) (*Report, error) {
 			return nil, fmt.Errorf("restore: move the old store aside: %w", err)
 		}
 	}
-	if err := os.Rename(tmp, opts.Store); err != nil {
+	if err := pending.Commit(); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
-	}
-	keep = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return rep, nil
 }
@@ -211,31 +203,28 @@ func checkIssuer(crl *x509.RevocationList, issuers []*x509.Certificate) error {
 	return errors.New("not signed by this CA's intermediate")
 }
 
-// copyToTemp copies the backup into a new 0600 file in dir and fsyncs it.
-func copyToTemp(backup, dir string) (string, error) {
+// copyToPending copies the backup into a new 0600 file prepared beside
+// dest (atomicfile.Prepare), fsynced by the Commit that puts it in place.
+func copyToPending(backup, dest string) (*atomicfile.Pending, error) {
 	in, err := os.Open(backup)
 	if err != nil {
-		return "", fmt.Errorf("restore: %w", err)
+		return nil, fmt.Errorf("restore: %w", err)
 	}
 	defer in.Close()
-	out, err := os.CreateTemp(dir, ".restore-*")
+	pending, err := atomicfile.Prepare(dest, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("restore: %w", err)
+		return nil, fmt.Errorf("restore: %w", err)
 	}
-	name := out.Name()
-	_, err = io.Copy(out, in)
+	out, err := os.OpenFile(pending.Name(), os.O_WRONLY, 0)
 	if err == nil {
-		err = out.Chmod(0o600)
-	}
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
+		_, err = io.Copy(out, in)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("restore: copy %s: %w", backup, err)
+		pending.Discard()
+		return nil, fmt.Errorf("restore: copy %s: %w", backup, err)
 	}
-	return name, nil
+	return pending, nil
 }

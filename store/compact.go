@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/lanyard/lanyard/internal/atomicfile"
 )
 
 // compactTxMaxSize is how many bytes of keys and values bbolt's Compact
@@ -45,18 +46,12 @@ func Compact(path string, timeout time.Duration, dryRun bool, ev *AuditEvent) (*
 		return nil, fmt.Errorf("compact %s: %w", path, err)
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".compact-*")
+	pending, err := atomicfile.Prepare(path, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("compact %s: %w", path, err)
 	}
-	tmpName := tmp.Name()
-	tmp.Close()
-	keep := false
-	defer func() {
-		if !keep {
-			os.Remove(tmpName)
-		}
-	}()
+	defer pending.Discard()
+	tmpName := pending.Name()
 	dst, err := bolt.Open(tmpName, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("compact %s: open the copy: %w", path, err)
@@ -95,13 +90,8 @@ func Compact(path string, timeout time.Duration, dryRun bool, ev *AuditEvent) (*
 	if dryRun {
 		return res, nil
 	}
-	if err := os.Rename(tmpName, path); err != nil {
+	if err := pending.Commit(); err != nil {
 		return nil, fmt.Errorf("compact %s: %w", path, err)
-	}
-	keep = true
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return res, nil
 }

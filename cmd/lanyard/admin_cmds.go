@@ -16,7 +16,6 @@ import (
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/migrations"
-	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -184,7 +183,7 @@ itself over mTLS (default reason keyCompromise), no admin credential needed.`,
 // revokeSelf revokes an enrolled folder's current certificate over mTLS
 // with that certificate (CertificateService.RevokeSelf).
 func revokeSelf(cmd *cobra.Command, dir string, reason int) error {
-	e, roots, err := agent.ReadEnrollment(dir)
+	e, roots, err := hostdir.ReadEnrollment(dir)
 	if err != nil {
 		return err
 	}

@@ -10,10 +10,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/internal/atomicfile"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 )
@@ -55,17 +55,17 @@ func downloadBackup(ctx context.Context, hc *http.Client, baseURL, dst string) (
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 		return 0, fmt.Errorf("online backup: server answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".partial-*")
+	pending, err := atomicfile.Prepare(dst, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("online backup: %w", err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
+	defer pending.Discard()
+	tmp := pending.Name()
+	f, err := os.OpenFile(tmp, os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("online backup: %w", err)
+	}
+	defer f.Close()
 	sum := sha256.New()
 	n, err = io.Copy(io.MultiWriter(f, sum), &progressReader{r: resp.Body, stall: stall})
 	if err != nil {
@@ -74,21 +74,14 @@ func downloadBackup(ctx context.Context, hc *http.Client, baseURL, dst string) (
 	if err := checkDigest(resp.Trailer.Get(server.BackupDigestTrailer), sum); err != nil {
 		return n, fmt.Errorf("online backup: %w after %d bytes", err, n)
 	}
-	if err := f.Sync(); err != nil {
-		return n, fmt.Errorf("online backup: %w", err)
-	}
 	if err := f.Close(); err != nil {
 		return n, fmt.Errorf("online backup: %w", err)
 	}
 	if err := store.Verify(tmp); err != nil {
 		return n, fmt.Errorf("online backup: the copy is not a sound store: %w", err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := pending.Commit(); err != nil { // fsynced, renamed, the rename durable
 		return n, fmt.Errorf("online backup: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(dst)); err == nil { // the rename itself durable
-		_ = d.Sync()
-		d.Close()
 	}
 	return n, nil
 }

@@ -21,8 +21,8 @@ import (
 )
 
 // awsSettings are the hand-off settings recorded in DIR/enrollment.json
-// (agent.AWSSettings, shared with renew, the agent and doctor).
-type awsSettings = agent.AWSSettings
+// (hostdir.AWSSettings, shared with renew, the agent and doctor).
+type awsSettings = hostdir.AWSSettings
 
 func newEnrollCmd() *cobra.Command {
 	var caURL, fingerprint, token, tokenFile, out, keyType, rootsPath string
@@ -136,7 +136,7 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 	if err != nil {
 		return err
 	}
-	e := &agent.Enrollment{CA: caURL, KeyType: keyType}
+	e := &hostdir.Enrollment{CA: caURL, KeyType: keyType}
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "enrolled: serial %s, valid until %s\n", b.GetSerial(), b.GetNotAfter().AsTime().Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(w, "  %s/{cert,chain,fullchain,privkey}.pem -> current -> versions/%s\n", out, ver)
@@ -147,7 +147,7 @@ func enroll(cmd *cobra.Command, caURL, fingerprint, rootsPath, token, out, keyTy
 		e.AWS = aws
 		fmt.Fprintf(w, "  AWS profile %q in %s (credential_process via %s)\n", aws.Profile, aws.ConfigFile, aws.Signer)
 	}
-	if err := agent.WriteEnrollment(out, e, roots); err != nil {
+	if err := hostdir.WriteEnrollment(out, e, roots); err != nil {
 		return err
 	}
 	info := resp.Msg.GetRenewalInfo()

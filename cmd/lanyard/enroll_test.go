@@ -29,7 +29,7 @@ import (
 
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/testca"
-	"github.com/lanyard/lanyard/renewal/agent"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 // runLanyard runs the lanyard command line in-process.
@@ -201,7 +201,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // storedRoots returns the certificates of DIR/ca.pem.
 func storedRoots(t *testing.T, dir string) []*x509.Certificate {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, agent.RootsFile))
+	b, err := os.ReadFile(filepath.Join(dir, hostdir.RootsFile))
 	if err != nil {
 		t.Fatal(err)
 	}

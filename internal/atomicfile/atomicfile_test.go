@@ -67,3 +67,53 @@ func TestCreateNeverReplaces(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPending(t *testing.T) {
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "store.db")
+	if err := os.WriteFile(dest, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(t *testing.T, p *Pending, s string) {
+		t.Helper()
+		if err := os.WriteFile(p.Name(), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Discarded: the destination is as it was and nothing is left.
+	p, err := Prepare(dest, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(filepath.Base(p.Name()), TempPrefix) || filepath.Dir(p.Name()) != dir {
+		t.Fatalf("prepared file %s: want %s* beside the destination", p.Name(), TempPrefix)
+	}
+	fill(t, p, "half")
+	p.Discard()
+	if b, _ := os.ReadFile(dest); string(b) != "old" {
+		t.Fatalf("after Discard the destination holds %q", b)
+	}
+	if _, err := os.Stat(p.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after Discard the prepared file: %v", err)
+	}
+	// Committed: the new content under the destination's name, mode exact.
+	p, err = Prepare(dest, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Discard()
+	fill(t, p, "new")
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	p.Discard() // after Commit: removes nothing
+	if b, _ := os.ReadFile(dest); string(b) != "new" {
+		t.Fatalf("after Commit the destination holds %q", b)
+	}
+	if fi, _ := os.Stat(dest); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v, want 0640", fi.Mode().Perm())
+	}
+	if _, err := Prepare(filepath.Join(dir, "missing", "f"), 0o600); err == nil {
+		t.Fatal("Prepare in a missing folder succeeded")
+	}
+}

@@ -333,7 +333,7 @@ func (a *Agent) supervisor(path string, hc *HelperConfig, log *slog.Logger) (*Su
 	}
 	args := hc.Args
 	if len(args) == 0 {
-		enr, _, err := ReadEnrollment(path)
+		enr, _, err := hostdir.ReadEnrollment(path)
 		if err != nil {
 			return nil, err
 		}

@@ -23,7 +23,7 @@
 //     certificate, later the key) always come from one version.
 //
 // The enrollment record that `lanyard enroll` leaves in a folder
-// (enrollment.json and ca.pem) is [Enrollment], read with [ReadEnrollment].
+// (enrollment.json and ca.pem) is [hostdir.Enrollment], read with [hostdir.ReadEnrollment].
 //
 // Time is a dependency: everything that waits takes a [Clock].
 package agent

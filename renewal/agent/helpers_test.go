@@ -102,7 +102,7 @@ func enrollInto(t *testing.T, ca *testca.CA, caURL, dir, cn, keyType string) *v1
 	if _, err := d.Write(hostdir.Material{CertPEM: []byte(b.GetCertificatePem()), ChainPEM: []byte(b.GetChainPem()), KeyPEM: keyPEM}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteEnrollment(dir, &Enrollment{CA: caURL, KeyType: keyType}, ca.Authority.RootsPEM()); err != nil {
+	if err := hostdir.WriteEnrollment(dir, &hostdir.Enrollment{CA: caURL, KeyType: keyType}, ca.Authority.RootsPEM()); err != nil {
 		t.Fatal(err)
 	}
 	return b

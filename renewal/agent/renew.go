@@ -166,7 +166,7 @@ type Result struct {
 // and untouched. The errors wrap the sentinels above; see [IsFinal].
 func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, error) {
 	log := opts.logger()
-	enr, roots, err := ReadEnrollment(dir)
+	enr, roots, err := hostdir.ReadEnrollment(dir)
 	if err != nil {
 		return nil, fmt.Errorf("renew %s: %w: %w", dir, ErrNotEnrolled, err)
 	}
@@ -226,7 +226,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 	}
 	cl, err := caclient.New(enr.CA, roots, &tlsCert)
 	if err != nil {
-		return nil, fmt.Errorf("renew %s: %w: %s: %w", d.Path, ErrNotEnrolled, filepath.Join(d.Path, RootsFile), err)
+		return nil, fmt.Errorf("renew %s: %w: %s: %w", d.Path, ErrNotEnrolled, filepath.Join(d.Path, hostdir.RootsFile), err)
 	}
 	defer cl.HTTP.CloseIdleConnections()
 	resp, err := cl.Certificates.Renew(ctx, connect.NewRequest(&v1.RenewRequest{Csr: csr}))
@@ -246,7 +246,7 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 // reenroll enrolls the folder again with the single-use token in tokenFile.
 // The new certificate must carry the current one's names: the CSR asks for
 // them, so the CA refuses a token for another identity.
-func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte, cur *hostdir.Version, keyType, tokenFile string, now time.Time) (*Result, error) {
+func reenroll(ctx context.Context, d *hostdir.Dir, enr *hostdir.Enrollment, roots []byte, cur *hostdir.Version, keyType, tokenFile string, now time.Time) (*Result, error) {
 	raw, err := os.ReadFile(tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("re-enrollment token: %w", err)
@@ -265,7 +265,7 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *Enrollment, roots []byte
 	}
 	cl, err := caclient.New(enr.CA, roots, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNotEnrolled, filepath.Join(d.Path, RootsFile), err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrNotEnrolled, filepath.Join(d.Path, hostdir.RootsFile), err)
 	}
 	defer cl.HTTP.CloseIdleConnections()
 	resp, err := cl.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: token, Csr: csr}))
@@ -302,11 +302,11 @@ func refreshRoots(ctx context.Context, dir string, cl *caclient.Clients, stored 
 	if bytes.Equal(trusted, stored) {
 		return stored
 	}
-	if err := hostdir.WriteFileAtomic(filepath.Join(dir, RootsFile), trusted, 0o644); err != nil {
+	if err := hostdir.WriteRoots(dir, trusted); err != nil {
 		log.Warn("could not store the refreshed CA roots", "dir", dir, "err", err)
 		return stored
 	}
-	log.Info("CA roots refreshed", "dir", dir, "file", RootsFile)
+	log.Info("CA roots refreshed", "dir", dir, "file", hostdir.RootsFile)
 	return trusted
 }
 
@@ -362,7 +362,7 @@ type Status struct {
 // renewal window (GetRenewalInfo), falling back to
 // schedule.Scheduled when the CA cannot be reached.
 func CheckDir(ctx context.Context, dir string) (*Status, error) {
-	enr, roots, err := ReadEnrollment(dir)
+	enr, roots, err := hostdir.ReadEnrollment(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotEnrolled, err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/pembundle"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 // rootPair is a CA certificate and its key, for the roots tests.
@@ -93,7 +94,7 @@ func TestRefreshRootsFile(t *testing.T) {
 			}
 			dir := t.TempDir()
 			stored := enc(old.cert)
-			p := filepath.Join(dir, RootsFile)
+			p := filepath.Join(dir, hostdir.RootsFile)
 			if err := os.WriteFile(p, stored, 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +107,7 @@ func TestRefreshRootsFile(t *testing.T) {
 				t.Fatalf("returned %d bytes, ca.pem %d bytes, want %d bytes", len(got), len(onDisk), len(tt.want))
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-				t.Fatalf("folder holds %d entries, want only %s", len(entries), RootsFile)
+				t.Fatalf("folder holds %d entries, want only %s", len(entries), hostdir.RootsFile)
 			}
 		})
 	}

@@ -32,7 +32,7 @@ import (
 
 	"gopkg.in/ini.v1"
 
-	"github.com/lanyard/lanyard/renewal/hostdir"
+	"github.com/lanyard/lanyard/internal/atomicfile"
 )
 
 // Keys this package writes.
@@ -137,7 +137,7 @@ func WriteProfile(path string, p Profile) error {
 	if err := checkEdit(out, p); err != nil {
 		return fmt.Errorf("awsconfig: write profile %q to %s: %w", p.Name, target, err)
 	}
-	if err := hostdir.WriteFileAtomic(target, out, mode); err != nil {
+	if err := atomicfile.Write(target, out, mode); err != nil {
 		return fmt.Errorf("awsconfig: %w", err)
 	}
 	return nil

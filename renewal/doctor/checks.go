@@ -19,6 +19,7 @@ import (
 	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/awsconfig"
 	"github.com/lanyard/lanyard/renewal/credproc"
+	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 // Renewal reasons GetRenewalInfo gives (see schedule.Window).
@@ -185,11 +186,11 @@ func (s *state) checkCRL(ctx context.Context) Finding {
 }
 
 // awsSettings returns the enrollment's AWS settings, or empty ones.
-func (s *state) awsSettings() agent.AWSSettings {
+func (s *state) awsSettings() hostdir.AWSSettings {
 	if s.enr != nil && s.enr.AWS != nil {
 		return *s.enr.AWS
 	}
-	return agent.AWSSettings{}
+	return hostdir.AWSSettings{}
 }
 
 // checkAWSProfile: the profile exists, its credential_process is one line
@@ -201,7 +202,7 @@ func (s *state) checkAWSProfile() Finding {
 		name = set.Profile
 	}
 	if name == "" {
-		return skip(CheckAWSProfile, "AWS profile not checked: none recorded in %s and none given (--aws-profile)", agent.EnrollmentFile)
+		return skip(CheckAWSProfile, "AWS profile not checked: none recorded in %s and none given (--aws-profile)", hostdir.EnrollmentFile)
 	}
 	path := s.opts.AWSConfigFile
 	if path == "" {

@@ -18,10 +18,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,7 +31,6 @@ import (
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/clock"
-	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
@@ -153,7 +152,7 @@ type state struct {
 	now     func() time.Time
 	dir     string       // absolute
 	hd      *hostdir.Dir // the host folder, opened read-only
-	enr     *agent.Enrollment
+	enr     *hostdir.Enrollment
 	enrErr  error
 	roots   []byte // DIR/ca.pem
 	version string // resolved current
@@ -265,25 +264,22 @@ func (s *state) checkFiles() Finding {
 			hostdir.VersionsDir, v, strings.Join(notes, ", "))
 	}
 	return ok(CheckFiles, "files present: current -> %s/%s (cert, chain, fullchain, privkey), %s, %s",
-		hostdir.VersionsDir, v, agent.EnrollmentFile, agent.RootsFile)
+		hostdir.VersionsDir, v, hostdir.EnrollmentFile, hostdir.RootsFile)
 }
 
 // readEnrollment reads DIR/enrollment.json and DIR/ca.pem, each on its own so
 // that one missing file does not hide the other.
 func (s *state) readEnrollment() {
 	var errs []string
-	if raw, err := os.ReadFile(filepath.Join(s.dir, agent.EnrollmentFile)); err != nil {
-		errs = append(errs, agent.EnrollmentFile+" is missing")
+	if e, err := hostdir.ReadEnrollmentFile(s.dir); errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, hostdir.EnrollmentFile+" is missing")
+	} else if err != nil {
+		errs = append(errs, oneLine(err))
 	} else {
-		var e agent.Enrollment
-		if err := json.Unmarshal(raw, &e); err != nil {
-			errs = append(errs, fmt.Sprintf("%s does not parse: %s", agent.EnrollmentFile, oneLine(err)))
-		} else {
-			s.enr = &e
-		}
+		s.enr = e
 	}
-	if roots, err := os.ReadFile(filepath.Join(s.dir, agent.RootsFile)); err != nil {
-		errs = append(errs, agent.RootsFile+" (the CA roots) is missing")
+	if roots, err := hostdir.ReadRoots(s.dir); err != nil {
+		errs = append(errs, hostdir.RootsFile+" (the CA roots) is missing")
 	} else {
 		s.roots = roots
 	}
@@ -388,16 +384,16 @@ func (s *state) checkCA(ctx context.Context) Finding {
 	}
 	if s.caURL == "" {
 		s.caErr = errors.New("no CA URL")
-		return fail(CheckCA, "no CA URL: %s has none and --ca was not given", agent.EnrollmentFile)
+		return fail(CheckCA, "no CA URL: %s has none and --ca was not given", hostdir.EnrollmentFile)
 	}
 	if s.roots == nil {
 		s.caErr = errors.New("no CA roots")
-		return fail(CheckCA, "cannot reach the CA safely: %s (the roots to verify %s with) is missing", filepath.Join(s.dir, agent.RootsFile), s.caURL)
+		return fail(CheckCA, "cannot reach the CA safely: %s (the roots to verify %s with) is missing", filepath.Join(s.dir, hostdir.RootsFile), s.caURL)
 	}
 	pool, err := caclient.Pool(s.roots)
 	if err != nil {
 		s.caErr = err
-		return fail(CheckCA, "%s: %s", filepath.Join(s.dir, agent.RootsFile), oneLine(err))
+		return fail(CheckCA, "%s: %s", filepath.Join(s.dir, hostdir.RootsFile), oneLine(err))
 	}
 	s.client = caclient.HTTPClient(pool, nil)
 	s.client.Timeout = s.opts.Timeout
@@ -415,7 +411,7 @@ func (s *state) checkCA(ctx context.Context) Finding {
 	if resp.StatusCode != http.StatusOK {
 		return warn(CheckCA, "CA at %s answers /healthz with %s", s.caURL, resp.Status)
 	}
-	return ok(CheckCA, "CA reachable at %s (TLS verified against %s)", s.caURL, agent.RootsFile)
+	return ok(CheckCA, "CA reachable at %s (TLS verified against %s)", s.caURL, hostdir.RootsFile)
 }
 
 // maxBody bounds what is read from the CA.
@@ -480,7 +476,7 @@ func (s *state) checkChain(ctx context.Context) Finding {
 		local, lerr := caclient.ParseCertificates(s.roots)
 		if lerr == nil {
 			if _, lerr = verify(s.cert, s.chain, local, at); lerr == nil {
-				return fail(CheckChain, "chain verifies to %s but not to the roots the CA serves now (CA rotated? renew or re-enroll): %s", agent.RootsFile, oneLine(err))
+				return fail(CheckChain, "chain verifies to %s but not to the roots the CA serves now (CA rotated? renew or re-enroll): %s", hostdir.RootsFile, oneLine(err))
 			}
 		}
 		return fail(CheckChain, "chain does not verify to the CA root: %s", oneLine(err))

@@ -20,7 +20,6 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/testca"
-	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/renewal/awsconfig"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/revocation"
@@ -91,10 +90,10 @@ func newHost(t *testing.T, opts testca.Options) *host {
 	if err := awsconfig.WriteProfile(h.cfg, awsconfig.Profile{Name: profileName, CredentialProcess: line, Region: "us-east-1"}); err != nil {
 		t.Fatal(err)
 	}
-	e := &agent.Enrollment{CA: h.ca.URL, KeyType: "P-256", AWS: &agent.AWSSettings{
+	e := &hostdir.Enrollment{CA: h.ca.URL, KeyType: "P-256", AWS: &hostdir.AWSSettings{
 		Profile: profileName, ConfigFile: h.cfg, Signer: "lanyard", HelperArgs: args,
 	}}
-	if err := agent.WriteEnrollment(h.dir, e, h.ca.Authority.RootsPEM()); err != nil {
+	if err := hostdir.WriteEnrollment(h.dir, e, h.ca.Authority.RootsPEM()); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -278,7 +277,7 @@ func TestFaults(t *testing.T) {
 			CheckCreateSession: {SeverityOK, "returned credentials"},
 		}},
 		{name: "CA roots missing", breakIt: func(t *testing.T, h *host, _ *Options) {
-			if err := os.Remove(filepath.Join(h.dir, agent.RootsFile)); err != nil {
+			if err := os.Remove(filepath.Join(h.dir, hostdir.RootsFile)); err != nil {
 				t.Fatal(err)
 			}
 		}, want: map[string]w{
@@ -320,7 +319,7 @@ func TestFaults(t *testing.T) {
 			o.CAURL = other.URL
 			// Trust both CAs' TLS, as after a root rotation.
 			roots := append(h.ca.Authority.RootsPEM(), other.Authority.RootsPEM()...)
-			if err := os.WriteFile(filepath.Join(h.dir, agent.RootsFile), roots, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(h.dir, hostdir.RootsFile), roots, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}, want: map[string]w{

@@ -13,14 +13,6 @@ import (
 // package creates (atomicfile's prefix); Open removes leftovers with it.
 const tmpPrefix = atomicfile.TempPrefix
 
-// WriteFileAtomic replaces path with data so that readers see either the old
-// content or the new one (atomicfile.Write: mode set exactly, fsynced, the
-// folder fsynced; a symlink at path is replaced, not followed). On error
-// path is left as it was.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	return atomicfile.Write(path, data, mode)
-}
-
 // writeNewFile creates path (which must not exist), writes data with mode
 // set exactly, and fsyncs it. Its errors are *fs.PathError values that
 // already name the path.

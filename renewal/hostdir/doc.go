@@ -16,6 +16,12 @@
 //	    fullchain.pem  0644   cert.pem followed by chain.pem
 //	    privkey.pem    0600   the private key
 //	DIR/{cert,chain,fullchain,privkey}.pem -> current/{same name}   (relative symlinks)
+//	DIR/enrollment.json       0600   the [Enrollment]: the CA's URL, the key type, the AWS hand-off
+//	DIR/ca.pem                0644   the CA roots the folder trusts (pinned at enroll, refreshed by renew)
+//
+// This package owns every file of the folder: the versions through [Dir],
+// enrollment.json and ca.pem through [ReadEnrollment], [WriteEnrollment],
+// [ReadRoots] and [WriteRoots] (each written atomically, internal/atomicfile).
 //
 // DIR itself is the single gate for who may look inside: it is created 0700,
 // and an administrator who wants a group to read the certificates widens DIR

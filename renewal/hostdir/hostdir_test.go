@@ -13,11 +13,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -445,7 +447,7 @@ func TestOpenCleansUpCrash(t *testing.T) {
 		{"temp symlink pointing at a real version", func(t *testing.T, d *Dir) {
 			must(t, os.Symlink("versions/000001", filepath.Join(d.Path, ".tmp-cert.pem-1")))
 		}, []string{".tmp-cert.pem-1"}},
-		{"temp file of WriteFileAtomic", func(t *testing.T, d *Dir) {
+		{"temp file of an atomic write", func(t *testing.T, d *Dir) {
 			must(t, os.WriteFile(filepath.Join(d.Path, ".tmp-state-123"), []byte("x"), 0o600))
 		}, []string{".tmp-state-123"}},
 		{"complete version never swapped in", func(t *testing.T, d *Dir) {
@@ -805,41 +807,39 @@ func TestPruneWithoutWrite(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	tests := []struct {
-		name     string
-		existing []byte
-		data     []byte
-		mode     os.FileMode
-	}{
-		{"new key file", nil, []byte("secret"), 0o600},
-		{"replace", []byte("old content that is longer"), []byte("new"), 0o644},
-		{"empty", []byte("x"), nil, 0o600},
+func TestEnrollment(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := ReadEnrollment(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ReadEnrollment of a folder never enrolled: %v, want fs.ErrNotExist", err)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			p := filepath.Join(dir, "f")
-			if tc.existing != nil {
-				must(t, os.WriteFile(p, tc.existing, 0o666))
-			}
-			must(t, WriteFileAtomic(p, tc.data, tc.mode))
-			got, err := os.ReadFile(p)
-			if err != nil || !bytes.Equal(got, tc.data) {
-				t.Errorf("content = %q, %v", got, err)
-			}
-			fi, _ := os.Stat(p)
-			if fi.Mode().Perm() != tc.mode {
-				t.Errorf("mode = %v, want %v", fi.Mode().Perm(), tc.mode)
-			}
-			entries, _ := os.ReadDir(dir)
-			if len(entries) != 1 {
-				t.Errorf("leftovers: %v", entries)
-			}
-		})
+	want := &Enrollment{CA: "https://ca.example.net:8443", KeyType: "P-384", AWS: &AWSSettings{Profile: "p", Signer: "lanyard"}}
+	roots := []byte("-----BEGIN CERTIFICATE-----\n")
+	for range 2 { // the second write replaces the first
+		must(t, WriteEnrollment(dir, want, roots))
 	}
-	if err := WriteFileAtomic(filepath.Join(t.TempDir(), "missing", "f"), nil, 0o600); err == nil {
-		t.Error("WriteFileAtomic into a missing folder succeeded")
+	got, gotRoots, err := ReadEnrollment(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CA != want.CA || got.KeyType != want.KeyType || got.AWS == nil || *got.AWS != *want.AWS || !bytes.Equal(gotRoots, roots) {
+		t.Fatalf("read back %+v %q, want %+v %q", got, gotRoots, want, roots)
+	}
+	for name, mode := range map[string]os.FileMode{EnrollmentFile: 0o600, RootsFile: 0o644} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v, mode %v, want %v", name, err, fi.Mode().Perm(), mode)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("folder holds %v, want only %s and %s", entries, EnrollmentFile, RootsFile)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, EnrollmentFile), []byte("{"), 0o600))
+	if _, err := ReadEnrollmentFile(dir); err == nil || !strings.Contains(err.Error(), "does not parse") {
+		t.Fatalf("a torn enrollment.json: %v", err)
+	}
+	if err := WriteRoots(filepath.Join(dir, "missing"), roots); err == nil {
+		t.Error("WriteRoots into a missing folder succeeded")
 	}
 }
 

@@ -1,4 +1,4 @@
-package agent
+package hostdir
 
 import (
 	"encoding/json"
@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/lanyard/lanyard/internal/atomicfile"
 	"github.com/lanyard/lanyard/renewal/awsconfig"
-	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
 // File names of the enrollment record inside a host folder.
@@ -42,23 +42,45 @@ type AWSSettings struct {
 	awsconfig.HelperArgs
 }
 
-// ReadEnrollment reads DIR/enrollment.json and DIR/ca.pem.
+// ReadEnrollment reads DIR/enrollment.json and DIR/ca.pem. A folder without
+// enrollment.json is not enrolled: the error says so and wraps
+// fs.ErrNotExist.
 func ReadEnrollment(dir string) (*Enrollment, []byte, error) {
+	e, err := ReadEnrollmentFile(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots, err := ReadRoots(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, roots, nil
+}
+
+// ReadEnrollmentFile reads DIR/enrollment.json alone (doctor reports it and
+// ca.pem each on its own). A missing file gives an error wrapping
+// fs.ErrNotExist; one that does not parse, an error saying so.
+func ReadEnrollmentFile(dir string) (*Enrollment, error) {
 	p := filepath.Join(dir, EnrollmentFile)
 	raw, err := os.ReadFile(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s is not an enrolled folder (run lanyard enroll): %w", dir, err)
+		return nil, fmt.Errorf("%s is not an enrolled folder (run lanyard enroll): %w", dir, err)
 	}
 	var e Enrollment
 	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", p, err)
+		return nil, fmt.Errorf("%s does not parse: %w", p, err)
 	}
-	rp := filepath.Join(dir, RootsFile)
-	roots, err := os.ReadFile(rp)
+	return &e, nil
+}
+
+// ReadRoots reads DIR/ca.pem, the CA roots the folder trusts.
+func ReadRoots(dir string) ([]byte, error) {
+	p := filepath.Join(dir, RootsFile)
+	roots, err := os.ReadFile(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", rp, err)
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	return &e, roots, nil
+	return roots, nil
 }
 
 // WriteEnrollment writes DIR/ca.pem (0644) and DIR/enrollment.json (0600),
@@ -68,8 +90,14 @@ func WriteEnrollment(dir string, e *Enrollment, rootsPEM []byte) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", EnrollmentFile, err)
 	}
-	if err := hostdir.WriteFileAtomic(filepath.Join(dir, RootsFile), rootsPEM, 0o644); err != nil {
+	if err := WriteRoots(dir, rootsPEM); err != nil {
 		return err
 	}
-	return hostdir.WriteFileAtomic(filepath.Join(dir, EnrollmentFile), append(raw, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(dir, EnrollmentFile), append(raw, '\n'), 0o600)
+}
+
+// WriteRoots replaces DIR/ca.pem (0644) atomically: a reader sees the old
+// roots or the new ones.
+func WriteRoots(dir string, rootsPEM []byte) error {
+	return atomicfile.Write(filepath.Join(dir, RootsFile), rootsPEM, 0o644)
 }
