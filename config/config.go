@@ -4,6 +4,8 @@
 // LANYARD_CRL_VALIDITY; the list is derived from the Config struct, see
 // LeafKeys; lists as a,b,c); maps (profiles, anchors.profile.
 // attribute_mappings) and anchors.targets are set through the file only.
+// The defaults are one list, Defaults, each taken from the constant of the
+// package that owns the setting.
 // Flags override the environment, which overrides the file, which
 // overrides the defaults.
 package config
@@ -192,36 +194,6 @@ type Tidy struct {
 	Sessions time.Duration `mapstructure:"sessions" yaml:"sessions"`
 	// Audit is how long an audit event is kept.
 	Audit time.Duration `mapstructure:"audit" yaml:"audit"`
-}
-
-// SetDefaults registers every default on v.
-func SetDefaults(v *viper.Viper) {
-	v.SetDefault("listen", ":8443")
-	v.SetDefault("data_dir", "/var/lib/lanyard")
-	v.SetDefault("server_names", []string{"localhost", "127.0.0.1"})
-	v.SetDefault("crl.validity", 24*time.Hour)
-	v.SetDefault("anchors.interval", 10*time.Minute)
-	v.SetDefault("anchors.region", "us-east-1")
-	v.SetDefault("anchors.name", "lanyard")
-	v.SetDefault("anchors.emulator_listen", "127.0.0.1:8444")
-	v.SetDefault("limits.max_body", 64<<10)
-	v.SetDefault("limits.rate_per_client", 5.0)
-	v.SetDefault("limits.burst", 20)
-	v.SetDefault("limits.max_handshakes", 256)
-	v.SetDefault("limits.read_timeout", 10*time.Second)
-	v.SetDefault("limits.write_timeout", 30*time.Second)
-	v.SetDefault("limits.idle_timeout", 120*time.Second)
-	v.SetDefault("web.session_ttl", 8*time.Hour)
-	v.SetDefault("log_level", "info")
-	// Tidy defaults: a month of expired certificates (history for the
-	// admin page, and more than Vault PKI's 72 h safety buffer), a week of
-	// spent tokens, a day of expired sessions, and 400 days of audit
-	// events (a year plus a month, so a yearly audit sees a whole year).
-	v.SetDefault("tidy.interval", 6*time.Hour)
-	v.SetDefault("tidy.certs", 30*24*time.Hour)
-	v.SetDefault("tidy.tokens", 7*24*time.Hour)
-	v.SetDefault("tidy.sessions", 24*time.Hour)
-	v.SetDefault("tidy.audit", 400*24*time.Hour)
 }
 
 // NewViper returns a viper with lanyard's defaults and environment binding.

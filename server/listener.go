@@ -11,12 +11,12 @@ import (
 )
 
 const (
-	// defaultMaxHandshakes caps the TLS handshakes in flight at once (the
+	// DefaultMaxHandshakes caps the TLS handshakes in flight at once (the
 	// MaxHandshakes default). Each holds a goroutine and a tls.Conn, some
 	// 20 KiB; 256 of them is 5 MiB, and 256 handshakes is more than two
 	// cores finish in a tenth of a second, so more at once only adds
 	// latency: the rest wait in the kernel's accept backlog.
-	defaultMaxHandshakes = 256
+	DefaultMaxHandshakes = 256
 	// maxHandshakesPerSource caps the handshakes in flight from one source
 	// (sourceKey: an IPv4 address or an IPv6 /64). A host has one in
 	// flight; a NAT gateway in front of a fleet has a few (a handshake
@@ -96,7 +96,7 @@ type handshakeLimits struct {
 // closed because its source's queue (or every source's) was full.
 func newHandshakeListener(ln net.Listener, cfg *tls.Config, lim handshakeLimits, onRefuse func()) *handshakeListener {
 	if lim.max <= 0 {
-		lim.max = defaultMaxHandshakes
+		lim.max = DefaultMaxHandshakes
 	}
 	if lim.perSource <= 0 {
 		lim.perSource = maxHandshakesPerSource

@@ -42,6 +42,15 @@ const (
 	// DefaultMaxBody is the largest request accepted: a CSR is under 2 KiB
 	// and an RSA-8192 one under 3 KiB; 64 KiB leaves room and stops abuse.
 	DefaultMaxBody = 64 << 10
+	// DefaultReadTimeout bounds reading a request: a CSR is small, and a
+	// client slower than this holds a connection for nothing.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds writing an answer (a backup streams with
+	// its own stall timeout instead).
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultIdleTimeout keeps a keep-alive connection (an agent, the admin
+	// page) open between requests: two minutes, like most load balancers.
+	DefaultIdleTimeout = 120 * time.Second
 	// serverCertTTL is the life of the server's own TLS certificate; it
 	// renews itself at two thirds of it.
 	serverCertTTL = 7 * 24 * time.Hour
@@ -108,16 +117,16 @@ func New(opts Options) (*Server, error) {
 		opts.MaxBody = DefaultMaxBody
 	}
 	if opts.MaxHandshakes <= 0 {
-		opts.MaxHandshakes = defaultMaxHandshakes
+		opts.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = 10 * time.Second
+		opts.ReadTimeout = DefaultReadTimeout
 	}
 	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = 30 * time.Second
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = 120 * time.Second
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if len(opts.ServerNames) == 0 {
 		opts.ServerNames = []string{"localhost", "127.0.0.1"}

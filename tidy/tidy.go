@@ -25,6 +25,23 @@ type Leader interface {
 	IsLeader() bool
 }
 
+// Defaults of lanyard.yaml's tidy section.
+const (
+	// DefaultInterval is the time between two automatic tidies on the
+	// leader: four a day keep a store near its steady size.
+	DefaultInterval = 6 * time.Hour
+	// DefaultCertRetention keeps a month of expired certificates: history
+	// for the admin page, and more than Vault PKI's 72 h safety buffer.
+	DefaultCertRetention = 30 * 24 * time.Hour
+	// DefaultTokenRetention keeps a week of spent or expired tokens.
+	DefaultTokenRetention = 7 * 24 * time.Hour
+	// DefaultSessionRetention keeps a day of expired web sessions.
+	DefaultSessionRetention = 24 * time.Hour
+	// DefaultAuditRetention keeps 400 days of audit events: a year plus a
+	// month, so a yearly audit sees a whole year.
+	DefaultAuditRetention = 400 * 24 * time.Hour
+)
+
 // Retention is how long each kind of record is kept once it stops
 // mattering; 0 keeps it forever.
 type Retention struct {
