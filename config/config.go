@@ -174,7 +174,8 @@ type Limits struct {
 
 // Web configures the admin page.
 type Web struct {
-	// SessionTTL is how long an admin session lasts.
+	// SessionTTL is how long an admin session lasts (0: web's
+	// DefaultSessionTTL, 8h).
 	SessionTTL time.Duration `mapstructure:"session_ttl" yaml:"session_ttl"`
 }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/tidy"
-	"github.com/lanyard/lanyard/web"
 )
 
 // Defaults of the settings that no other package owns.
@@ -41,7 +40,9 @@ func DefaultServerNames() []string { return []string{"localhost", "127.0.0.1"} }
 // Defaults is the configuration before the file, the environment and the
 // flags apply: the one list of lanyard.yaml's defaults, each taken from
 // the constant of the package that owns the setting. SetDefaults registers
-// it on viper.
+// it on viper. A setting whose owner cannot be imported here (package web:
+// its tests run on internal/testca, which imports config) stays zero and
+// the owner applies its default (web.session_ttl: web.DefaultSessionTTL).
 func Defaults() Config {
 	return Config{
 		Listen:      DefaultListen,
@@ -63,7 +64,6 @@ func Defaults() Config {
 			WriteTimeout:  server.DefaultWriteTimeout,
 			IdleTimeout:   server.DefaultIdleTimeout,
 		},
-		Web: Web{SessionTTL: web.DefaultSessionTTL},
 		Tidy: Tidy{
 			Interval: tidy.DefaultInterval,
 			Certs:    tidy.DefaultCertRetention,
