@@ -2,23 +2,12 @@ package acme
 
 import (
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/store"
 )
-
-// clock is a settable test clock (internal/testca's would import this
-// package through internal/app).
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.now = t; c.mu.Unlock() }
-func (c *clock) Add(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 // TestNoncesAcrossReplicas: two servers on one store (two replicas) share
 // the nonce key through it, so each accepts the other's nonces; each
@@ -30,7 +19,7 @@ func TestNoncesAcrossReplicas(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	c := &clock{now: t0}
+	c := clock.NewFake(t0)
 	a := New(Config{Store: db, Now: c.Now})
 	b := New(Config{Store: db, Now: c.Now})
 	mint := func(s *Server) string {
@@ -59,7 +48,7 @@ func TestNoncesAcrossReplicas(t *testing.T) {
 		t.Fatal("a forged or malformed nonce was accepted")
 	}
 	old := mint(b)
-	c.Add(NonceLifetime)
+	c.Advance(NonceLifetime)
 	if a.useNonce(old) {
 		t.Fatal("a nonce older than NonceLifetime was accepted")
 	}
@@ -83,7 +72,7 @@ func TestNonceMemoryBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	c := &clock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	c := clock.NewFake(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	s := New(Config{Store: db, Now: c.Now})
 	s.maxNonces = 100
 	first, err := s.newNonce()
@@ -95,7 +84,7 @@ func TestNonceMemoryBound(t *testing.T) {
 	}
 	unused, _ := s.newNonce()
 	for range s.maxNonces {
-		c.Add(time.Microsecond)
+		c.Advance(time.Microsecond)
 		n, _ := s.newNonce()
 		if !s.useNonce(n) {
 			t.Fatal("fresh nonce refused")
