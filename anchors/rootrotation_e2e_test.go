@@ -21,6 +21,7 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/pembundle"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
@@ -35,7 +36,7 @@ import (
 // from the Enroll RPC, written by hostdir with DIR/enrollment.json.
 func agentHost(t *testing.T, c *testca.CA, cn, fingerprint string) (string, hostCreds) {
 	t.Helper()
-	roots, err := caclient.Bootstrap(t.Context(), c.URL, fingerprint)
+	roots, err := caclient.Bootstrap(t.Context(), c.URL, fingerprint, c.Now())
 	if err != nil {
 		t.Fatalf("bootstrap %s: %v", cn, err)
 	}
@@ -63,7 +64,7 @@ func agentHost(t *testing.T, c *testca.CA, cn, fingerprint string) (string, host
 	if _, err := d.Write(hostdir.Material{CertPEM: []byte(b.GetCertificatePem()), ChainPEM: []byte(b.GetChainPem()), KeyPEM: keyPEM}); err != nil {
 		t.Fatal(err)
 	}
-	if err := agent.WriteEnrollment(dir, &agent.Enrollment{CA: c.URL, KeyType: "P-256"}, roots); err != nil {
+	if err := hostdir.WriteEnrollment(dir, &hostdir.Enrollment{CA: c.URL, KeyType: "P-256"}, roots); err != nil {
 		t.Fatal(err)
 	}
 	return dir, hostFiles(t, dir)
@@ -89,7 +90,7 @@ func hostFiles(t *testing.T, dir string) hostCreds {
 // storedRoots is a host folder's DIR/ca.pem.
 func storedRoots(t *testing.T, dir string) []*x509.Certificate {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, agent.RootsFile))
+	b, err := os.ReadFile(filepath.Join(dir, hostdir.RootsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ const rootRotationFleet = 4
 func TestRootRotationEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	caDir := filepath.Join(dir, "ca")
-	clock := testca.NewClock(time.Now().Add(-20 * time.Minute))
+	clk := clock.NewFake(time.Now().Add(-20 * time.Minute))
 	emu := emulator.NewServer(emulator.Options{})
 	defer emu.Close()
 	ctx := context.Background()
@@ -152,19 +153,19 @@ func TestRootRotationEndToEnd(t *testing.T) {
 	// (their roots stay as they are).
 	repoint := func(c *testca.CA) {
 		for _, d := range hosts {
-			enr, roots, err := agent.ReadEnrollment(d)
+			enr, roots, err := hostdir.ReadEnrollment(d)
 			if err != nil {
 				t.Fatal(err)
 			}
 			enr.CA = c.URL
-			if err := agent.WriteEnrollment(d, enr, roots); err != nil {
+			if err := hostdir.WriteEnrollment(d, enr, roots); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	var rep *anchors.Report
 	start := func() (*testca.CA, *anchors.Syncer) {
-		c := testca.Start(t, testca.Options{Dir: dir, Clock: clock})
+		c := testca.Start(t, testca.Options{Dir: dir, Clock: clk})
 		s := anchors.New(cfg, api, c.Authority, c.Store, c.Now, nil)
 		if rep, err = s.Sync(ctx, false); err != nil {
 			t.Fatal(err)
@@ -208,11 +209,11 @@ func TestRootRotationEndToEnd(t *testing.T) {
 	fetchAll("before the rotation", hosts)
 	stop(c, s)
 
-	res, err := ca.RotateRoot(ca.RootRotateOptions{Dir: caDir, Now: clock.Now})
+	res, err := ca.RotateRoot(ca.RootRotateOptions{Dir: caDir, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.RotateRoot(ca.RootRotateOptions{Dir: caDir, Now: clock.Now}); err == nil || !strings.Contains(err.Error(), "in progress") {
+	if _, err := ca.RotateRoot(ca.RootRotateOptions{Dir: caDir, Now: clk.Now}); err == nil || !strings.Contains(err.Error(), "in progress") {
 		t.Fatalf("a second rotation while one is in progress: %v", err)
 	}
 	c, s = start()
@@ -249,7 +250,7 @@ func TestRootRotationEndToEnd(t *testing.T) {
 		}
 		w := ri.Msg.GetRenewalInfo()
 		if w.GetReason() != schedule.ReasonCARotation || w.GetWindowStart().AsTime().Before(res.NewIntermediate.NotBefore) ||
-			w.GetWindowStart().AsTime().After(clock.Now().Add(6*time.Hour)) {
+			w.GetWindowStart().AsTime().After(clk.Now().Add(6*time.Hour)) {
 			t.Fatalf("renewal info of %s: %s from %s, want %s within the first quarter of its lifetime", cn, w.GetReason(), w.GetWindowStart().AsTime(), schedule.ReasonCARotation)
 		}
 		starts[w.GetWindowStart().AsTime()] = true
@@ -288,7 +289,7 @@ func TestRootRotationEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		use, err := issuance.IssuerUsage(c.Store, st.UnderOldRoot(), clock.Now())
+		use, err := issuance.IssuerUsage(c.Store, st.UnderOldRoot(), clk.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,7 +314,7 @@ func TestRootRotationEndToEnd(t *testing.T) {
 		t.Fatal("the rotation finished while old-root certificates are in use")
 	}
 	c, s = start()
-	clock.Set(until.Add(time.Second))
+	clk.Set(until.Add(time.Second))
 	if n, _ := inUse(); n != 0 {
 		t.Fatalf("%d old-root certificates still in use past %s", n, until)
 	}

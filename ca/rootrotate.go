@@ -11,6 +11,7 @@ import (
 	"time"
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/internal/clock"
 )
 
 // A root rotation, in two offline steps (lanyard serve stopped):
@@ -97,11 +98,7 @@ func RotateRoot(opts RootRotateOptions) (*RootRotateResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: rotate-root: %w", err)
 	}
-	nowFn := opts.Now
-	if nowFn == nil {
-		nowFn = time.Now
-	}
-	now := nowFn()
+	now := clock.Or(opts.Now)()
 	p := PathsIn(dir)
 	if opts.RootKeyPath != "" {
 		if p.RootKey, err = filepath.Abs(opts.RootKeyPath); err != nil {

@@ -150,7 +150,7 @@ recorded in the audit log.`,
 					res.KeyType, res.RootKey, res.RetiredRootKey, res.KeyStore)
 				return nil
 			}
-			ev := &store.AuditEvent{At: time.Now(), Actor: "admin:cli", Action: store.ActionRotateRoot,
+			ev := &store.AuditEvent{At: cliNow(), Actor: "admin:cli", Action: store.ActionRotateRoot,
 				Subject: lanyardv1.FormatSerial(res.NewRoot.SerialNumber),
 				Detail: fmt.Sprintf("old root %s, new intermediate %s (retired %s), cross-signed by the old root",
 					lanyardv1.FormatSerial(res.OldRoot.SerialNumber), lanyardv1.FormatSerial(res.NewIntermediate.SerialNumber),
@@ -180,7 +180,7 @@ recorded in the audit log.`,
 
 // finishRootRotation is `lanyard ca rotate-root --finish`.
 func finishRootRotation(cmd *cobra.Command, out io.Writer, dir string, db *store.DB, dryRun bool) error {
-	now := time.Now()
+	now := cliNow()
 	res, err := ca.FinishRootRotation(ca.FinishOptions{Dir: dir, DryRun: dryRun,
 		Live: func(issuers []*x509.Certificate) (int, time.Time, error) {
 			use, err := issuance.IssuerUsage(db, issuers, now)
