@@ -20,7 +20,9 @@ package storetest
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -122,5 +124,150 @@ func allCerts(t *testing.T, s store.Store) []*store.Cert {
 			return out
 		}
 		q.After = next
+	}
+}
+
+func testRedeemOnce(t *testing.T, s store.Store) {
+	hash := PutToken(t, s, "tok1")
+	const n = 200
+	var ok, used atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.RedeemToken(context.Background(), "tok1", hash, T0, NewCert(), &store.AuditEvent{Action: "issue"})
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrTokenUsed):
+				used.Add(1)
+			default:
+				t.Errorf("unexpected error %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || used.Load() != n-1 {
+		t.Fatalf("ok=%d used=%d, want 1 and %d", ok.Load(), used.Load(), n-1)
+	}
+	certs := allCerts(t, s)
+	if len(certs) != 1 {
+		t.Fatalf("store holds %d certificates, want 1", len(certs))
+	}
+	tok, err := s.GetToken("tok1")
+	if err != nil || tok.UsedAt.IsZero() || tok.Serial != certs[0].Serial {
+		t.Fatalf("token after redemption = %+v, %v; want used with serial %s", tok, err, certs[0].Serial)
+	}
+	if got, err := s.GetCert(certs[0].Serial); err != nil || got.TokenID != "" && got.TokenID != "tok1" {
+		t.Fatalf("GetCert = %+v, %v", got, err)
+	}
+}
+
+func testRedeemErrors(t *testing.T, s store.Store) {
+	h := PutToken(t, s, "tok")
+	PutToken(t, s, "revoked")
+	if err := s.RevokeToken(context.Background(), "revoked", nil); err != nil {
+		t.Fatal(err)
+	}
+	rh := sha256.Sum256([]byte("secret-revoked"))
+	wrong := sha256.Sum256([]byte("x"))
+	for _, tc := range []struct {
+		name string
+		id   string
+		hash []byte
+		now  time.Time
+		want error
+	}{
+		{"unknown token", "nope", h, T0, store.ErrNotFound},
+		{"wrong secret", "tok", wrong[:], T0, store.ErrNotFound},
+		{"expired", "tok", h, T0.Add(2 * time.Hour), store.ErrTokenExpired},
+		{"expires exactly now", "tok", h, T0.Add(time.Hour), store.ErrTokenExpired},
+		{"revoked", "revoked", rh[:], T0, store.ErrTokenRevoked},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.RedeemToken(context.Background(), tc.id, tc.hash, tc.now, NewCert(), &store.AuditEvent{Action: "issue"})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if certs := allCerts(t, s); len(certs) != 0 {
+				t.Fatalf("a refused redemption wrote %d certificates", len(certs))
+			}
+		})
+	}
+	if evs, _, _ := s.ListAudit(store.AuditQuery{Action: "issue"}); len(evs) != 0 {
+		t.Fatalf("refused redemptions wrote %d audit events", len(evs))
+	}
+	if tok, _ := s.GetToken("tok"); !tok.UsedAt.IsZero() {
+		t.Fatal("a refused redemption marked the token used")
+	}
+	if err := s.RedeemToken(context.Background(), "tok", h, T0, NewCert(), nil); err != nil {
+		t.Fatalf("the token still redeems after refusals: %v", err)
+	}
+}
+
+// testRedeemFailureAtomic: a redemption whose certificate cannot be
+// recorded (its serial is taken) leaves the token unused.
+func testRedeemFailureAtomic(t *testing.T, s store.Store) {
+	h := PutToken(t, s, "tok")
+	taken := insert(t, s, NewCert())
+	err := s.RedeemToken(context.Background(), "tok", h, T0, NewCert(func(c *store.Cert) { c.Serial = taken.Serial }), nil)
+	if err == nil {
+		// An engine may treat the serial as the key and overwrite; that
+		// would lose a record, which the contract forbids.
+		t.Fatal("redeeming with a serial already recorded succeeded")
+	}
+	if tok, _ := s.GetToken("tok"); !tok.UsedAt.IsZero() {
+		t.Fatalf("failed redemption (%v) marked the token used", err)
+	}
+	if err := s.RedeemToken(context.Background(), "tok", h, T0, NewCert(), nil); err != nil {
+		t.Fatalf("token unusable after a failed redemption: %v", err)
+	}
+}
+
+func testTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i, id := range []string{"a", "b", "c", "d"} {
+		h := sha256.Sum256([]byte(id))
+		tok := &store.Token{ID: id, Hash: h[:], CN: id + ".example", Profile: "covalent", CreatedAt: T0.Add(time.Duration(i) * time.Minute), ExpiresAt: T0.Add(time.Hour)}
+		if id == "d" {
+			tok.ExpiresAt = T0
+		}
+		if err := s.PutToken(ctx, tok, &store.AuditEvent{Action: "token.create", Subject: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutToken(ctx, &store.Token{ID: "a", CreatedAt: T0, ExpiresAt: T0.Add(time.Hour)}, nil); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate token id: %v, want ErrExists", err)
+	}
+	if err := s.RevokeToken(ctx, "b", &store.AuditEvent{Action: "token.revoke", Subject: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, "b", nil); err != nil {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	if err := s.RevokeToken(ctx, "zz", nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoking unknown: %v", err)
+	}
+	ha := sha256.Sum256([]byte("a"))
+	if err := s.RedeemToken(ctx, "a", ha[:], T0, NewCert(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, "a", nil); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("revoking a used token: %v, want ErrTokenUsed", err)
+	}
+	got, err := s.ListUnusedTokens(T0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != "c" || got[0].Hash != nil {
+		t.Fatalf("unused tokens = %+v, want only c, without its hash", got)
+	}
+	tok, err := s.GetToken("c")
+	if err != nil || string(tok.Hash) != string(func() []byte { h := sha256.Sum256([]byte("c")); return h[:] }()) || tok.CN != "c.example" {
+		t.Fatalf("GetToken = %+v, %v", tok, err)
+	}
+	if _, err := s.GetToken("zz"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetToken unknown: %v", err)
 	}
 }
