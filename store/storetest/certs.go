@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,30 +275,11 @@ func testInsertCertSwap(t *testing.T, s store.Store) {
 	if err := s.PutMeta(ctx, "order", order{Status: "ready"}); err != nil {
 		t.Fatal(err)
 	}
-	const n = 40
-	var ok, lost atomic.Int64
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := NewCert()
-			err := s.InsertCertSwap(ctx, c, &store.AuditEvent{At: T0, Actor: "acme", Action: store.ActionIssue, Subject: c.Serial},
-				[]store.MetaWrite{{Key: "order", If: order{Status: "ready"}, Value: order{Status: "valid", Serial: c.Serial}}})
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.Is(err, store.ErrConflict):
-				lost.Add(1)
-			default:
-				t.Errorf("InsertCertSwap: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if ok.Load() != 1 || lost.Load() != n-1 {
-		t.Fatalf("ok=%d conflicts=%d, want 1 and %d", ok.Load(), lost.Load(), n-1)
-	}
+	oneWins(t, 40, store.ErrConflict, func(int) error {
+		c := NewCert()
+		return s.InsertCertSwap(ctx, c, &store.AuditEvent{At: T0, Actor: "acme", Action: store.ActionIssue, Subject: c.Serial},
+			[]store.MetaWrite{{Key: "order", If: order{Status: "ready"}, Value: order{Status: "valid", Serial: c.Serial}}})
+	})
 	certs := allCerts(t, s)
 	var o order
 	if err := s.GetMeta("order", &o); err != nil || len(certs) != 1 || o.Serial != certs[0].Serial {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -371,28 +370,9 @@ func testSwapMeta(t *testing.T, s store.Store) {
 	if err := s.PutMeta(ctx, "race", rec{"unused", 0}); err != nil {
 		t.Fatal(err)
 	}
-	const n = 50
-	var ok, lost atomic.Int64
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := s.SwapMeta(ctx, []store.MetaWrite{{Key: "race", If: rec{"unused", 0}, Value: rec{"used", i + 1}}}, nil)
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.Is(err, store.ErrConflict):
-				lost.Add(1)
-			default:
-				t.Errorf("concurrent swap: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if ok.Load() != 1 || lost.Load() != n-1 {
-		t.Fatalf("ok=%d conflicts=%d, want 1 and %d", ok.Load(), lost.Load(), n-1)
-	}
+	oneWins(t, 50, store.ErrConflict, func(i int) error {
+		return s.SwapMeta(ctx, []store.MetaWrite{{Key: "race", If: rec{"unused", 0}, Value: rec{"used", i + 1}}}, nil)
+	})
 
 	// ListMeta: by prefix, full keys; % and _ are not wildcards.
 	for _, k := range []string{"acme/a/1", "acme/a/2", "acme/b/1", "acme/a_x"} {

@@ -127,30 +127,38 @@ func allCerts(t *testing.T, s store.Store) []*store.Cert {
 	}
 }
 
-func testRedeemOnce(t *testing.T, s store.Store) {
-	hash := PutToken(t, s, "tok1")
-	const n = 200
-	var ok, used atomic.Int64
+// oneWins runs try(i) for i in [0, n) at once and fails t unless exactly
+// one call succeeds and every other fails with lose (single use under
+// concurrency: a token, an order, a compare-and-swap).
+func oneWins(t *testing.T, n int, lose error, try func(i int) error) {
+	t.Helper()
+	var ok, lost atomic.Int64
 	var wg sync.WaitGroup
-	for range n {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := s.RedeemToken(context.Background(), "tok1", hash, T0, NewCert(), &store.AuditEvent{Action: "issue"})
-			switch {
+			switch err := try(i); {
 			case err == nil:
 				ok.Add(1)
-			case errors.Is(err, store.ErrTokenUsed):
-				used.Add(1)
+			case errors.Is(err, lose):
+				lost.Add(1)
 			default:
-				t.Errorf("unexpected error %v", err)
+				t.Errorf("call %d: %v, want nil or %v", i, err, lose)
 			}
 		}()
 	}
 	wg.Wait()
-	if ok.Load() != 1 || used.Load() != n-1 {
-		t.Fatalf("ok=%d used=%d, want 1 and %d", ok.Load(), used.Load(), n-1)
+	if ok.Load() != 1 || lost.Load() != int64(n-1) {
+		t.Fatalf("%d succeeded and %d failed with %v, want 1 and %d", ok.Load(), lost.Load(), lose, n-1)
 	}
+}
+
+func testRedeemOnce(t *testing.T, s store.Store) {
+	hash := PutToken(t, s, "tok1")
+	oneWins(t, 200, store.ErrTokenUsed, func(int) error {
+		return s.RedeemToken(context.Background(), "tok1", hash, T0, NewCert(), &store.AuditEvent{Action: "issue"})
+	})
 	certs := allCerts(t, s)
 	if len(certs) != 1 {
 		t.Fatalf("store holds %d certificates, want 1", len(certs))
