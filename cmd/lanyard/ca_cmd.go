@@ -259,7 +259,7 @@ those too. Recorded in the audit log.`,
 				return fmt.Errorf("stop lanyard serve first (it holds the retired key while it runs): %w", err)
 			}
 			defer db.Close()
-			now := time.Now()
+			now := cliNow()
 			use, err := issuance.IssuerUsage(db, []*x509.Certificate{retired}, now)
 			if err != nil {
 				return err
