@@ -22,6 +22,7 @@ import (
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/store"
@@ -101,12 +102,12 @@ func TestLegoIssuesClientAuthCertificate(t *testing.T) {
 	if !strings.Contains(string(rest), "CERTIFICATE") {
 		t.Error("no chain after the leaf")
 	}
-	if _, err := c.Store.GetCert(strings.ToLower(leaf.SerialNumber.Text(16))); err != nil {
-		// serial formatting lives in issuance; fall back to a CN lookup
-		serials, err2 := c.Store.SerialsByCN(leaf.Subject.CommonName)
-		if err2 != nil || len(serials) != 1 {
-			t.Errorf("certificate not recorded: %v %v", err, serials)
-		}
+	if rec, err := c.Store.GetCert(lanyardv1.FormatSerial(leaf.SerialNumber)); err != nil || rec.Profile != "covalent" {
+		t.Errorf("certificate not recorded under its profile: %+v, %v", rec, err)
+	}
+	evs, _, err := c.Store.ListAudit(store.AuditQuery{Action: store.ActionACMEIssue, Subject: lanyardv1.FormatSerial(leaf.SerialNumber)})
+	if err != nil || len(evs) != 1 || !strings.HasPrefix(evs[0].Actor, "acme:") {
+		t.Errorf("issuance audit %+v (%v), want one naming the ACME account", evs, err)
 	}
 
 	// An order outside the profile is refused with rejectedIdentifier.
