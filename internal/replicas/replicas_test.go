@@ -7,11 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"io"
 	"math/big"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,64 +51,7 @@ func TestOneTokenOneCertificateAcrossReplicas(t *testing.T) {
 	const cn = "race.covalent.example.net"
 	tok := a.Token(t, cn, cn)
 	csr := newCSR(t, cn)
-	// One request per replica first, so the 1,000 share an HTTP/2
-	// connection as a real client's do, instead of 1,000 TLS handshakes
-	// from one address (which the per-source handshake cap refuses by
-	// design) that would measure the handshake path, not redemption.
-	for _, c := range []*testca.CA{a, b} {
-		if _, err := c.Anonymous.Roots(context.Background()); err != nil {
-			t.Fatalf("warm-up: %v", err)
-		}
-	}
-	var ok, refused, retried atomic.Int64
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range 1000 {
-		c := a
-		if i%2 == 1 {
-			c = b
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			// A retryable answer (Unavailable: a connection the server's
-			// handshake cap or hello deadline closed on a loaded machine,
-			// a store that did not answer in time) is retried, as the agent
-			// retries; every retry is one more redemption attempt.
-			var err error
-			for attempt := 0; attempt < 5; attempt++ {
-				_, err = c.Anonymous.Certificates.Enroll(context.Background(), connect.NewRequest(&v1.EnrollRequest{Token: tok, Csr: csr}))
-				if connect.CodeOf(err) != connect.CodeUnavailable {
-					break
-				}
-				retried.Add(1)
-			}
-			var ce *connect.Error
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.As(err, &ce) && ce.Code() == connect.CodeUnauthenticated:
-				refused.Add(1) // "unknown, used, expired or revoked", one answer for all
-			default:
-				t.Errorf("enroll: %v", err)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	t.Logf("%d retryable answers retried", retried.Load())
-	// Exactly one success, unless the winner's answer was lost after the
-	// commit and its retry was refused (then a retry happened and the
-	// database, checked below, still holds exactly one certificate).
-	wantOK := int64(1)
-	if ok.Load() == 0 && retried.Load() > 0 {
-		wantOK = 0
-		t.Log("the winning redemption's answer was lost in transit; its retry was refused")
-	}
-	if ok.Load() != wantOK || refused.Load() != 1000-wantOK {
-		t.Fatalf("%d enrollments succeeded and %d were refused; want %d and %d", ok.Load(), refused.Load(), wantOK, 1000-wantOK)
-	}
+	testca.RedeemConcurrently(t, []*testca.CA{a, b}, tok, csr, 1000).CheckOneWinner(t, 1000)
 	serials, err := a.Store.SerialsByCN(cn)
 	if err != nil || len(serials) != 1 {
 		t.Fatalf("database holds %d certificates for the token (%v), want 1", len(serials), err)
