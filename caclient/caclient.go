@@ -155,6 +155,7 @@ func NewWithHTTP(caURL string, hc *http.Client) (*Clients, error) {
 
 // Roots fetches /roots.pem over c's verified TLS connection. The answer
 // is untrusted input: pass it to [RefreshRoots] before keeping any of it.
+// A failure that may pass wraps ErrRootsUnavailable.
 func (c *Clients) Roots(ctx context.Context) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/roots.pem", nil)
 	if err != nil {
@@ -162,14 +163,17 @@ func (c *Clients) Roots(ctx context.Context) ([]byte, error) {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("roots %s: %w", c.URL, err)
+		return nil, fmt.Errorf("roots %s: %w: %w", c.URL, ErrRootsUnavailable, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("roots %s: %w", c.URL, err)
+		return nil, fmt.Errorf("roots %s: %w: %w", c.URL, ErrRootsUnavailable, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests:
+		return nil, fmt.Errorf("roots %s: %w: /roots.pem answered %s", c.URL, ErrRootsUnavailable, resp.Status)
+	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("roots %s: /roots.pem answered %s", c.URL, resp.Status)
 	}
 	return body, nil

@@ -35,6 +35,14 @@ var (
 	// to the stored roots for client authentication, or does not carry the
 	// names that were asked for. Nothing was written.
 	ErrUntrustedIssue = errors.New("the certificate the CA returned is not trusted")
+	// ErrUnknownRoot, always with ErrUntrustedIssue, means the certificate
+	// does not chain to a stored root (its names were not looked at):
+	// during a root rotation, a root the host has not learnt yet.
+	ErrUnknownRoot = errors.New("not under a stored root")
+	// ErrRootsUnavailable means /roots.pem could not be read for a reason
+	// that may pass (the network, a 5xx or 429 answer); a CA that answers
+	// otherwise (404, 403) has given its answer.
+	ErrRootsUnavailable = errors.New("the CA's roots could not be fetched")
 )
 
 // PinnedRoots applies the pinning rule above to a PEM bundle: it returns,
@@ -135,8 +143,8 @@ func VerifyIssued(rootsPEM, certPEM, chainPEM []byte, want *Names, now time.Time
 	}
 	leaf := leaves[0]
 	if _, err := leaf.Verify(opts); err != nil {
-		return nil, fmt.Errorf("%w: serial %x (CN %q) does not chain to the stored roots for client authentication: %w",
-			ErrUntrustedIssue, leaf.SerialNumber, leaf.Subject.CommonName, err)
+		return nil, fmt.Errorf("%w: serial %x (CN %q) does not chain to the stored roots for client authentication (%w): %w",
+			ErrUntrustedIssue, leaf.SerialNumber, leaf.Subject.CommonName, ErrUnknownRoot, err)
 	}
 	if want == nil {
 		return leaf, nil

@@ -233,10 +233,10 @@ func RenewDir(ctx context.Context, dir string, opts RenewOptions) (*Result, erro
 	if err != nil {
 		return nil, classifyRPC(ctx, fmt.Sprintf("renew %s (serial %s) at %s", d.Path, prevSerial, enr.CA), err)
 	}
-	roots = refreshRoots(ctx, d.Path, cl, roots, now)
+	roots, fetchErr := refreshRoots(ctx, d.Path, cl, roots, now)
 	res, err := store(d, cur, roots, now, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
 	if err != nil {
-		return nil, err
+		return nil, retryableUntrusted(err, fetchErr)
 	}
 	log.Info("renewed", "dir", d.Path, "version", res.Version, "serial", res.Serial,
 		"previous_serial", prevSerial, "not_after", res.NotAfter)
@@ -272,7 +272,9 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *hostdir.Enrollment, root
 	if err != nil {
 		return nil, classifyRPC(ctx, "enroll at "+enr.CA, err)
 	}
-	roots = refreshRoots(ctx, d.Path, cl, roots, now)
+	// The token is spent: a retry cannot succeed, so a refusal stays
+	// final whether or not the roots could be fetched.
+	roots, _ = refreshRoots(ctx, d.Path, cl, roots, now)
 	res, err := store(d, cur, roots, now, resp.Msg.GetBundle(), resp.Msg.GetRenewalInfo(), keyPEM)
 	if err != nil {
 		return nil, err
@@ -286,28 +288,47 @@ func reenroll(ctx context.Context, d *hostdir.Dir, enr *hostdir.Enrollment, root
 // trusts under the stored roots, and replaces DIR/ca.pem atomically when
 // that differs. On any failure the stored roots stay, untouched, and are
 // returned: a leaf under a root the host never accepted then fails the
-// check in store.
-func refreshRoots(ctx context.Context, dir string, cl *caclient.Clients, stored []byte, now time.Time) []byte {
+// check in store. fetchErr is the error of the fetch itself (nil when the
+// CA answered): see [retryableUntrusted].
+func refreshRoots(ctx context.Context, dir string, cl *caclient.Clients, stored []byte, now time.Time) (roots []byte, fetchErr error) {
 	log := slog.Default()
 	served, err := cl.Roots(ctx)
 	if err != nil {
 		log.Warn("could not refresh the CA roots; keeping the stored ones", "dir", dir, "err", err)
-		return stored
+		return stored, err
 	}
 	trusted, err := caclient.RefreshRoots(stored, served, now)
 	if err != nil {
 		log.Warn("refused the CA's roots; keeping the stored ones", "dir", dir, "err", err)
-		return stored
+		return stored, nil
 	}
 	if bytes.Equal(trusted, stored) {
-		return stored
+		return stored, nil
 	}
 	if err := hostdir.WriteRoots(dir, trusted); err != nil {
 		log.Warn("could not store the refreshed CA roots", "dir", dir, "err", err)
-		return stored
+		return stored, fmt.Errorf("store refreshed roots: %w", err)
 	}
 	log.Info("CA roots refreshed", "dir", dir, "file", hostdir.RootsFile)
-	return trusted
+	return trusted, nil
+}
+
+// retryableUntrusted turns a renewed certificate refused as not under a
+// stored root into a retryable failure when the roots could not be
+// refreshed first for a reason that may pass (fetchErr wraps
+// caclient.ErrRootsUnavailable): during a root rotation the new
+// certificate chains to a root the host learns only from /roots.pem, so a
+// transient failure of that fetch must not end the agent's retries. The CA
+// keeps the current certificate renewable for issuance.RenewalRetryGrace,
+// and the retry fetches the roots again. Wrong names, or a refusal after
+// the CA answered /roots.pem, stay final; nothing is written either way.
+func retryableUntrusted(err, fetchErr error) error {
+	if err == nil || !errors.Is(err, caclient.ErrUnknownRoot) || !errors.Is(fetchErr, caclient.ErrRootsUnavailable) {
+		return err
+	}
+	// %v, not %w: ErrUntrustedIssue must leave the chain, or IsFinal
+	// would still stop the retries.
+	return fmt.Errorf("%w: the CA's roots could not be fetched (%v), so the new certificate could not be checked: %v", ErrUnavailable, fetchErr, err)
 }
 
 // store checks a bundle from the CA and writes it as the folder's new

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -98,7 +100,7 @@ func TestRefreshRootsFile(t *testing.T) {
 			if err := os.WriteFile(p, stored, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			got := refreshRoots(t.Context(), dir, cl, stored, now)
+			got, _ := refreshRoots(t.Context(), dir, cl, stored, now)
 			onDisk, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)
@@ -108,6 +110,52 @@ func TestRefreshRootsFile(t *testing.T) {
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 				t.Fatalf("folder holds %d entries, want only %s", len(entries), hostdir.RootsFile)
+			}
+		})
+	}
+}
+
+// TestUntrustedAfterFailedRootsFetchIsRetried: a renewed certificate that
+// does not chain to the stored roots is final when /roots.pem was read
+// (the CA vouched for no new root), but retryable when /roots.pem could not
+// be fetched (a root rotation the host could not learn yet): before, a
+// transient failure of that fetch ended the agent's retries for good.
+func TestUntrustedAfterFailedRootsFetchIsRetried(t *testing.T) {
+	now := time.Now()
+	old := testRoot(t, "lanyard root", now)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down for a moment", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	cl, err := caclient.NewWithHTTP(srv.URL, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := pembundle.Encode(old.cert)
+	got, fetchErr := refreshRoots(t.Context(), t.TempDir(), cl, stored, now)
+	if fetchErr == nil || string(got) != string(stored) {
+		t.Fatalf("refreshRoots on a failing CA: fetchErr %v, roots changed %v", fetchErr, string(got) != string(stored))
+	}
+	if !errors.Is(fetchErr, caclient.ErrRootsUnavailable) {
+		t.Fatalf("a 503 from /roots.pem: %v, want ErrRootsUnavailable", fetchErr)
+	}
+	unknownRoot := fmt.Errorf("renew DIR: version v1 stays current: %w (%w)", caclient.ErrUntrustedIssue, caclient.ErrUnknownRoot)
+	wrongNames := fmt.Errorf("renew DIR: version v1 stays current: %w: CN", caclient.ErrUntrustedIssue)
+	for _, tt := range []struct {
+		name      string
+		err       error
+		fetchErr  error
+		wantFinal bool
+	}{
+		{"unknown root, roots fetched", unknownRoot, nil, true},
+		{"unknown root, roots answered 404", unknownRoot, errors.New("roots: /roots.pem answered 404 Not Found"), true},
+		{"unknown root, roots fetch failed", unknownRoot, fetchErr, false},
+		{"wrong names, roots fetch failed", wrongNames, fetchErr, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := retryableUntrusted(tt.err, tt.fetchErr)
+			if IsFinal(err) != tt.wantFinal {
+				t.Fatalf("IsFinal(%v) = %v, want %v", err, IsFinal(err), tt.wantFinal)
 			}
 		})
 	}
