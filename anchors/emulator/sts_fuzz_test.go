@@ -84,8 +84,9 @@ func FuzzSTSQuery(f *testing.F) {
 	f.Add([]byte(gci), "application/json", "us-east-1", "", uint8(0))
 	f.Add([]byte(gci), "", "us-east-1", "", uint8(8)) // no token at all
 	f.Fuzz(func(t *testing.T, body []byte, contentType, region, token string, mode uint8) {
-		if strings.ContainsFunc(contentType, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
-			return // not a header value an HTTP client sends
+		notHeader := func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }
+		if strings.ContainsFunc(contentType, notHeader) || strings.ContainsFunc(token, notHeader) {
+			return // not header values an HTTP client sends
 		}
 		if !stsRegionRE.MatchString(region) {
 			region = "us-east-1"
