@@ -177,9 +177,9 @@ func (db *DB) LoadTokens(ctx context.Context, tokens []*store.Token) error {
 			if !t.UsedAt.IsZero() {
 				used = t.UsedAt
 			}
-			b.Queue(`INSERT INTO tokens (id, created_at, expires_at, used_at, serial, revoked, rec)
-				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
-				t.ID, t.CreatedAt, t.ExpiresAt, used, nullable(t.Serial), t.Revoked, rec)
+			b.Queue(`INSERT INTO tokens (id, created_at, expires_at, used_at, serial, revoked, hash, rec)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+				t.ID, t.CreatedAt, t.ExpiresAt, used, nullable(t.Serial), t.Revoked, t.Hash, rec)
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})

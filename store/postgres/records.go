@@ -57,8 +57,12 @@ const auditCTE = `a AS (INSERT INTO audit (id, action, actor, subject, rec)
 func withAudit(n int) string { return fmt.Sprintf(auditCTE, n, n+1, n+2, n+3, n+4) }
 
 var (
+	// sqlRedeem checks the secret's hash ($14) in the statement itself; a
+	// token written by a replica of the release before migration 0003 has
+	// no hash column yet and is checked against the hash in its rec.
 	sqlRedeem = `WITH t AS (UPDATE tokens SET used_at = $2, serial = $3
-	WHERE id = $1 AND used_at IS NULL AND NOT revoked AND expires_at > $2 RETURNING id),
+	WHERE id = $1 AND used_at IS NULL AND NOT revoked AND expires_at > $2
+	AND coalesce(hash, decode(convert_from(rec, 'UTF8')::jsonb->>'hash', 'base64')) = $14 RETURNING id),
 c AS (INSERT INTO certs (serial, cn, profile, not_after, token_id, rec)
 	SELECT $4, $5, $6, $7, t.id, $8 FROM t RETURNING serial),
 ` + withAudit(9) + `
@@ -77,23 +81,15 @@ SELECT count(*)::int FROM c`
 SELECT count(*)::int FROM c`
 )
 
-// RedeemToken: the secret's hash is checked (in constant time) and the
-// token's state classified before queuing; the batched statement then
-// redeems only a token still unused, unrevoked and unexpired, in the
-// transaction that records the certificate (READ COMMITTED re-checks the
-// WHERE after a concurrent redemption commits), and certs.token_id is
-// UNIQUE as a second guard.
+// RedeemToken: one statement redeems the token only while it is unused,
+// unrevoked, unexpired and its secret's hash matches, in the transaction
+// that records the certificate (READ COMMITTED re-checks the WHERE after a
+// concurrent redemption commits), and certs.token_id is UNIQUE as a second
+// guard. The token is read only when the statement did not apply, to say
+// why (the caller, issuance.AuthorizeToken, has already read it once and
+// compared the hash in constant time; comparing SHA-256 hashes in SQL
+// leaks nothing an attacker could use).
 func (db *DB) RedeemToken(ctx context.Context, tokenID string, tokenHash []byte, now time.Time, c *store.Cert, ev *store.AuditEvent) error {
-	tok, err := db.GetToken(tokenID)
-	if err != nil {
-		return err
-	}
-	if subtle.ConstantTimeCompare(tok.Hash, tokenHash) != 1 {
-		return fmt.Errorf("token %s: %w", tokenID, store.ErrNotFound)
-	}
-	if err := tokenState(tok, now); err != nil {
-		return err
-	}
 	sk, err := serialKey(c.Serial)
 	if err != nil {
 		return err
@@ -108,16 +104,20 @@ func (db *DB) RedeemToken(ctx context.Context, tokenID string, tokenHash []byte,
 		return err
 	}
 	applied, err := db.submit(ctx, &writeOp{sql: sqlRedeem, serial: sk,
-		args: []any{tokenID, now, c.Serial, sk, c.CN, c.Profile, c.NotAfter, rec, id, act, actor, subj, arec}})
+		args: []any{tokenID, now, c.Serial, sk, c.CN, c.Profile, c.NotAfter, rec, id, act, actor, subj, arec, tokenHash}})
 	if err != nil {
 		return mapErr(err)
 	}
 	if applied {
 		return nil
 	}
-	// Lost a race (or the token changed since the read): say why.
-	if tok, err = db.GetToken(tokenID); err != nil {
+	// Not redeemed: say why.
+	tok, err := db.GetToken(tokenID)
+	if err != nil {
 		return err
+	}
+	if subtle.ConstantTimeCompare(tok.Hash, tokenHash) != 1 {
+		return fmt.Errorf("token %s: %w", tokenID, store.ErrNotFound)
 	}
 	if err := tokenState(tok, now); err != nil {
 		return err

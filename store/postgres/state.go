@@ -51,7 +51,7 @@ func (db *DB) PutToken(ctx context.Context, t *store.Token, ev *store.AuditEvent
 		return err
 	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "INSERT INTO tokens (id, created_at, expires_at, rec) VALUES ($1, $2, $3, $4)", t.ID, t.CreatedAt, t.ExpiresAt, rec); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO tokens (id, created_at, expires_at, hash, rec) VALUES ($1, $2, $3, $4, $5)", t.ID, t.CreatedAt, t.ExpiresAt, t.Hash, rec); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, ev)
