@@ -16,12 +16,13 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/pgtest"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m, removeBinary) }
+func TestMain(m *testing.M) { pgtest.Main(m, servetest.RemoveBinary) }
 
 // twoReplicas starts two CA servers on one CA folder and one database.
 func twoReplicas(t *testing.T) (a, b *testca.CA) {

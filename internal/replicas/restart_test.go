@@ -15,6 +15,7 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/pgtest"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -54,7 +55,7 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 		}
 	}
 
-	led := &ledger{byToken: map[string]string{}, renewed: map[string]string{}}
+	led := servetest.NewLedger()
 	var (
 		next        atomic.Int64
 		restarted   atomic.Bool
@@ -85,26 +86,14 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 						break
 					}
 					shared = toks[k].shared
-					key, der := keyAndCSR(t)
-					var resp *connect.Response[v1.EnrollResponse]
-					resp, err = anon.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: toks[k].secret, Csr: der}))
-					if err == nil {
-						led.add(resp.Msg.GetBundle().GetSerial(), toks[k].id, "", bundleCert(resp.Msg.GetBundle(), key))
-					}
+					err = led.Enroll(ctx, t, anon, toks[k].secret, toks[k].id)
 				} else {
-					h, ok := led.pick()
+					h, ok := led.Pick()
 					if !ok {
 						time.Sleep(5 * time.Millisecond) // nothing to renew yet
 						continue
 					}
-					rc, _ := caclient.NewWithHTTP(reps[i].URL, caclient.HTTPClient(pool, h.cert))
-					key, der := keyAndCSR(t)
-					var resp *connect.Response[v1.RenewResponse]
-					resp, err = rc.Certificates.Renew(ctx, connect.NewRequest(&v1.RenewRequest{Csr: der}))
-					rc.HTTP.CloseIdleConnections()
-					if err == nil {
-						led.add(resp.Msg.GetBundle().GetSerial(), "", h.serial, bundleCert(resp.Msg.GetBundle(), key))
-					}
+					err = led.Renew(ctx, t, reps[i].URL, pool, h)
 				}
 				var ce *connect.Error
 				switch {
@@ -153,7 +142,8 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 	if unavailable.Load() == 0 {
 		t.Fatal("no request saw the outage: the restart was not under load")
 	}
-	checked := checkLedger(t, a.Store, led)
+	checked := led.Check(t, servetest.StoreLookup(a.Store))
+	servetest.CheckSingleUse(t, a.Store)
 	// The lease and the CRL machinery recover too.
 	var leaders int
 	for start := time.Now(); ; {
@@ -171,10 +161,10 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 	if leaders != 1 {
 		t.Fatalf("%d leaders after the restart, want 1", leaders)
 	}
-	h, _ := led.pick()
+	h, _ := led.Pick()
 	rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	res, err := b.Revocation.Revoke(rctx, revocation.Request{Serial: h.serial, Reason: 4, By: "admin:test"})
+	res, err := b.Revocation.Revoke(rctx, revocation.Request{Serial: h.Serial, Reason: 4, By: "admin:test"})
 	if err != nil {
 		t.Fatalf("revoke after the restart: %v", err)
 	}

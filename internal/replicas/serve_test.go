@@ -3,10 +3,6 @@ package replicas_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -37,15 +33,10 @@ import (
 	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/internal/pgtest"
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/store"
 	"github.com/lanyard/lanyard/store/engine"
 	"github.com/lanyard/lanyard/store/postgres"
-)
-
-var (
-	buildOnce  sync.Once
-	lanyardBin string
-	buildErr   error
 )
 
 // lanyardBinary builds cmd/lanyard once for the package's serve tests.
@@ -57,28 +48,7 @@ func lanyardBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds and spawns `lanyard serve` processes: make test runs it, make test-quick (-short) does not")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "lanyard-replicas-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		lanyardBin = filepath.Join(dir, "lanyard")
-		if out, err := exec.Command("go", "build", "-o", lanyardBin, "github.com/lanyard/lanyard/cmd/lanyard").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build lanyard: %v", buildErr)
-	}
-	return lanyardBin
-}
-
-// removeBinary removes what lanyardBinary built (TestMain).
-func removeBinary() {
-	if lanyardBin != "" {
-		os.RemoveAll(filepath.Dir(lanyardBin))
-	}
+	return servetest.Binary(t)
 }
 
 // awsLog is what the emulated Roles Anywhere received: the number of
@@ -412,63 +382,11 @@ func anchorsStatus(t *testing.T, r *replica) anchors.Status {
 	return st
 }
 
-// ledger is what clients received: every serial, with the token that
-// paid for it or the serial it renews.
-type ledger struct {
-	mu      sync.Mutex
-	byToken map[string]string // serial -> token id
-	renewed map[string]string // serial -> previous serial
-	certs   []held
-}
-
-type held struct {
-	serial string
-	cert   *tls.Certificate
-}
-
-func (l *ledger) add(serial, tokenID, prev string, cert *tls.Certificate) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if tokenID != "" {
-		l.byToken[serial] = tokenID
-	} else {
-		l.renewed[serial] = prev
-	}
-	l.certs = append(l.certs, held{serial, cert})
-}
-
-func (l *ledger) pick() (held, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.certs) == 0 {
-		return held{}, false
-	}
-	return l.certs[mrand.IntN(len(l.certs))], true
-}
-
-func keyAndCSR(t testing.TB) (crypto.Signer, []byte) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, der
-}
-
-func bundleCert(b *v1.Bundle, key crypto.Signer) *tls.Certificate {
-	leaf, _ := pem.Decode([]byte(b.GetCertificatePem()))
-	chain, _ := pem.Decode([]byte(b.GetChainPem()))
-	return &tls.Certificate{Certificate: [][]byte{leaf.Bytes, chain.Bytes}, PrivateKey: key}
-}
-
 // load is enroll and renew traffic on every replica: tokens made on one
 // replica and redeemed on the other, renewals on either.
 type load struct {
 	c      *cluster
-	led    *ledger
+	led    *servetest.Ledger
 	seq    atomic.Int64
 	ok     []atomic.Int64 // per replica
 	failed []atomic.Int64
@@ -476,7 +394,7 @@ type load struct {
 	wg     sync.WaitGroup
 }
 
-func startLoad(t *testing.T, c *cluster, led *ledger, workers int) *load {
+func startLoad(t *testing.T, c *cluster, led *servetest.Ledger, workers int) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{c: c, led: led, ok: make([]atomic.Int64, len(c.reps)), failed: make([]atomic.Int64, len(c.reps)), cancel: cancel}
 	pool := x509.NewCertPool()
@@ -514,37 +432,26 @@ func (l *load) enroll(ctx context.Context, t *testing.T, i int, anon *caclient.C
 		l.failed[i].Add(1)
 		return err
 	}
-	key, der := keyAndCSR(t)
-	resp, err := anon.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: tok.Msg.GetToken(), Csr: der}))
-	if err != nil {
+	if err := l.led.Enroll(ctx, t, anon, tok.Msg.GetToken(), tok.Msg.GetTokenId()); err != nil {
 		l.failed[j].Add(1)
 		return err
 	}
 	l.ok[j].Add(1)
-	l.led.add(resp.Msg.GetBundle().GetSerial(), tok.Msg.GetTokenId(), "", bundleCert(resp.Msg.GetBundle(), key))
 	return nil
 }
 
 // renew renews a received certificate on replica i.
 func (l *load) renew(ctx context.Context, t *testing.T, i int, pool *x509.CertPool) error {
-	h, ok := l.led.pick()
+	h, ok := l.led.Pick()
 	if !ok {
 		time.Sleep(5 * time.Millisecond) // nothing to renew yet
 		return nil
 	}
-	rc, err := caclient.NewWithHTTP(l.c.reps[i].url, caclient.HTTPClient(pool, h.cert))
-	if err != nil {
-		return err
-	}
-	key, der := keyAndCSR(t)
-	resp, err := rc.Certificates.Renew(ctx, connect.NewRequest(&v1.RenewRequest{Csr: der}))
-	rc.HTTP.CloseIdleConnections()
-	if err != nil {
+	if err := l.led.Renew(ctx, t, l.c.reps[i].url, pool, h); err != nil {
 		l.failed[i].Add(1)
 		return err
 	}
 	l.ok[i].Add(1)
-	l.led.add(resp.Msg.GetBundle().GetSerial(), "", h.serial, bundleCert(resp.Msg.GetBundle(), key))
 	return nil
 }
 
@@ -556,54 +463,12 @@ func (l *load) stop() {
 // checkLedger checks that every certificate a client received is in the
 // database with its token or predecessor, and that no token paid for two
 // certificates; it returns how many it checked.
-func (c *cluster) checkLedger(t *testing.T, led *ledger) int {
+func (c *cluster) checkLedger(t *testing.T, led *servetest.Ledger) int {
 	t.Helper()
-	return checkLedger(t, c.openDB(t), led)
-}
-
-// checkLedger checks led against db (see cluster.checkLedger).
-func checkLedger(t *testing.T, db store.Store, led *ledger) int {
-	t.Helper()
-	led.mu.Lock()
-	defer led.mu.Unlock()
-	check := func(serial string, ok func(*store.Cert) bool, what string) {
-		rec, err := db.GetCert(serial)
-		if err != nil {
-			t.Fatalf("certificate %s was handed out but is not in the database: %v", serial, err)
-		}
-		if !ok(rec) {
-			t.Fatalf("certificate %s is stored without its %s", serial, what)
-		}
-	}
-	for serial, tok := range led.byToken {
-		check(serial, func(r *store.Cert) bool { return r.TokenID == tok }, "token "+tok)
-	}
-	for serial, prev := range led.renewed {
-		check(serial, func(r *store.Cert) bool { return r.PreviousSerial == prev }, "predecessor "+prev)
-	}
-	perToken := map[string]int{}
-	after := ""
-	for {
-		certs, next, err := db.ListCerts(store.CertQuery{Limit: 1000, After: after, Now: time.Now()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range certs {
-			if r.TokenID != "" {
-				perToken[r.TokenID]++
-			}
-		}
-		if next == "" {
-			break
-		}
-		after = next
-	}
-	for id, n := range perToken {
-		if n > 1 {
-			t.Errorf("token %s paid for %d certificates", id, n)
-		}
-	}
-	return len(led.byToken) + len(led.renewed)
+	db := c.openDB(t)
+	n := led.Check(t, servetest.StoreLookup(db))
+	servetest.CheckSingleUse(t, db)
+	return n
 }
 
 // revoke enrolls a new certificate on replica r and revokes it there,
@@ -617,7 +482,7 @@ func revoke(t *testing.T, r *replica) int64 {
 	if err != nil {
 		t.Fatalf("token on %s: %v", r.name, err)
 	}
-	_, der := keyAndCSR(t)
+	_, der := servetest.KeyAndCSR(t)
 	cert, err := r.admin.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: tok.Msg.GetToken(), Csr: der}))
 	if err != nil {
 		t.Fatalf("enroll on %s: %v", r.name, err)
@@ -653,7 +518,7 @@ func TestServeReplicasLeaderKilled(t *testing.T) {
 			follower = r
 		}
 	}
-	led := &ledger{byToken: map[string]string{}, renewed: map[string]string{}}
+	led := servetest.NewLedger()
 	l := startLoad(t, c, led, 16)
 	// Traffic on both before the kill: wait until each replica issued.
 	deadline := time.Now().Add(30 * time.Second)

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/pgtest"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/store/postgres"
 )
 
@@ -81,7 +82,7 @@ func TestChaosSoak(t *testing.T) {
 		waitHealthy(t, r)
 	}
 	_, epoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
-	led := &ledger{byToken: map[string]string{}, renewed: map[string]string{}}
+	led := servetest.NewLedger()
 	l := startLoad(t, c, led, 8)
 	st := &soakStats{crlNumbers: map[string][]int64{}}
 	pool := x509.NewCertPool()
@@ -289,7 +290,7 @@ func soakRevoke(t *testing.T, r *replica) (*big.Int, int64) {
 			}
 			return err
 		})
-		_, der := keyAndCSR(t)
+		_, der := servetest.KeyAndCSR(t)
 		retry("enroll", func() error {
 			cert, err := r.admin.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: token, Csr: der}))
 			switch {
