@@ -23,6 +23,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
@@ -138,8 +139,8 @@ func helper(t *testing.T, h hostCreds, endpoint, anchor, profile string) (string
 }
 
 // createSession is one x509sigv4-signed CreateSession; it returns the
-// HTTP status.
-func createSession(t *testing.T, h hostCreds, endpoint, anchor, profile string) int {
+// answer, its body closed.
+func createSession(t *testing.T, h hostCreds, endpoint, anchor, profile string) *http.Response {
 	t.Helper()
 	q := url.Values{"profileArn": {profile}, "roleArn": {role}, "trustAnchorArn": {anchor}}
 	body := []byte(`{"durationSeconds":900}`)
@@ -156,7 +157,34 @@ func createSession(t *testing.T, h hostCreds, endpoint, anchor, profile string) 
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
+}
+
+// emuConfig is the trust-anchor sync of the tests against emu: its
+// region and endpoint, the test role, the anchor created on first sync,
+// the emulator's own access key.
+func emuConfig(emu *emulator.Server) anchors.Config {
+	return anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
+		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
+}
+
+// startSyncer connects c's trust-anchor Syncer as cfg says and runs its
+// first Sync (which creates the anchor and profile); it returns the SDK
+// client it talks through, the syncer (the caller closes it) and the
+// sync's report.
+func startSyncer(t testing.TB, c *testca.CA, cfg anchors.Config) (*rolesanywhere.Client, *anchors.Syncer, *anchors.Report) {
+	t.Helper()
+	cl, err := anchors.NewClient(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+	rep, err := s.Sync(context.Background(), false)
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	return cl, s, rep
 }
 
 // TestEndToEnd runs a real CA (testca), syncs it to the emulator with the
@@ -168,18 +196,8 @@ func TestEndToEnd(t *testing.T) {
 	emu := emulator.NewServer(emulator.Options{})
 	defer emu.Close()
 	ctx := context.Background()
-	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
-		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
-	cl, err := anchors.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+	_, s, rep := startSyncer(t, c, emuConfig(emu))
 	defer s.Close()
-	rep, err := s.Sync(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	anchor, profile := rep.TrustAnchorARN, rep.ProfileARN
 	c.Revocation.SetPublisher(s)
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -219,7 +237,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	revoked := time.Since(start)
 	for {
-		if code := createSession(t, host, emu.URL, anchor, profile); code == http.StatusForbidden {
+		if code := createSession(t, host, emu.URL, anchor, profile).StatusCode; code == http.StatusForbidden {
 			break
 		} else if code != http.StatusCreated {
 			t.Fatalf("CreateSession answered %d", code)

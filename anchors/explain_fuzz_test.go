@@ -15,8 +15,6 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/internal/testca"
@@ -46,17 +44,8 @@ func FuzzExplainAgreesWithCreateSession(f *testing.F) {
 	emu := emulator.NewServer(emulator.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	f.Cleanup(emu.Close)
 	ctx := context.Background()
-	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
-		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
-	cl, err := anchors.NewClient(ctx, cfg)
-	if err != nil {
-		f.Fatal(err)
-	}
-	s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+	_, s, _ := startSyncer(f, c, emuConfig(emu))
 	f.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Sync(ctx, false); err != nil {
-		f.Fatal(err)
-	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	chain := []*x509.Certificate{c.Authority.Intermediate()}
 

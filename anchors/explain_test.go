@@ -1,26 +1,22 @@
 package anchors_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	ra "github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/anchors/trust"
-	"github.com/lanyard/lanyard/anchors/x509sigv4"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/revocation"
 )
@@ -29,18 +25,7 @@ import (
 // was granted and, if not, the emulator's reason.
 func sessionVerdict(t *testing.T, h hostCreds, endpoint, anchor, profile string) (bool, string) {
 	t.Helper()
-	q := url.Values{"profileArn": {profile}, "roleArn": {role}, "trustAnchorArn": {anchor}}
-	body := []byte(`{"durationSeconds":900}`)
-	req, _ := http.NewRequest(http.MethodPost, endpoint+"/sessions?"+q.Encode(), bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if err := x509sigv4.Sign(req, body, h.key, h.leaf, h.chain, emulator.DefaultRegion, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := createSession(t, h, endpoint, anchor, profile)
 	if resp.StatusCode == http.StatusCreated {
 		return true, ""
 	}
@@ -97,20 +82,12 @@ func TestExplainAgreesWithCreateSession(t *testing.T) {
 			emu := emulator.NewServer(emulator.Options{})
 			defer emu.Close()
 			ctx := context.Background()
-			cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
-				Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
-			cl, err := anchors.NewClient(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+			cl, s, _ := startSyncer(t, c, emuConfig(emu))
 			defer s.Close()
-			if _, err := s.Sync(ctx, false); err != nil {
-				t.Fatal(err)
-			}
 			c.Revocation.SetPublisher(s)
 			policy := []byte(tt.policy)
 			if tt.policy == "" {
+				var err error
 				if policy, err = anchors.TrustPolicy(anchors.PolicyInput{CNRules: tt.cnRules, IssuerCN: c.Authority.Intermediate().Subject.CommonName,
 					TrustAnchorARN: s.TrustAnchorARN()}); err != nil {
 					t.Fatal(err)
@@ -167,17 +144,10 @@ func TestCRLDistributionPointEndToEnd(t *testing.T) {
 	}})
 	defer emu.Close()
 	ctx := context.Background()
-	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true, CRLDPRevocation: aws.Bool(true),
-		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
-	cl, err := anchors.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+	cfg := emuConfig(emu)
+	cfg.CRLDPRevocation = aws.Bool(true)
+	cl, s, _ := startSyncer(t, c, cfg)
 	defer s.Close()
-	if _, err := s.Sync(ctx, false); err != nil {
-		t.Fatal(err)
-	}
 	a, err := cl.GetTrustAnchor(ctx, &ra.GetTrustAnchorInput{TrustAnchorId: aws.String(idOfARN(s.TrustAnchorARN()))})
 	if err != nil || !aws.ToBool(a.TrustAnchor.CrlDpRevocationEnabled) {
 		t.Fatalf("anchor crlDpRevocationEnabled %v (%v)", a.TrustAnchor.CrlDpRevocationEnabled, err)

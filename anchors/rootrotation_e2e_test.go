@@ -13,7 +13,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 
 	"github.com/lanyard/lanyard/anchors"
@@ -142,8 +141,7 @@ func TestRootRotationEndToEnd(t *testing.T) {
 	emu := emulator.NewServer(emulator.Options{})
 	defer emu.Close()
 	ctx := context.Background()
-	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
-		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
+	cfg := emuConfig(emu)
 	api, err := anchors.NewClient(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

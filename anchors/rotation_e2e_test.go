@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/ca"
@@ -28,19 +26,9 @@ func TestIntermediateRotationEndToEnd(t *testing.T) {
 	emu := emulator.NewServer(emulator.Options{})
 	defer emu.Close()
 	ctx := context.Background()
-	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
-		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
 	start := func() (*testca.CA, *anchors.Syncer, string, string) {
 		c := testca.Start(t, testca.Options{Dir: dir})
-		cl, err := anchors.NewClient(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
-		rep, err := s.Sync(ctx, false)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, s, rep := startSyncer(t, c, emuConfig(emu))
 		c.Revocation.SetPublisher(s)
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
@@ -89,7 +77,7 @@ func TestIntermediateRotationEndToEnd(t *testing.T) {
 	}
 	begin := time.Now()
 	for {
-		code := createSession(t, old2, emu.URL, anchor, profile)
+		code := createSession(t, old2, emu.URL, anchor, profile).StatusCode
 		if code == http.StatusForbidden {
 			break
 		}

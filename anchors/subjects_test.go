@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	ra "github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere/types"
 
@@ -30,17 +29,8 @@ func TestSubjectsFlags(t *testing.T) {
 	emu := emulator.NewServer(emulator.Options{})
 	defer emu.Close()
 	ctx := context.Background()
-	cfg := anchors.Config{Region: emulator.DefaultRegion, Endpoint: emu.URL, RoleARN: role, Create: true,
-		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
-	cl, err := anchors.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := anchors.New(cfg, cl, c.Authority, c.Store, c.Now, nil)
+	cl, s, _ := startSyncer(t, c, emuConfig(emu))
 	defer s.Close()
-	if _, err := s.Sync(ctx, false); err != nil {
-		t.Fatal(err)
-	}
 	c.Revocation.SetPublisher(s)
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
