@@ -315,6 +315,9 @@ func (s *Server) Close() {
 func (s *Server) CACertPEM() []byte { return s.caPEM }
 
 // Client returns an *http.Client that trusts the server's TLS certificate.
+// Each call makes a new transport with its own idle connections: call it
+// once and reuse the client (one per input of a fuzz run leaks a
+// connection each).
 func (s *Server) Client() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if s.caPool != nil {
