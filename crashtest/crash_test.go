@@ -3,7 +3,6 @@ package crashtest
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -93,13 +92,7 @@ func waitHealthy(t *testing.T, cl *caclient.Clients) {
 
 func crlNumber(t *testing.T, cl *caclient.Clients) int64 {
 	t.Helper()
-	resp, err := cl.HTTP.Get(cl.URL + "/crl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	der, _ := io.ReadAll(resp.Body)
-	crl, err := x509.ParseRevocationList(der)
+	crl, err := servetest.FetchCRL(cl.HTTP, cl.URL)
 	if err != nil {
 		t.Fatalf("CRL after restart: %v", err)
 	}

@@ -62,24 +62,16 @@ func newAdminRotateCertCmd() *cobra.Command {
 					"  and replace %s and %s; nothing was changed\n", revocation.ReasonName(code), p.AdminCert, p.AdminKey)
 				return nil
 			}
-			key, err := agent.NewKey("P-256")
+			var resp *connect.Response[v1.RotateAdminCertificateResponse]
+			b, err := replaceAdmin(p, "rotate-cert", func(csr []byte) (b *v1.Bundle, err error) {
+				resp, err = cl.Admin.RotateAdminCertificate(cmd.Context(), connect.NewRequest(&v1.RotateAdminCertificateRequest{Csr: csr, Reason: int32(code)}))
+				if err != nil {
+					return nil, fmt.Errorf("rotate the admin credential: %w", err)
+				}
+				return resp.Msg.GetBundle(), nil
+			})
 			if err != nil {
 				return err
-			}
-			csr, keyPEM, err := agent.NewCSR(key, caclient.Names{CN: ca.AdminCommonName})
-			if err != nil {
-				return err
-			}
-			resp, err := cl.Admin.RotateAdminCertificate(cmd.Context(), connect.NewRequest(&v1.RotateAdminCertificateRequest{Csr: csr, Reason: int32(code)}))
-			if err != nil {
-				return fmt.Errorf("rotate the admin credential: %w", err)
-			}
-			b := resp.Msg.GetBundle()
-			if err := checkAdminIssued(p, b); err != nil {
-				return err
-			}
-			if err := ca.ReplaceAdminCredential(p, []byte(b.GetCertificatePem()), keyPEM); err != nil {
-				return fmt.Errorf("the server issued admin certificate %s but writing it failed (run rotate-cert again): %w", b.GetSerial(), err)
 			}
 			fmt.Fprintf(out, "new admin certificate %s, valid until %s, written to %s (key %s)\n", b.GetSerial(),
 				b.GetNotAfter().AsTime().UTC().Format(time.RFC3339), p.AdminCert, p.AdminKey)
@@ -95,6 +87,32 @@ func newAdminRotateCertCmd() *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "superseded", "why the old admin certificates are revoked: superseded, or keyCompromise when the key leaked")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be done and change nothing")
 	return cmd
+}
+
+// replaceAdmin makes a new P-256 admin key, has issue turn a CSR of it
+// into a certificate, checks that certificate (checkAdminIssued) and
+// replaces the CA folder's admin credential with it; again names the
+// command to run again when the write fails after the server issued.
+func replaceAdmin(p *ca.Paths, again string, issue func(csr []byte) (*v1.Bundle, error)) (*v1.Bundle, error) {
+	key, err := agent.NewKey("P-256")
+	if err != nil {
+		return nil, err
+	}
+	csr, keyPEM, err := agent.NewCSR(key, caclient.Names{CN: ca.AdminCommonName})
+	if err != nil {
+		return nil, err
+	}
+	b, err := issue(csr)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAdminIssued(p, b); err != nil {
+		return nil, err
+	}
+	if err := ca.ReplaceAdminCredential(p, []byte(b.GetCertificatePem()), keyPEM); err != nil {
+		return nil, fmt.Errorf("the server issued admin certificate %s but writing it failed (run %s again): %w", b.GetSerial(), again, err)
+	}
+	return b, nil
 }
 
 // checkAdminIssued verifies, before anything is written, that the
@@ -133,24 +151,16 @@ func newAdminRenewCertCmd() *cobra.Command {
 				fmt.Fprintf(out, "dry run: would renew the admin certificate for a new P-256 key and replace %s and %s; nothing was changed\n", p.AdminCert, p.AdminKey)
 				return nil
 			}
-			key, err := agent.NewKey("P-256")
+			var resp *connect.Response[v1.RenewResponse]
+			b, err := replaceAdmin(p, "renew-cert", func(csr []byte) (b *v1.Bundle, err error) {
+				resp, err = cl.Certificates.Renew(cmd.Context(), connect.NewRequest(&v1.RenewRequest{Csr: csr}))
+				if err != nil {
+					return nil, fmt.Errorf("renew the admin credential: %w", err)
+				}
+				return resp.Msg.GetBundle(), nil
+			})
 			if err != nil {
 				return err
-			}
-			csr, keyPEM, err := agent.NewCSR(key, caclient.Names{CN: ca.AdminCommonName})
-			if err != nil {
-				return err
-			}
-			resp, err := cl.Certificates.Renew(cmd.Context(), connect.NewRequest(&v1.RenewRequest{Csr: csr}))
-			if err != nil {
-				return fmt.Errorf("renew the admin credential: %w", err)
-			}
-			b := resp.Msg.GetBundle()
-			if err := checkAdminIssued(p, b); err != nil {
-				return err
-			}
-			if err := ca.ReplaceAdminCredential(p, []byte(b.GetCertificatePem()), keyPEM); err != nil {
-				return fmt.Errorf("the server issued admin certificate %s but writing it failed (run renew-cert again): %w", b.GetSerial(), err)
 			}
 			fmt.Fprintf(out, "admin certificate renewed: %s (renews %s), valid until %s, written to %s\n", b.GetSerial(), resp.Msg.GetPreviousSerial(),
 				b.GetNotAfter().AsTime().UTC().Format(time.RFC3339), p.AdminCert)

@@ -20,6 +20,7 @@ import (
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 )
 
 // TestAdminRotateCertEndToEnd runs `lanyard serve --dev` (with the Roles
@@ -29,22 +30,12 @@ import (
 // the new one: Connect admin calls, online backup, the anchors status and
 // the web page's certificate login.
 func TestAdminRotateCertEndToEnd(t *testing.T) {
-	bin := lanyardBinary(t)
+	bin := servetest.Binary(t)
 	dir := t.TempDir()
 	listen, emu := freeAddr(t), freeAddr(t)
 	env := append(realtools.HelperEnv(), "LANYARD_ANCHORS_EMULATOR_LISTEN="+emu, "AWS_CONFIG_FILE="+filepath.Join(dir, "aws", "config"),
 		"LANYARD_LISTEN="+listen)
-	serve := exec.Command(bin, "serve", "--dev")
-	serve.Dir, serve.Env = dir, env
-	stdout, _ := serve.StdoutPipe()
-	serve.Stderr = os.Stderr
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = serve.Process.Signal(os.Interrupt)
-		_ = serve.Wait()
-	})
+	stdout := startDevServe(t, dir, env)
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)

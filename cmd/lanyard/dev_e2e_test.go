@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,34 +20,29 @@ import (
 	"gopkg.in/ini.v1"
 
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/store"
 )
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-// lanyardBinary builds cmd/lanyard once per test run.
-func lanyardBinary(t *testing.T) string {
+// startDevServe starts `lanyard serve --dev` in dir with env, stopped
+// with SIGINT when the test ends, and returns its standard output.
+func startDevServe(t *testing.T, dir string, env []string) io.Reader {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "lanyard-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "lanyard")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build lanyard: %v", buildErr)
+	serve := exec.Command(servetest.Binary(t), "serve", "--dev")
+	serve.Dir, serve.Env = dir, env
+	stdout, err := serve.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return builtBin
+	serve.Stderr = os.Stderr
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = serve.Process.Signal(os.Interrupt)
+		_ = serve.Wait()
+	})
+	return stdout
 }
 
 func freeAddr(t *testing.T) string {
@@ -66,23 +61,13 @@ func freeAddr(t *testing.T) string {
 // aws_signing_helper against the in-process Roles Anywhere emulator, then
 // `lanyard revoke` cutting the host off.
 func TestDevModeWholeLoop(t *testing.T) {
-	bin := lanyardBinary(t)
+	bin := servetest.Binary(t)
 	helper := realtools.SigningHelper(t)
 	dir := t.TempDir()
 	listen, emu := freeAddr(t), freeAddr(t)
 	env := append(realtools.HelperEnv(), "LANYARD_ANCHORS_EMULATOR_LISTEN="+emu, "AWS_CONFIG_FILE="+filepath.Join(dir, "aws", "config"),
 		"LANYARD_SIGNING_HELPER="+helper, "LANYARD_LISTEN="+listen)
-	serve := exec.Command(bin, "serve", "--dev")
-	serve.Dir, serve.Env = dir, env
-	stdout, _ := serve.StdoutPipe()
-	serve.Stderr = os.Stderr
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = serve.Process.Signal(os.Interrupt)
-		_ = serve.Wait()
-	})
+	stdout := startDevServe(t, dir, env)
 	var enrollLine string
 	lines := make(chan string)
 	go func() {

@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -42,7 +42,7 @@ type siteOptions struct {
 // newCASite writes a configuration and runs `lanyard init` with it.
 func newCASite(t *testing.T, o siteOptions) *caSite {
 	t.Helper()
-	s := &caSite{t: t, bin: lanyardBinary(t), dir: t.TempDir(), listen: freeAddr(t)}
+	s := &caSite{t: t, bin: servetest.Binary(t), dir: t.TempDir(), listen: freeAddr(t)}
 	s.cfg = filepath.Join(s.dir, "lanyard.yaml")
 	yaml := fmt.Sprintf(`listen: %s
 data_dir: %s
@@ -230,18 +230,9 @@ func TestPKCS11ServeEndToEnd(t *testing.T) {
 // fetchCRL downloads /crl.
 func fetchCRL(t *testing.T, s *caSite) *x509.RevocationList {
 	t.Helper()
-	resp, err := s.httpClient().Get("https://" + s.listen + "/crl")
+	crl, err := servetest.FetchCRL(s.httpClient(), "https://"+s.listen)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	der, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		t.Fatalf("parse /crl: %v", err)
 	}
 	return crl
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/pgtest"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
@@ -206,13 +206,7 @@ func TestStoreCopyToPostgres(t *testing.T) {
 	if renewed != hosts-revoked || refused != revoked {
 		t.Fatalf("%d renewed and %d refused, want %d and %d", renewed, refused, hosts-revoked, revoked)
 	}
-	resp, err := dst.Anonymous.HTTP.Get(dst.URL + "/crl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	rl, err := x509.ParseRevocationList(der)
+	rl, err := servetest.FetchCRL(dst.Anonymous.HTTP, dst.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"io"
 	"math/big"
 	"testing"
 	"time"
@@ -113,18 +112,9 @@ func TestRevocationOnOneReplicaInTheOthersCRL(t *testing.T) {
 
 func fetchCRL(t *testing.T, c *testca.CA) *x509.RevocationList {
 	t.Helper()
-	resp, err := c.Anonymous.HTTP.Get(c.URL + "/crl")
+	rl, err := servetest.FetchCRL(c.Anonymous.HTTP, c.URL)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	der, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		t.Fatalf("parse /crl: %v", err)
 	}
 	return rl
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"math/big"
 	mrand "math/rand/v2"
 	"os"
@@ -318,16 +317,7 @@ func soakRevoke(t *testing.T, r *replica) (*big.Int, int64) {
 
 // replicaCRL fetches and parses r's /crl.
 func replicaCRL(r *replica) (*x509.RevocationList, error) {
-	resp, err := r.admin.HTTP.Get(r.url + "/crl")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	der, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParseRevocationList(der)
+	return servetest.FetchCRL(r.admin.HTTP, r.url)
 }
 
 func lastOf(ns []int64) int64 {

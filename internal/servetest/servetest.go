@@ -1,9 +1,10 @@
 // Package servetest helps the tests that run real `lanyard serve`
-// processes and kill them (crashtest, internal/replicas): it builds the
-// binary once per test binary, and keeps the Ledger of what clients
-// received, which those tests check against the store after a crash or a
-// takeover (every certificate recorded with its token or predecessor, no
-// token paid for two).
+// processes (crashtest, internal/replicas, the end-to-end tests of
+// cmd/lanyard): it builds the binary once per test binary, fetches what a
+// server publishes (its CRL), and keeps the Ledger of what clients
+// received, which the crash and replica tests check against the store
+// after a crash or a takeover (every certificate recorded with its token
+// or predecessor, no token paid for two).
 package servetest
 
 import (
@@ -16,7 +17,9 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,6 +226,24 @@ func CheckSingleUse(t testing.TB, db store.Certs) int {
 		}
 	}
 	return total
+}
+
+// FetchCRL downloads baseURL's /crl with hc and parses it.
+func FetchCRL(hc *http.Client, baseURL string) (*x509.RevocationList, error) {
+	resp, err := hc.Get(baseURL + "/crl")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	der, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read %s/crl: %w", baseURL, err)
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s/crl: %w", baseURL, err)
+	}
+	return rl, nil
 }
 
 // KeyAndCSR returns a new P-256 key and a CSR of it with no names (the
