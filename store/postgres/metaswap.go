@@ -29,15 +29,7 @@ func (db *DB) SwapMeta(ctx context.Context, writes []store.MetaWrite, ev *store.
 // InsertCertSwap records c and applies writes in one transaction (not a
 // group commit: the conditions need row locks read back).
 func (db *DB) InsertCertSwap(ctx context.Context, c *store.Cert, ev *store.AuditEvent, writes []store.MetaWrite) error {
-	sk, err := serialKey(c.Serial)
-	if err != nil {
-		return err
-	}
-	rec, err := certRec(c)
-	if err != nil {
-		return err
-	}
-	id, act, actor, subj, arec, err := auditArgs(ev)
+	w, err := newCertWrite(c, ev)
 	if err != nil {
 		return err
 	}
@@ -46,7 +38,7 @@ func (db *DB) InsertCertSwap(ctx context.Context, c *store.Cert, ev *store.Audit
 			return err
 		}
 		var n int
-		return tx.QueryRow(ctx, sqlInsert, sk, c.CN, c.Profile, c.NotAfter, nullable(c.TokenID), rec, id, act, actor, subj, arec).Scan(&n)
+		return tx.QueryRow(ctx, sqlInsert, w.args([]any{w.serial, c.CN, c.Profile, c.NotAfter, nullable(c.TokenID), w.rec})...).Scan(&n)
 	})
 }
 

@@ -48,6 +48,35 @@ func auditArgs(ev *store.AuditEvent) (id []byte, action, actor, subject string, 
 	return id, string(ev.Action), ev.Actor, ev.Subject, rec, err
 }
 
+// certWrite is what a statement recording a certificate binds: the
+// serial's key, the record as stored (certRec) and the audit event's
+// columns (auditArgs: the five parameters of withAudit, in order).
+type certWrite struct {
+	serial, rec []byte
+	audit       []any
+}
+
+func newCertWrite(c *store.Cert, ev *store.AuditEvent) (*certWrite, error) {
+	sk, err := serialKey(c.Serial)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := certRec(c)
+	if err != nil {
+		return nil, err
+	}
+	id, act, actor, subj, arec, err := auditArgs(ev)
+	if err != nil {
+		return nil, err
+	}
+	return &certWrite{serial: sk, rec: rec, audit: []any{id, act, actor, subj, arec}}, nil
+}
+
+// args is head, then the audit columns, then tail.
+func (w *certWrite) args(head []any, tail ...any) []any {
+	return append(append(head, w.audit...), tail...)
+}
+
 // The audit insert every batched statement ends with: written only when
 // the record was (FROM c) and an event was given ($a1 not NULL).
 const auditCTE = `a AS (INSERT INTO audit (id, action, actor, subject, rec)
@@ -90,21 +119,13 @@ SELECT count(*)::int FROM c`
 // compared the hash in constant time; comparing SHA-256 hashes in SQL
 // leaks nothing an attacker could use).
 func (db *DB) RedeemToken(ctx context.Context, tokenID string, tokenHash []byte, now time.Time, c *store.Cert, ev *store.AuditEvent) error {
-	sk, err := serialKey(c.Serial)
-	if err != nil {
-		return err
-	}
 	c.TokenID = tokenID
-	rec, err := certRec(c)
+	w, err := newCertWrite(c, ev)
 	if err != nil {
 		return err
 	}
-	id, act, actor, subj, arec, err := auditArgs(ev)
-	if err != nil {
-		return err
-	}
-	applied, err := db.submit(ctx, &writeOp{sql: sqlRedeem, serial: sk,
-		args: []any{tokenID, now, c.Serial, sk, c.CN, c.Profile, c.NotAfter, rec, id, act, actor, subj, arec, tokenHash}})
+	applied, err := db.submit(ctx, &writeOp{sql: sqlRedeem, serial: w.serial,
+		args: w.args([]any{tokenID, now, c.Serial, w.serial, c.CN, c.Profile, c.NotAfter, w.rec}, tokenHash)})
 	if err != nil {
 		return mapErr(err)
 	}
@@ -145,21 +166,13 @@ func (db *DB) InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev 
 	if err != nil {
 		return err
 	}
-	sk, err := serialKey(c.Serial)
-	if err != nil {
-		return err
-	}
 	c.PreviousSerial = prev
-	rec, err := certRec(c)
+	w, err := newCertWrite(c, ev)
 	if err != nil {
 		return err
 	}
-	id, act, actor, subj, arec, err := auditArgs(ev)
-	if err != nil {
-		return err
-	}
-	applied, err := db.submit(ctx, &writeOp{sql: sqlRenew, serial: sk,
-		args: []any{pk, sk, c.CN, c.Profile, c.NotAfter, rec, id, act, actor, subj, arec, c.IssuedAt}})
+	applied, err := db.submit(ctx, &writeOp{sql: sqlRenew, serial: w.serial,
+		args: w.args([]any{pk, w.serial, c.CN, c.Profile, c.NotAfter, w.rec}, c.IssuedAt)})
 	if err != nil {
 		return mapErr(err)
 	}
@@ -178,20 +191,12 @@ func (db *DB) InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev 
 
 // InsertCert records a certificate no token paid for.
 func (db *DB) InsertCert(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
-	sk, err := serialKey(c.Serial)
+	w, err := newCertWrite(c, ev)
 	if err != nil {
 		return err
 	}
-	rec, err := certRec(c)
-	if err != nil {
-		return err
-	}
-	id, act, actor, subj, arec, err := auditArgs(ev)
-	if err != nil {
-		return err
-	}
-	_, err = db.submit(ctx, &writeOp{sql: sqlInsert, serial: sk,
-		args: []any{sk, c.CN, c.Profile, c.NotAfter, nullable(c.TokenID), rec, id, act, actor, subj, arec}})
+	_, err = db.submit(ctx, &writeOp{sql: sqlInsert, serial: w.serial,
+		args: w.args([]any{w.serial, c.CN, c.Profile, c.NotAfter, nullable(c.TokenID), w.rec})})
 	return mapErr(err)
 }
 
