@@ -71,7 +71,7 @@ const (
 
 // Issuer is the part of issuance the ACME server uses.
 type Issuer interface {
-	AuthorizeOrder(profile, cn string, dnsNames []string, actor string, consume func(serial string) []store.MetaWrite) (*issuance.Grant, error)
+	AuthorizeOrder(profile, cn string, dnsNames []string, actor, replaces string, consume func(serial string) []store.MetaWrite) (*issuance.Grant, error)
 	Issue(ctx context.Context, g *issuance.Grant, csrDER []byte) (*issuance.Issued, error)
 	Profiles() *issuance.Profiles
 	RenewalInfo(serial string) (schedule.Window, error)

@@ -41,8 +41,10 @@ func parseLeaf(t *testing.T, bundle []byte) (*x509.Certificate, []byte) {
 
 // TestARIRenewalThenRevocation: lego follows the renewal window lanyard
 // gives through ARI (not due for a fresh certificate), renews with
-// `replaces` once it is due, cannot replace the same certificate twice,
-// and after revocation ARI says renew now.
+// `replaces` once it is due (the renewal is the replaced certificate's
+// successor in the lineage), cannot replace the same certificate twice;
+// revoking the replaced certificate revokes the renewal, ARI then says
+// renew now, and replacing the revoked certificate gives a fresh one.
 func TestARIRenewalThenRevocation(t *testing.T) {
 	port := freePort(t)
 	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
@@ -86,6 +88,15 @@ func TestARIRenewalThenRevocation(t *testing.T) {
 	if leaf2.SerialNumber.Cmp(leaf.SerialNumber) == 0 || leaf2.Subject.CommonName != leaf.Subject.CommonName {
 		t.Fatalf("renewal %v (CN %q) is not a new certificate for %q", leaf2.SerialNumber, leaf2.Subject.CommonName, leaf.Subject.CommonName)
 	}
+	// The renewal is the replaced certificate's successor in lanyard's
+	// lineage, as an agent's renewal is.
+	serialA, serialB := lanyardv1.FormatSerial(leaf.SerialNumber), lanyardv1.FormatSerial(leaf2.SerialNumber)
+	if rec, err := c.Store.GetCert(serialB); err != nil || rec.PreviousSerial != serialA {
+		t.Fatalf("renewal %s names predecessor %q (%v), want the replaced %s", serialB, rec.PreviousSerial, err, serialA)
+	}
+	if rec, err := c.Store.GetCert(serialA); err != nil || rec.NextSerial != serialB {
+		t.Fatalf("replaced %s names successor %q (%v), want %s", serialA, rec.NextSerial, err, serialB)
+	}
 	// A replaced certificate stays replaced by its first successor: the
 	// server answers alreadyReplaced (RFC 9773 section 5), on which lego
 	// orders again without replaces.
@@ -106,8 +117,17 @@ func TestARIRenewalThenRevocation(t *testing.T) {
 			lanyardv1.FormatSerial(leaf.SerialNumber), by, err, lanyardv1.FormatSerial(leaf2.SerialNumber))
 	}
 
-	if err := cl.Certificate.RevokeWithReason(ctx, res2.Certificate, nil); err != nil {
+	// Revoking the replaced certificate revokes its lineage (package
+	// revocation's rule): the ACME renewal too, not the order that did
+	// not replace it.
+	if err := cl.Certificate.RevokeWithReason(ctx, res.Certificate, nil); err != nil {
 		t.Fatalf("revoke: %v", err)
+	}
+	if rec, err := c.Store.GetCert(serialB); err != nil || rec.Revocation == nil {
+		t.Fatalf("revoking %s left its ACME successor %s unrevoked (%v)", serialA, serialB, err)
+	}
+	if rec, err := c.Store.GetCert(lanyardv1.FormatSerial(leaf3.SerialNumber)); err != nil || rec.Revocation != nil {
+		t.Fatalf("revoking %s revoked the unrelated order's certificate (%v)", serialA, err)
 	}
 	info, err = cl.Certificate.GetRenewalInfo(ctx, leaf2)
 	if err != nil {
@@ -115,6 +135,23 @@ func TestARIRenewalThenRevocation(t *testing.T) {
 	}
 	if at := info.ShouldRenewAt(time.Now(), 0); at == nil || info.SuggestedWindow.Start.After(time.Now()) {
 		t.Fatalf("after revocation ARI window %v..%v, want now", info.SuggestedWindow.Start, info.SuggestedWindow.End)
+	}
+	// Renewing, as ARI says, a revoked certificate is a fresh one: its
+	// lineage is revoked.
+	old2 := *res2
+	old2.PrivateKey = nil
+	res4, err := cl.Certificate.Renew(ctx, old2, &certificate.RenewOptions{KeyType: certcrypto.EC256, Bundle: true,
+		EnableCommonName: true, UseARICertID: true})
+	if err != nil {
+		t.Fatalf("renew the revoked certificate with replaces: %v", err)
+	}
+	leaf4, _ := parseLeaf(t, res4.Certificate)
+	if rec, err := c.Store.GetCert(lanyardv1.FormatSerial(leaf4.SerialNumber)); err != nil || rec.Revocation != nil || rec.PreviousSerial != "" {
+		t.Fatalf("replacement of the revoked %s: %+v (%v), want an unrevoked certificate of its own lineage", serialB, rec, err)
+	}
+	var by2 string
+	if err := c.Store.GetMeta("acme/replaced/"+serialB, &by2); err != nil || by2 != lanyardv1.FormatSerial(leaf4.SerialNumber) {
+		t.Fatalf("revoked %s replaced by %q (%v), want %s", serialB, by2, err, lanyardv1.FormatSerial(leaf4.SerialNumber))
 	}
 }
 

@@ -79,24 +79,35 @@ func (s *Server) finalize(ctx context.Context, req *request) (int, any, *Problem
 		}
 		return w
 	}
-	g, err := s.cfg.Issuer.AuthorizeOrder(o.Profile, o.CN, dns, "acme:"+o.Account, consume)
-	if err != nil {
-		return 0, nil, prob(400, "rejectedIdentifier", "%v", err)
-	}
-	iss, err := s.cfg.Issuer.Issue(ctx, g, der)
-	switch {
-	case errors.Is(err, store.ErrConflict):
-		var by string
-		if replaced != "" && s.get("replaced", replaced, &by) == nil {
-			return 0, nil, prob(409, "alreadyReplaced", "certificate %s was replaced by %s meanwhile", replaced, by)
+	// An order that replaces a certificate is its renewal in lanyard's
+	// lineage (revoking either revokes both), unless that certificate is
+	// revoked (its lineage with it): the client renews because ARI said
+	// "now", and the order, validated on its own, is a fresh certificate.
+	prev := replaced
+	var iss *issuance.Issued
+	for iss == nil {
+		g, err := s.cfg.Issuer.AuthorizeOrder(o.Profile, o.CN, dns, "acme:"+o.Account, prev, consume)
+		if err == nil {
+			iss, err = s.cfg.Issuer.Issue(ctx, g, der)
+		} else if !errors.Is(err, issuance.ErrRevoked) && !errors.Is(err, store.ErrUnavailable) {
+			return 0, nil, prob(400, "rejectedIdentifier", "%v", err)
 		}
-		return 0, nil, prob(403, "orderNotReady", "the order was finalized by another request")
-	case errors.Is(err, issuance.ErrBadCSR) || errors.Is(err, issuance.ErrNameNotAllowed) || errors.Is(err, issuance.ErrKeyType):
-		return 0, nil, prob(400, "badCSR", "%v", err)
-	case errors.Is(err, store.ErrUnavailable):
-		return 0, nil, storeProblem(err)
-	case err != nil:
-		return 0, nil, prob(500, "serverInternal", "issue: %v", err)
+		switch {
+		case prev != "" && errors.Is(err, issuance.ErrRevoked):
+			prev = ""
+		case errors.Is(err, store.ErrConflict):
+			var by string
+			if replaced != "" && s.get("replaced", replaced, &by) == nil {
+				return 0, nil, prob(409, "alreadyReplaced", "certificate %s was replaced by %s meanwhile", replaced, by)
+			}
+			return 0, nil, prob(403, "orderNotReady", "the order was finalized by another request")
+		case errors.Is(err, issuance.ErrBadCSR) || errors.Is(err, issuance.ErrNameNotAllowed) || errors.Is(err, issuance.ErrKeyType):
+			return 0, nil, prob(400, "badCSR", "%v", err)
+		case errors.Is(err, store.ErrUnavailable):
+			return 0, nil, storeProblem(err)
+		case err != nil:
+			return 0, nil, prob(500, "serverInternal", "issue: %v", err)
+		}
 	}
 	o.Status, o.Serial = "valid", iss.Record.Serial
 	req.wHeader("Location", req.base+"/order/"+o.ID)

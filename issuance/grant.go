@@ -16,7 +16,7 @@ import (
 
 // Grant is what one authorization entitles its holder to: one certificate
 // for CN and DNSNames under Profile. Only this package makes grants
-// (AuthorizeToken, AuthorizeRenewal); Issue refuses any other. A grant
+// (AuthorizeToken, AuthorizeRenewal, AuthorizeOrder); Issue refuses any other. A grant
 // says what was authorized when it was authorized; Issue checks it again
 // against the profile as it is when the certificate is cut, so a profile
 // tightened in between wins (as step-ca's authorize-then-sign and boulder's
@@ -33,7 +33,8 @@ type Grant struct {
 	TTL time.Duration
 	// TokenID is the enrollment token that authorized the grant (enroll).
 	TokenID string
-	// Predecessor is the serial of the certificate being renewed (renew).
+	// Predecessor is the serial of the certificate being renewed (renew,
+	// and an ACME order that replaces a certificate).
 	Predecessor string
 
 	// currentKey is the predecessor's public key (renewals: the key-reuse
@@ -202,7 +203,17 @@ func (p *Profile) CheckNames(cn string, dns []string) error {
 // transaction that records the certificate (store.InsertCertSwap), so an
 // order pays for exactly one certificate on any replica, and a lost race
 // is store.ErrConflict with nothing recorded.
-func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor string, consume func(serial string) []store.MetaWrite) (*Grant, error) {
+//
+// replaces, if not "", is the serial of the certificate the order
+// replaces (RFC 9773): the grant is then its renewal, recorded by
+// store.InsertRenewalSwap with the same writes, so the lineage is the
+// agent's (the successor names it as predecessor, and revoking either
+// revokes both). It must be a certificate of cn under profile, not
+// revoked (ErrRevoked: its lineage is revoked, so the order is a fresh
+// certificate, which the caller asks for with replaces ""). The key-reuse
+// rule is not applied: an ACME renewal is authorized by the order's own
+// validation, not by the replaced certificate's key.
+func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor, replaces string, consume func(serial string) []store.MetaWrite) (*Grant, error) {
 	p, err := s.Profiles().Get(profile)
 	if err != nil {
 		return nil, err
@@ -213,11 +224,34 @@ func (s *Service) AuthorizeOrder(profile, cn string, dnsNames []string, actor st
 	if consume == nil {
 		return nil, errors.New("issuance: an ACME order grant needs the writes that consume the order")
 	}
-	return &Grant{
+	g := &Grant{
 		CN: cn, DNSNames: slices.Clone(dnsNames), Profile: profile,
 		actor: actor, action: store.ActionACMEIssue, at: s.now(),
 		record: func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
 			return s.db.InsertCertSwap(ctx, c, ev, consume(c.Serial))
 		},
-	}, nil
+	}
+	if replaces == "" {
+		return g, nil
+	}
+	rec, err := s.db.GetCert(replaces)
+	if err != nil {
+		return nil, fmt.Errorf("replace %s: read the certificate record: %w", replaces, err)
+	}
+	if rec.CN != cn || rec.Profile != profile {
+		return nil, fmt.Errorf("replace %s: %w: it is %q under %q, the order %q under %q",
+			replaces, ErrNotRenewable, rec.CN, rec.Profile, cn, profile)
+	}
+	if rec.Revocation != nil {
+		return nil, fmt.Errorf("replace %s: %w", replaces, ErrRevoked)
+	}
+	g.Predecessor = replaces
+	g.record = func(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error {
+		err := s.db.InsertRenewalSwap(ctx, replaces, c, ev, consume(c.Serial))
+		if errors.Is(err, store.ErrRevoked) {
+			return fmt.Errorf("%w (revoked while replacing)", ErrRevoked)
+		}
+		return err
+	}
+	return g, nil
 }

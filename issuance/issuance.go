@@ -65,7 +65,7 @@ type Signer interface {
 
 // Store is what issuance needs of the store (package store's DB, or any
 // engine passing its conformance suite). RedeemToken and InsertRenewal
-// (and InsertCertSwap) must record the certificate and consume the
+// (and InsertCertSwap, InsertRenewalSwap) must record the certificate and consume the
 // authorization (mark the token used, link the predecessor, mark the ACME
 // order finalized) in one durable transaction, and fail
 // writing nothing; concurrent redemptions of one token: exactly one
@@ -78,6 +78,7 @@ type Store interface {
 	InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent) error
 	InsertCert(ctx context.Context, c *store.Cert, ev *store.AuditEvent) error
 	InsertCertSwap(ctx context.Context, c *store.Cert, ev *store.AuditEvent, writes []store.MetaWrite) error
+	InsertRenewalSwap(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent, writes []store.MetaWrite) error
 }
 
 // Service issues certificates. It is safe for concurrent use; profiles

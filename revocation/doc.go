@@ -39,7 +39,9 @@
 // afresh by each order; lanyard's renewals are not, so the lineage plays
 // the part of boulder's blocked key, for keyCompromise and for the
 // identity reasons (affiliationChanged, cessationOfOperation,
-// privilegeWithdrawn, unspecified) alike. superseded is no exception:
+// privilegeWithdrawn, unspecified) alike. An ACME order that replaces a
+// certificate (RFC 9773 `replaces`) is that certificate's renewal, in its
+// lineage; one without `replaces` starts a lineage of its own. superseded is no exception:
 // to retire an old certificate without stopping the host, do nothing —
 // it cannot renew once issuance.RenewalRetryGrace has passed after its
 // renewal, and it expires within its profile's lifetime.

@@ -138,31 +138,38 @@ func (db *DB) RedeemToken(ctx context.Context, tokenID string, tokenHash []byte,
 // successor is recorded.
 func (db *DB) InsertRenewal(ctx context.Context, prev string, c *Cert, ev *AuditEvent) error {
 	return db.update(ctx, func(tx *bolt.Tx) error {
-		p, err := getCertTx(tx, prev)
-		if err != nil {
-			return err
-		}
-		if p.Revocation != nil {
-			return fmt.Errorf("renew %s: %w", prev, ErrRevoked)
-		}
-		p.NextSerial = c.Serial
-		if p.RenewedAt.IsZero() {
-			p.RenewedAt = c.IssuedAt
-		}
-		if err := updateCertTx(tx, p); err != nil {
-			return err
-		}
-		c.PreviousSerial = prev
-		pk, _ := serialKey(prev)
-		ck, _ := serialKey(c.Serial)
-		if err := tx.Bucket(m.BucketRenewals).Put(append(append([]byte{}, pk...), ck...), nil); err != nil {
-			return err
-		}
-		if err := putCertTx(tx, c); err != nil {
+		if err := renewTx(tx, prev, c); err != nil {
 			return err
 		}
 		return appendAuditTx(tx, ev)
 	})
+}
+
+// renewTx links c to prev (prev's NextSerial and RenewedAt, c's
+// PreviousSerial, the renewals index) and records c: InsertRenewal's
+// rule, for InsertRenewalSwap too.
+func renewTx(tx *bolt.Tx, prev string, c *Cert) error {
+	p, err := getCertTx(tx, prev)
+	if err != nil {
+		return err
+	}
+	if p.Revocation != nil {
+		return fmt.Errorf("renew %s: %w", prev, ErrRevoked)
+	}
+	p.NextSerial = c.Serial
+	if p.RenewedAt.IsZero() {
+		p.RenewedAt = c.IssuedAt
+	}
+	if err := updateCertTx(tx, p); err != nil {
+		return err
+	}
+	c.PreviousSerial = prev
+	pk, _ := serialKey(prev)
+	ck, _ := serialKey(c.Serial)
+	if err := tx.Bucket(m.BucketRenewals).Put(append(append([]byte{}, pk...), ck...), nil); err != nil {
+		return err
+	}
+	return putCertTx(tx, c)
 }
 
 // InsertCert records a certificate that no token paid for (the server's

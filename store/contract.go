@@ -97,6 +97,12 @@ type Certs interface {
 	// other error) neither. It is how a Meta-held authorization (an ACME
 	// order) pays for exactly one certificate.
 	InsertCertSwap(ctx context.Context, c *Cert, ev *AuditEvent, writes []MetaWrite) error
+	// InsertRenewalSwap records c as InsertRenewal does (the renewal of
+	// prev, with its errors) and applies writes as SwapMeta does, in one
+	// transaction: both, or neither. It is how an ACME order that
+	// replaces a certificate (RFC 9773) pays for exactly one certificate
+	// that is that certificate's renewal in lanyard's lineage.
+	InsertRenewalSwap(ctx context.Context, prev string, c *Cert, ev *AuditEvent, writes []MetaWrite) error
 	// GetCert returns the record of serial (hex), or ErrNotFound.
 	GetCert(serial string) (*Cert, error)
 	// Revoke revokes serial and every renewal descending from it;

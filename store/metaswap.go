@@ -85,21 +85,25 @@ func conflict(key string) error { return fmt.Errorf("meta %s: %w", key, ErrConfl
 // else fails with ErrConflict and writes nothing; ev, if set, is audited
 // in the same transaction.
 func (db *DB) SwapMeta(ctx context.Context, writes []MetaWrite, ev *AuditEvent) error {
-	enc, err := encodeWrites(writes)
-	if err != nil {
-		return err
-	}
-	return db.update(ctx, func(tx *bolt.Tx) error {
-		if err := swapMetaTx(tx, writes, enc); err != nil {
-			return err
-		}
-		return appendAuditTx(tx, ev)
-	})
+	return db.swap(ctx, writes, ev, nil)
 }
 
 // InsertCertSwap records c (as InsertCert) and applies writes (as
 // SwapMeta) in one transaction: both, or (ErrConflict) neither.
 func (db *DB) InsertCertSwap(ctx context.Context, c *Cert, ev *AuditEvent, writes []MetaWrite) error {
+	return db.swap(ctx, writes, ev, func(tx *bolt.Tx) error { return putCertTx(tx, c) })
+}
+
+// InsertRenewalSwap records c as the renewal of prev (as InsertRenewal)
+// and applies writes (as SwapMeta) in one transaction: both, or
+// (ErrConflict, ErrNotFound, ErrRevoked) neither.
+func (db *DB) InsertRenewalSwap(ctx context.Context, prev string, c *Cert, ev *AuditEvent, writes []MetaWrite) error {
+	return db.swap(ctx, writes, ev, func(tx *bolt.Tx) error { return renewTx(tx, prev, c) })
+}
+
+// swap applies writes, then record (if set), then audits ev, in one
+// transaction: all or nothing.
+func (db *DB) swap(ctx context.Context, writes []MetaWrite, ev *AuditEvent, record func(*bolt.Tx) error) error {
 	enc, err := encodeWrites(writes)
 	if err != nil {
 		return err
@@ -108,8 +112,10 @@ func (db *DB) InsertCertSwap(ctx context.Context, c *Cert, ev *AuditEvent, write
 		if err := swapMetaTx(tx, writes, enc); err != nil {
 			return err
 		}
-		if err := putCertTx(tx, c); err != nil {
-			return err
+		if record != nil {
+			if err := record(tx); err != nil {
+				return err
+			}
 		}
 		return appendAuditTx(tx, ev)
 	})

@@ -33,12 +33,49 @@ func (db *DB) InsertCertSwap(ctx context.Context, c *store.Cert, ev *store.Audit
 	if err != nil {
 		return err
 	}
+	return db.swapTx(ctx, writes, func(tx pgx.Tx) error {
+		var n int
+		return tx.QueryRow(ctx, sqlInsert, w.args([]any{w.serial, c.CN, c.Profile, c.NotAfter, nullable(c.TokenID), w.rec})...).Scan(&n)
+	})
+}
+
+// InsertRenewalSwap records c as the renewal of prev (sqlRenew, as
+// InsertRenewal) and applies writes in one transaction; the meta rows are
+// locked before the predecessor's row, and Revoke locks no meta row, so
+// the two cannot deadlock.
+func (db *DB) InsertRenewalSwap(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent, writes []store.MetaWrite) error {
+	pk, w, err := newRenewalWrite(prev, c, ev)
+	if err != nil {
+		return err
+	}
+	return db.swapTx(ctx, writes, func(tx pgx.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, sqlRenew, w.renewArgs(pk, c)...).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		// Not applied: say why, and roll the meta writes back.
+		var revoked bool
+		err := tx.QueryRow(ctx, "SELECT revocation IS NOT NULL FROM certs WHERE serial = $1", pk).Scan(&revoked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("certificate %s: %w", prev, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return renewRefused(prev, revoked)
+	})
+}
+
+// swapTx applies writes, then record, in one transaction.
+func (db *DB) swapTx(ctx context.Context, writes []store.MetaWrite, record func(pgx.Tx) error) error {
 	return db.tx(ctx, func(tx pgx.Tx) error {
 		if err := swapMetaTx(ctx, tx, writes); err != nil {
 			return err
 		}
-		var n int
-		return tx.QueryRow(ctx, sqlInsert, w.args([]any{w.serial, c.CN, c.Profile, c.NotAfter, nullable(c.TokenID), w.rec})...).Scan(&n)
+		return record(tx)
 	})
 }
 

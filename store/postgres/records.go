@@ -162,17 +162,11 @@ func tokenState(t *store.Token, now time.Time) error {
 // not revoked, in the statement that inserts the successor; a concurrent
 // Revoke locks the same row, so one of them waits for the other.
 func (db *DB) InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev *store.AuditEvent) error {
-	pk, err := serialKey(prev)
+	pk, w, err := newRenewalWrite(prev, c, ev)
 	if err != nil {
 		return err
 	}
-	c.PreviousSerial = prev
-	w, err := newCertWrite(c, ev)
-	if err != nil {
-		return err
-	}
-	applied, err := db.submit(ctx, &writeOp{sql: sqlRenew, serial: w.serial,
-		args: w.args([]any{pk, w.serial, c.CN, c.Profile, c.NotAfter, w.rec}, c.IssuedAt)})
+	applied, err := db.submit(ctx, &writeOp{sql: sqlRenew, serial: w.serial, args: w.renewArgs(pk, c)})
 	if err != nil {
 		return mapErr(err)
 	}
@@ -183,7 +177,30 @@ func (db *DB) InsertRenewal(ctx context.Context, prev string, c *store.Cert, ev 
 	if err != nil {
 		return err
 	}
-	if p.Revocation != nil {
+	return renewRefused(prev, p.Revocation != nil)
+}
+
+// newRenewalWrite prepares c, the renewal of prev (whose key it returns),
+// for sqlRenew.
+func newRenewalWrite(prev string, c *store.Cert, ev *store.AuditEvent) ([]byte, *certWrite, error) {
+	pk, err := serialKey(prev)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.PreviousSerial = prev
+	w, err := newCertWrite(c, ev)
+	return pk, w, err
+}
+
+// renewArgs are sqlRenew's arguments for c, the renewal of pk.
+func (w *certWrite) renewArgs(pk []byte, c *store.Cert) []any {
+	return w.args([]any{pk, w.serial, c.CN, c.Profile, c.NotAfter, w.rec}, c.IssuedAt)
+}
+
+// renewRefused says why sqlRenew did not apply to prev, a record that
+// exists: revoked, or (not revoked now) changed under the statement.
+func renewRefused(prev string, revoked bool) error {
+	if revoked {
 		return fmt.Errorf("renew %s: %w", prev, store.ErrRevoked)
 	}
 	return fmt.Errorf("renew %s: predecessor changed during the write: %w", prev, store.ErrUnavailable)

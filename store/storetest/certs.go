@@ -290,3 +290,60 @@ func testInsertCertSwap(t *testing.T, s store.Store) {
 		t.Fatalf("audit %v (%v), want the one issuance", evs, err)
 	}
 }
+
+// testInsertRenewalSwap: an ACME order that replaces a certificate pays
+// for exactly one certificate, which is that certificate's renewal
+// (lineage as InsertRenewal's, so revoking the predecessor revokes it);
+// an unknown or revoked predecessor writes neither the certificate nor
+// the Meta writes.
+func testInsertRenewalSwap(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	type order struct{ Status, Serial string }
+	ready := order{Status: "ready"}
+	if err := s.PutMeta(ctx, "order", ready); err != nil {
+		t.Fatal(err)
+	}
+	a := insert(t, s, NewCert())
+	oneWins(t, 40, store.ErrConflict, func(int) error {
+		c := NewCert(func(c *store.Cert) { c.CN = a.CN })
+		return s.InsertRenewalSwap(ctx, a.Serial, c, &store.AuditEvent{At: T0, Actor: "acme", Action: store.ActionIssue, Subject: c.Serial},
+			[]store.MetaWrite{{Key: "order", If: ready, Value: order{Status: "valid", Serial: c.Serial}}})
+	})
+	var o order
+	if err := s.GetMeta("order", &o); err != nil || o.Status != "valid" {
+		t.Fatalf("order %+v (%v), want valid", o, err)
+	}
+	b, err := s.GetCert(o.Serial)
+	if err != nil || b.PreviousSerial != a.Serial {
+		t.Fatalf("successor %+v (%v), want one naming %s as its predecessor", b, err, a.Serial)
+	}
+	if got, _ := s.GetCert(a.Serial); got.NextSerial != b.Serial {
+		t.Fatalf("predecessor's NextSerial = %q, want %q", got.NextSerial, b.Serial)
+	}
+	if n := len(allCerts(t, s)); n != 2 {
+		t.Fatalf("store holds %d certificates, want the predecessor and one successor", n)
+	}
+	if _, _, err := s.Revoke(ctx, a.Serial, store.Revocation{At: T0, Reason: 1, By: "test"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetCert(b.Serial); got.Revocation == nil {
+		t.Fatal("revoking the predecessor left its ACME successor unrevoked")
+	}
+	// Refused: nothing written, the order still as it was.
+	if err := s.PutMeta(ctx, "order", ready); err != nil {
+		t.Fatal(err)
+	}
+	for prev, want := range map[string]error{a.Serial: store.ErrRevoked, "00ff": store.ErrNotFound} {
+		c := NewCert()
+		err := s.InsertRenewalSwap(ctx, prev, c, nil, []store.MetaWrite{{Key: "order", If: ready, Value: order{Status: "valid", Serial: c.Serial}}})
+		if !errors.Is(err, want) {
+			t.Fatalf("renewing %s: %v, want %v", prev, err, want)
+		}
+		if _, err := s.GetCert(c.Serial); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("refused renewal of %s recorded its certificate (%v)", prev, err)
+		}
+		if err := s.GetMeta("order", &o); err != nil || o != ready {
+			t.Fatalf("refused renewal of %s changed the order to %+v (%v)", prev, o, err)
+		}
+	}
+}

@@ -59,6 +59,7 @@ func Run(t *testing.T, open Opener) {
 		{"Meta", testMeta},
 		{"SwapMetaOnceUnderConcurrency", testSwapMeta},
 		{"InsertCertSwapOnceUnderConcurrency", testInsertCertSwap},
+		{"InsertRenewalSwapOnceAndLinked", testInsertRenewalSwap},
 		{"BackupOpensAsBboltStore", testBackup},
 		{"TidyPrunesAndKeepsIndexesConsistent", testTidy},
 	} {
