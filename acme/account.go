@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"go.step.sm/crypto/jose"
 
@@ -210,4 +211,33 @@ func (s *Server) accountOp(ctx context.Context, req *request) (int, any, *Proble
 		}
 	}
 	return 200, acctJSON(req.acct, req), nil
+}
+
+// Account describes an ACME account, without its key.
+type Account struct {
+	ID      string
+	Profile string
+	// EABKey is the EAB key the account was opened with.
+	EABKey string
+	// Status is valid or deactivated ("" if the account record is gone).
+	Status string
+}
+
+// CertAccount returns the ACME account whose order got the certificate
+// serial (finalize records serial → account; Tidy forgets it once the
+// certificate has expired), or nil if no ACME order did.
+func (s *Server) CertAccount(serial string) (*Account, error) {
+	var id string
+	if err := s.get("cert", serial, &id); errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("ACME account of %s: %w", serial, err)
+	}
+	var a account
+	if err := s.get("account", id, &a); errors.Is(err, store.ErrNotFound) {
+		return &Account{ID: id}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("ACME account %s: %w", id, err)
+	}
+	return &Account{ID: a.ID, Profile: a.Profile, EABKey: a.EABKey, Status: a.Status}, nil
 }

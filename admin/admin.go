@@ -220,6 +220,16 @@ func (s *Service) CreateEABKey(ctx context.Context, req EABRequest) (kid, hmacKe
 	return kid, hmacKey, profile, nil
 }
 
+// CertificateACMEAccount returns the ACME account that ordered the
+// certificate serial (acme.Server.CertAccount): nil if no ACME order did,
+// or the service has no ACME server.
+func (s *Service) CertificateACMEAccount(serial string) (*acme.Account, error) {
+	if s.acme == nil {
+		return nil, nil
+	}
+	return s.acme.CertAccount(serial)
+}
+
 // ListEABKeys returns every EAB key, newest first, without secrets.
 func (s *Service) ListEABKeys() ([]*acme.EAB, error) {
 	if s.acme == nil {

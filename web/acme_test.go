@@ -1,12 +1,20 @@
 package web
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
+	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/acmeclient"
+	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -84,6 +92,51 @@ func TestACMEKeys(t *testing.T) {
 		evs, _, err := e.ca.Store.ListAudit(store.AuditQuery{Action: action})
 		if err != nil || len(evs) != want || evs[0].Actor == "" {
 			t.Fatalf("audit %s: %d events (%v), want %d with an actor", action, len(evs), err, want)
+		}
+	}
+}
+
+// TestCertificatePageNamesACMEAccount: the page of a certificate an ACME
+// order got names the account that asked and the EAB key it was opened
+// with (issue 14: shown with the ACME account that asked).
+func TestCertificatePageNamesACMEAccount(t *testing.T) {
+	resp, err := acmeclient.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Close()
+	e := newEnvWith(t, testca.Options{ACME: config.ACME{HTTP01Port: resp.Port(), ResolveTo: "127.0.0.1"}})
+	ctx := context.Background()
+	kid, hk, err := e.ca.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.ca.Authority.RootsPEM())
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	cl, err := acmeclient.Register(ctx, e.ca.URL+"/acme/covalent/directory", hc, kid, hk, resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _, err := cl.Obtain(ctx, "acmepage.covalent.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := e.ca.Store.ListAudit(store.AuditQuery{Action: store.ActionACMEAccount})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("audit of the account: %v (%v)", evs, err)
+	}
+	acct := evs[0].Subject
+	cookie, _ := e.login(t)
+	body := e.do(t, "GET", "/admin/certs/"+lanyardv1.FormatSerial(leaf.SerialNumber), cookie, nil).Body.String()
+	for _, want := range []string{`class="mono acme-account" href="/admin/audit?subject=` + acct + `">` + acct + `<`,
+		`class="mono acme-eab" href="/admin/audit?subject=` + kid + `">`, "ACME order"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the ACME certificate's page lacks %q", want)
 		}
 	}
 }

@@ -37,10 +37,14 @@ type env struct {
 	h     http.Handler
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, testca.Options{}) }
+
+// newEnvWith is newEnv on a CA started with opts (its Clock is the env's).
+func newEnvWith(t *testing.T, opts testca.Options) *env {
 	t.Helper()
 	clk := clock.NewFake(time.Now().UTC().Truncate(time.Second))
-	c := testca.Start(t, testca.Options{Clock: clk})
+	opts.Clock = clk
+	c := testca.Start(t, opts)
 	h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Admin: c.App.AdminAPI, CAURL: c.URL,
 		Fingerprint: c.Authority.Fingerprint(), Now: clk.Now})
 	if err != nil {

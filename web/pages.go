@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lanyard/lanyard/acme"
 	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
@@ -195,6 +196,9 @@ type certData struct {
 	Fingerprint     string
 	Reasons         []reasonOption
 	AnchorNote      string
+	// ACME is the ACME account whose order got the certificate (nil:
+	// none did).
+	ACME *acme.Account
 }
 
 type reasonOption struct {
@@ -242,6 +246,10 @@ func (h *handler) cert(w http.ResponseWriter, r *http.Request, s *store.Session)
 		return
 	}
 	d := certData{Rec: c, Status: c.Status(h.cfg.Now())}
+	if d.ACME, err = h.cfg.Admin.CertificateACMEAccount(c.Serial); err != nil {
+		h.internal(w, r, s, "read the certificate's ACME account", err)
+		return
+	}
 	if x, err := x509.ParseCertificate(c.DER); err == nil {
 		d.Subject, d.Issuer = x.Subject.String(), x.Issuer.String()
 		sum := sha256.Sum256(c.DER)

@@ -141,6 +141,9 @@ func TestCertificatePage(t *testing.T) {
 			t.Errorf("certificate page lacks %q", s)
 		}
 	}
+	if strings.Contains(body, "acme-account") {
+		t.Error("an enrolled certificate's page names an ACME account")
+	}
 	w = e.do(t, "GET", "/admin/certs/"+strings.ToUpper(c.Serial)+".pem", cookie, nil)
 	if w.Code != 200 || !strings.HasPrefix(w.Body.String(), "-----BEGIN CERTIFICATE-----") || w.Header().Get("Content-Type") != "application/x-pem-file" {
 		t.Fatalf("PEM download: %d %q %s", w.Code, w.Header().Get("Content-Type"), w.Body)
