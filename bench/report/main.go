@@ -8,6 +8,7 @@
 //   - issuance (Enroll) at c=1/16/64: certificates/s and p50/p95/p99
 //   - issuance at c=64 with a strict (per-certificate zlint) profile
 //   - renewals at c=64, each over a fresh mTLS connection
+//   - ACME new-order → finalize at c=16 (acme.go)
 //   - CRL build+sign with 100,000 entries, first page of a CN-prefix
 //     search over 1,000,000 records, agent idle RSS (from go test)
 //
@@ -47,7 +48,6 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
-	"github.com/lanyard/lanyard/internal/pgtest"
 )
 
 func main() {
@@ -63,6 +63,9 @@ func main() {
 		pg       = flag.Bool("postgres", true, "also measure enroll on PostgreSQL, one replica and two (needs Debian's postgresql, which make deps installs)")
 	)
 	flag.Parse()
+	if abs, err := filepath.Abs(*bin); err == nil {
+		*bin = abs // servers run in their temp folder
+	}
 	// The generator shares the machine with the server: keep its own GC
 	// cost low so the figures are about the server.
 	debug.SetGCPercent(400)
@@ -76,7 +79,7 @@ func main() {
 	if !*keepTemp {
 		defer os.RemoveAll(dir)
 	}
-	srv, err := startServer(*bin, dir, "", "lanyard", true)
+	srv, err := startServer(*bin, dir, "", "lanyard", true, "")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -111,6 +114,11 @@ func main() {
 		rep.add(fmt.Sprintf("%s, c=%d", cell.name, cell.c), median(results))
 	}
 	srv.stop()
+	if strings.Contains(acmeRowName, *only) {
+		if err := rep.acmeRow(ctx, *bin, *runs, *n/3); err != nil {
+			log.Printf("ACME row skipped: %v", err)
+		}
+	}
 	if *pg {
 		if err := rep.postgres(ctx, *bin, *runs, *n, *only); err != nil {
 			log.Printf("PostgreSQL rows skipped: %v", err)
@@ -131,70 +139,6 @@ func main() {
 			log.Fatal(err)
 		}
 	}
-}
-
-// postgres measures enroll at c=64 with the store on a real, throw-away
-// PostgreSQL (internal/pgtest: fsync off, synchronous_commit on), first on
-// one replica, then spread over two replicas on the same database (one
-// CA folder, as a deployment shares the CA files).
-func (r *report) postgres(ctx context.Context, bin string, runs, n int, only string) error {
-	names := map[int]string{1: "enroll on PostgreSQL, 1 replica", 2: "enroll on PostgreSQL, 2 replicas (load split)"}
-	if !strings.Contains(names[1], only) && !strings.Contains(names[2], only) {
-		return nil
-	}
-	pgs, err := pgtest.Start()
-	if err != nil {
-		return err
-	}
-	defer pgs.Stop()
-	for _, replicas := range []int{1, 2} {
-		name := names[replicas]
-		if !strings.Contains(name, only) {
-			continue
-		}
-		db := fmt.Sprintf("bench%d", replicas)
-		if err := pgs.CreateDatabase(ctx, db); err != nil {
-			return err
-		}
-		dir, err := os.MkdirTemp("", "lanyard-bench-pg-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		first, err := startServer(bin, dir, pgs.DSN(db), "a", true)
-		if err != nil {
-			return err
-		}
-		for i := 1; i < replicas; i++ {
-			peer, err := startServer(bin, dir, pgs.DSN(db), fmt.Sprintf("r%d", i), false)
-			if err != nil {
-				first.stop()
-				return err
-			}
-			first.peers = append(first.peers, peer)
-		}
-		var results []result
-		for k := 0; k < runs; k++ {
-			res, err := first.load(ctx, "covalent", 64, n, false, false)
-			if err != nil {
-				first.stopAll()
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			log.Printf("%s c=64 run %d: %.0f/s p50=%.1fms p99=%.1fms errors=%d", name, k+1, res.rate, ms(res.p50), ms(res.p99), res.errors)
-			results = append(results, res)
-		}
-		first.stopAll()
-		r.rows = append(r.rows, row{name: name + ", c=64", res: ptr(median(results)), target: "≥ 4,000/s, p99 ≤ 50 ms"})
-	}
-	return nil
-}
-
-// stopAll stops the server and its peers.
-func (s *server) stopAll() {
-	for _, p := range s.peers {
-		p.stop()
-	}
-	s.stop()
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -244,8 +188,9 @@ func freePort() (int, error) {
 
 // startServer starts `lanyard serve` on the CA folder in dir (made by
 // `lanyard init` when init is set) with the store at storeURL (""
-// means the bbolt file in dir); name tells replicas' config files apart.
-func startServer(bin, dir, storeURL, name string, init bool) (*server, error) {
+// means the bbolt file in dir); name tells replicas' config files apart;
+// extra is appended to the config.
+func startServer(bin, dir, storeURL, name string, init bool, extra string) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -255,7 +200,7 @@ func startServer(bin, dir, storeURL, name string, init bool) (*server, error) {
 		storeLine = fmt.Sprintf("store: %q\n", storeURL)
 	}
 	cfg := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, benchConfig, port, dir, storeLine), 0o600); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, benchConfig+extra, port, dir, storeLine), 0o600); err != nil {
 		return nil, err
 	}
 	if init {
@@ -265,6 +210,7 @@ func startServer(bin, dir, storeURL, name string, init bool) (*server, error) {
 		}
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg)
+	cmd.Dir = dir // dev mode writes .lanyard/ where it runs
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -478,12 +424,17 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	return summarize(lat, time.Since(start), int(errs.Load()), s.cpuTime()-cpu0), nil
+}
+
+// summarize makes a result of one timed window: its latencies (sorted
+// here), how long it took, its errors and the server's CPU time in it.
+func summarize(lat []time.Duration, elapsed time.Duration, errs int, cpu time.Duration) result {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	res := result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: int(errs.Load())}
-	res.serverCPU = (s.cpuTime() - cpu0) / time.Duration(n)
-	return res, nil
+	n := len(lat)
+	return result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: errs,
+		serverCPU: cpu / time.Duration(n)}
 }
 
 // cpuTime is the user+system CPU time so far of the server process and
