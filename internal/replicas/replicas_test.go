@@ -24,11 +24,13 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m, servetest.RemoveBinary) }
 
 // twoReplicas starts two CA servers on one CA folder and one database.
-func twoReplicas(t *testing.T) (a, b *testca.CA) {
-	dsn := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	a = testca.Start(t, testca.Options{Dir: dir, Store: dsn})
-	b = testca.Start(t, testca.Options{Dir: dir, Store: dsn})
+func twoReplicas(t *testing.T) (a, b *testca.CA) { return twoReplicasWith(t, testca.Options{}) }
+
+// twoReplicasWith is twoReplicas with opts (its Dir and Store are set).
+func twoReplicasWith(t *testing.T, opts testca.Options) (a, b *testca.CA) {
+	opts.Store, opts.Dir = pgtest.NewDatabase(t), t.TempDir()
+	a = testca.Start(t, opts)
+	b = testca.Start(t, opts)
 	return a, b
 }
 
