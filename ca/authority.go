@@ -98,33 +98,11 @@ func Load(opts LoadOptions) (*Authority, error) {
 	}
 	p := PathsIn(opts.Dir)
 
-	rootData, err := readFile(p.RootCert)
+	roots, err := readRoots(p)
 	if err != nil {
 		return nil, err
 	}
-	roots, err := parseCertificates(p.RootCert, rootData)
-	if err != nil {
-		return nil, err
-	}
-	if extraData, err := os.ReadFile(p.Roots); err == nil {
-		extra, err := parseCertificates(p.Roots, extraData)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range extra {
-			if !slices.ContainsFunc(roots, c.Equal) {
-				roots = append(roots, c)
-			}
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("ca: read %s: %w", p.Roots, err)
-	}
-
-	intData, err := readFile(p.IntermediateCert)
-	if err != nil {
-		return nil, err
-	}
-	chain, err := parseCertificates(p.IntermediateCert, intData)
+	chain, err := readCertFile(p.IntermediateCert)
 	if err != nil {
 		return nil, err
 	}

@@ -61,14 +61,10 @@ func DestroyRetiredKey(opts DestroyOptions) (*DestroyResult, error) {
 		return nil, fmt.Errorf("ca: destroy retired key: %q is not a serial", opts.Serial)
 	}
 	base := filepath.Join(opts.Dir, RetiredDir, serial)
-	data, err := readFile(base + ".crt")
+	certs, err := readCertFile(base + ".crt")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("ca: destroy retired key %s: %w (lanyard ca status lists the retired intermediates)", serial, ErrNoRetiredKey)
 	}
-	if err != nil {
-		return nil, err
-	}
-	certs, err := parseCertificates(base+".crt", data)
 	if err != nil {
 		return nil, err
 	}

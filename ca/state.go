@@ -60,31 +60,11 @@ func ReadState(dir string) (*State, error) {
 	}
 	p := PathsIn(dir)
 	st := &State{}
-	rootData, err := readFile(p.RootCert)
-	if err != nil {
+	var err error
+	if st.Roots, err = readRoots(p); err != nil {
 		return nil, err
 	}
-	if st.Roots, err = parseCertificates(p.RootCert, rootData); err != nil {
-		return nil, err
-	}
-	if extra, err := os.ReadFile(p.Roots); err == nil {
-		more, err := parseCertificates(p.Roots, extra)
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range more {
-			if !slices.ContainsFunc(st.Roots, c.Equal) {
-				st.Roots = append(st.Roots, c)
-			}
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("ca: read %s: %w", p.Roots, err)
-	}
-	intData, err := readFile(p.IntermediateCert)
-	if err != nil {
-		return nil, err
-	}
-	chain, err := parseCertificates(p.IntermediateCert, intData)
+	chain, err := readCertFile(p.IntermediateCert)
 	if err != nil {
 		return nil, err
 	}
@@ -154,9 +134,33 @@ func readCross(dir string) ([]*x509.Certificate, error) {
 	return parseCertificates(path, data)
 }
 
-// readRetiredRoots reads RetiredDir/roots/*/root.crt.
+// readRetiredRoots reads RetiredDir/roots/*/root.crt, oldest NotBefore
+// first.
 func readRetiredRoots(dir string) ([]*x509.Certificate, error) {
 	base := filepath.Join(dir, RetiredDir, RetiredRootsDir)
+	return readCertDir(base, func(e fs.DirEntry) string {
+		if !e.IsDir() {
+			return ""
+		}
+		return filepath.Join(base, e.Name(), RootCertFile)
+	})
+}
+
+// readRetired reads RetiredDir/*.crt, oldest NotBefore first.
+func readRetired(dir string) ([]*x509.Certificate, error) {
+	base := filepath.Join(dir, RetiredDir)
+	return readCertDir(base, func(e fs.DirEntry) string {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".crt") {
+			return ""
+		}
+		return filepath.Join(base, e.Name())
+	})
+}
+
+// readCertDir reads the first certificate of the file that path names
+// for each entry of base ("": none), oldest NotBefore first; a missing
+// base holds none.
+func readCertDir(base string, path func(fs.DirEntry) string) ([]*x509.Certificate, error) {
 	entries, err := os.ReadDir(base)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -166,15 +170,11 @@ func readRetiredRoots(dir string) ([]*x509.Certificate, error) {
 	}
 	var out []*x509.Certificate
 	for _, e := range entries {
-		if !e.IsDir() {
+		p := path(e)
+		if p == "" {
 			continue
 		}
-		path := filepath.Join(base, e.Name(), RootCertFile)
-		data, err := readFile(path)
-		if err != nil {
-			return nil, err
-		}
-		certs, err := parseCertificates(path, data)
+		certs, err := readCertFile(p)
 		if err != nil {
 			return nil, err
 		}
@@ -184,33 +184,40 @@ func readRetiredRoots(dir string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// readRetired reads RetiredDir/*.crt, oldest NotBefore first.
-func readRetired(dir string) ([]*x509.Certificate, error) {
-	entries, err := os.ReadDir(filepath.Join(dir, RetiredDir))
+// readCertFile reads the certificates of the PEM file path.
+func readCertFile(path string) ([]*x509.Certificate, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseCertificates(path, data)
+}
+
+// readRoots reads the roots a CA folder trusts: those of RootCertFile,
+// then those of the roots bundle (p.Roots, if there is one) not already
+// in it.
+func readRoots(p *Paths) ([]*x509.Certificate, error) {
+	roots, err := readCertFile(p.RootCert)
+	if err != nil {
+		return nil, err
+	}
+	extraData, err := os.ReadFile(p.Roots)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return roots, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ca: read %s: %w", filepath.Join(dir, RetiredDir), err)
+		return nil, fmt.Errorf("ca: read %s: %w", p.Roots, err)
 	}
-	var out []*x509.Certificate
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".crt") {
-			continue
-		}
-		path := filepath.Join(dir, RetiredDir, e.Name())
-		data, err := readFile(path)
-		if err != nil {
-			return nil, err
-		}
-		certs, err := parseCertificates(path, data)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, certs[0])
+	extra, err := parseCertificates(p.Roots, extraData)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
-	return out, nil
+	for _, c := range extra {
+		if !slices.ContainsFunc(roots, c.Equal) {
+			roots = append(roots, c)
+		}
+	}
+	return roots, nil
 }
 
 // Issuers returns every intermediate that may sign certificates or CRLs
