@@ -521,25 +521,15 @@ func (d *Dir) prune(protect string) error {
 	if keep <= 0 {
 		keep = DefaultKeep
 	}
-	minAge := d.MinAge
-	if minAge <= 0 {
-		minAge = DefaultMinAge
-	}
-	now := d.now()
 	vdir := filepath.Join(d.Path, VersionsDir)
 	var errs []error
-	for i, v := range vs {
-		if i >= len(vs)-keep || v == cur || v == protect || cmpVersion(v, cur) > 0 {
+	n, err := d.retiredCount(vs, cur)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for i, v := range vs[:n] {
+		if i >= len(vs)-keep || v == protect {
 			break // vs is sorted: everything from here on is kept
-		}
-		// v stopped being current when its successor became current.
-		fi, err := os.Stat(filepath.Join(vdir, vs[i+1]))
-		if err != nil {
-			errs = append(errs, err)
-			break
-		}
-		if now.Sub(fi.ModTime()) < minAge {
-			break // successors retired even later
 		}
 		if err := os.RemoveAll(filepath.Join(vdir, v)); err != nil {
 			errs = append(errs, fmt.Errorf("prune version %s: %w", v, err))
@@ -554,6 +544,33 @@ func (d *Dir) prune(protect string) error {
 	return errors.Join(errs...)
 }
 
+// retiredCount is how many of the oldest versions of vs (sorted) stopped
+// being current (cur) at least MinAge ago. A version stopped being current
+// when its successor became current, so the successor folder's age is
+// that time; versions after the first one too young retired even later.
+// A successor that cannot be read ends the count with its error.
+func (d *Dir) retiredCount(vs []string, cur string) (int, error) {
+	minAge := d.MinAge
+	if minAge <= 0 {
+		minAge = DefaultMinAge
+	}
+	now := d.now()
+	vdir := filepath.Join(d.Path, VersionsDir)
+	for i, v := range vs {
+		if v == cur || cmpVersion(v, cur) > 0 {
+			return i, nil
+		}
+		fi, err := os.Stat(filepath.Join(vdir, vs[i+1]))
+		if err != nil {
+			return i, err
+		}
+		if now.Sub(fi.ModTime()) < minAge {
+			return i, nil
+		}
+	}
+	return len(vs), nil
+}
+
 // retireSuperseded deletes the private key of every version older than
 // current, other than protect, that stopped being current at least MinAge
 // ago: a superseded key can no longer renew anything (the CA refuses a
@@ -565,31 +582,19 @@ func (d *Dir) retireSuperseded(protect string) error {
 	if err != nil {
 		return err
 	}
-	minAge := d.MinAge
-	if minAge <= 0 {
-		minAge = DefaultMinAge
-	}
-	now := d.now()
 	vs, err := d.Versions()
 	if err != nil {
 		return err
 	}
 	vdir := filepath.Join(d.Path, VersionsDir)
 	var errs []error
-	for i, v := range vs {
-		if v == cur || cmpVersion(v, cur) > 0 {
-			break
-		}
+	n, err := d.retiredCount(vs, cur)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, v := range vs[:n] {
 		if v == protect {
 			continue
-		}
-		fi, err := os.Stat(filepath.Join(vdir, vs[i+1]))
-		if err != nil {
-			errs = append(errs, err)
-			break
-		}
-		if now.Sub(fi.ModTime()) < minAge {
-			break // successors retired even later
 		}
 		if err := os.Remove(filepath.Join(vdir, v, KeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("retire the key of version %s: %w", v, err))
