@@ -95,8 +95,31 @@ type certsData struct {
 	ProfileNames []string
 	Statuses     []string
 	Rows         []certRow
-	Note         string
-	First, Next  string
+	pageLinks
+}
+
+// pageLinks are a search page's links to its next and first pages (""
+// for none) and its note: why nothing matches, or why a page is short.
+type pageLinks struct {
+	Note        string
+	First, Next string
+}
+
+// setLinks sets the links of a page of n rows: to the next page when
+// there is one (next: its token), with short as the note when the page
+// holds fewer than pageSize rows (the scan stopped early), and to the
+// first page unless this is it (at: this page's token). link makes a
+// page's address from its token.
+func (l *pageLinks) setLinks(link func(token string) string, next, at string, n int, short string) {
+	if next != "" {
+		l.Next = link(next)
+		if n < pageSize {
+			l.Note = short
+		}
+	}
+	if at != "" {
+		l.First = link("")
+	}
 }
 
 type certRow struct {
@@ -176,15 +199,7 @@ func (h *handler) certs(w http.ResponseWriter, r *http.Request, s *store.Session
 	link := func(after string) string {
 		return pageLink("/admin/certs", map[string]string{"cn": q.CN, "profile": q.Profile, "status": q.Status, "after": after})
 	}
-	if next != "" {
-		d.Next = link(next)
-		if len(list) < pageSize {
-			d.Note = "The search stopped after scanning many records; more may match on the next page."
-		}
-	}
-	if q.After != "" {
-		d.First = link("")
-	}
+	d.setLinks(link, next, q.After, len(list), "The search stopped after scanning many records; more may match on the next page.")
 	h.render(w, http.StatusOK, "certs", &page{Title: "Certificates", Nav: "certs", Session: s, Data: d})
 }
 
@@ -444,11 +459,10 @@ type auditQuery struct{ Action, Actor, Subject, Before string }
 
 // auditData is the audit page's data.
 type auditData struct {
-	Q           auditQuery
-	Actions     []store.AuditAction
-	Events      []*store.AuditEvent
-	Note        string
-	First, Next string
+	Q       auditQuery
+	Actions []store.AuditAction
+	Events  []*store.AuditEvent
+	pageLinks
 }
 
 func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session) {
@@ -476,15 +490,7 @@ func (h *handler) audit(w http.ResponseWriter, r *http.Request, s *store.Session
 	link := func(before string) string {
 		return pageLink("/admin/audit", map[string]string{"action": q.Action, "actor": q.Actor, "subject": q.Subject, "before": before})
 	}
-	if next != "" {
-		d.Next = link(next)
-		if len(events) < pageSize {
-			d.Note = "The filter stopped after scanning many events; older ones may match on the next page."
-		}
-	}
-	if q.Before != "" {
-		d.First = link("")
-	}
+	d.setLinks(link, next, q.Before, len(events), "The filter stopped after scanning many events; older ones may match on the next page.")
 	h.render(w, http.StatusOK, "audit", &page{Title: "Audit log", Nav: "audit", Session: s, Data: d})
 }
 
