@@ -72,18 +72,7 @@ func (db *DB) ListAudit(q AuditQuery) ([]*AuditEvent, string, error) {
 	next := ""
 	err := db.view(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(m.BucketAudit).Cursor()
-		var k, v []byte
-		if len(before) > 0 {
-			// Seek lands on the first key >= before; the page continues
-			// just below it (before itself was on the previous page).
-			if k, _ = cur.Seek(before); k == nil {
-				k, v = cur.Last()
-			} else {
-				k, v = cur.Prev()
-			}
-		} else {
-			k, v = cur.Last()
-		}
+		k, v := lastBelow(cur, before)
 		scanned := 0
 		for ; k != nil; k, v = cur.Prev() {
 			if len(out) == q.Limit || scanned == maxScan {

@@ -311,6 +311,20 @@ func (db *DB) RevokedUnexpired(now time.Time) ([]*Cert, error) {
 	return out, err
 }
 
+// lastBelow moves cur to the last key below key, or to the last key when
+// key is empty: where a walk newest first resumes after the page that
+// ended at key (Seek lands on the first key >= key, and key itself was on
+// the previous page).
+func lastBelow(cur *bolt.Cursor, key []byte) ([]byte, []byte) {
+	if len(key) == 0 {
+		return cur.Last()
+	}
+	if k, _ := cur.Seek(key); k == nil {
+		return cur.Last()
+	}
+	return cur.Prev()
+}
+
 // ListCerts returns one page of certificates matching q and the token of
 // the next page ("" at the end). A CN-prefix search walks the CN index in
 // name order, a profile search the profile index, anything else walks the
@@ -369,15 +383,7 @@ func (db *DB) ListCerts(q CertQuery) ([]*Cert, string, error) {
 			}
 		} else {
 			step = cur.Prev
-			if len(after) > 0 {
-				if k, _ = cur.Seek(after); k == nil {
-					k, v = cur.Last()
-				} else {
-					k, v = cur.Prev()
-				}
-			} else {
-				k, v = cur.Last()
-			}
+			k, v = lastBelow(cur, after)
 		}
 		scanned := 0
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = step() {

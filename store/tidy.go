@@ -194,36 +194,34 @@ func deleteCertTx(tx *bolt.Tx, sk []byte) error {
 // spentTokenKeys returns the ids of tokens used before cut, or expired
 // before cut.
 func spentTokenKeys(tx *bolt.Tx, cut time.Time, limit int) ([][]byte, error) {
-	var out [][]byte
-	c := tx.Bucket(m.BucketTokens).Cursor()
-	for k, v := c.First(); k != nil && limit != 0; k, v = c.Next() {
-		var t struct {
-			ExpiresAt time.Time `json:"expires"`
-			UsedAt    time.Time `json:"used"`
-		}
-		if err := json.Unmarshal(v, &t); err != nil {
-			return nil, err
-		}
-		if (!t.UsedAt.IsZero() && t.UsedAt.Before(cut)) || t.ExpiresAt.Before(cut) {
-			out = append(out, bytes.Clone(k))
-			limit--
-		}
+	type token struct {
+		ExpiresAt time.Time `json:"expires"`
+		UsedAt    time.Time `json:"used"`
 	}
-	return out, nil
+	return staleKeys(tx, m.BucketTokens, limit, func(t *token) bool {
+		return (!t.UsedAt.IsZero() && t.UsedAt.Before(cut)) || t.ExpiresAt.Before(cut)
+	})
 }
 
 // expiredSessionKeys returns the keys of sessions that expired before cut.
 func expiredSessionKeys(tx *bolt.Tx, cut time.Time, limit int) ([][]byte, error) {
+	type session struct {
+		ExpiresAt time.Time `json:"expires"`
+	}
+	return staleKeys(tx, m.BucketSessions, limit, func(s *session) bool { return s.ExpiresAt.Before(cut) })
+}
+
+// staleKeys returns the keys of up to limit records of bucket (limit < 0:
+// all) that stale says are stale, each record decoded from JSON into a T.
+func staleKeys[T any](tx *bolt.Tx, bucket []byte, limit int, stale func(*T) bool) ([][]byte, error) {
 	var out [][]byte
-	c := tx.Bucket(m.BucketSessions).Cursor()
+	c := tx.Bucket(bucket).Cursor()
 	for k, v := c.First(); k != nil && limit != 0; k, v = c.Next() {
-		var s struct {
-			ExpiresAt time.Time `json:"expires"`
-		}
-		if err := json.Unmarshal(v, &s); err != nil {
+		var rec T
+		if err := json.Unmarshal(v, &rec); err != nil {
 			return nil, err
 		}
-		if s.ExpiresAt.Before(cut) {
+		if stale(&rec) {
 			out = append(out, bytes.Clone(k))
 			limit--
 		}
