@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/internal/pembundle"
+	"github.com/lanyard/lanyard/internal/testpki"
 )
 
 var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -30,7 +31,7 @@ func newRoot(t *testing.T, cn string) testKey {
 		t.Fatal(err)
 	}
 	tmpl := caTemplate(cn, testNow.Add(-time.Hour), testNow.Add(time.Hour))
-	return testKey{cert: sign(t, tmpl, tmpl, k.Public(), k), key: k}
+	return testKey{cert: testpki.Issue(t, tmpl, tmpl, k.Public(), k), key: k}
 }
 
 func caTemplate(cn string, nb, na time.Time) *x509.Certificate {
@@ -41,19 +42,6 @@ func caTemplate(cn string, nb, na time.Time) *x509.Certificate {
 	}
 }
 
-func sign(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) *x509.Certificate {
-	t.Helper()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // crossCert issues a certificate of r's subject and key under issuer.
 func crossCert(t *testing.T, r, issuer testKey, mod func(*x509.Certificate)) *x509.Certificate {
 	t.Helper()
@@ -61,7 +49,7 @@ func crossCert(t *testing.T, r, issuer testKey, mod func(*x509.Certificate)) *x5
 	if mod != nil {
 		mod(tmpl)
 	}
-	return sign(t, tmpl, issuer.cert, r.cert.PublicKey, issuer.key)
+	return testpki.Issue(t, tmpl, issuer.cert, r.cert.PublicKey, issuer.key)
 }
 
 // TestPinnedRoots: the pinned root is kept alone, except for a second
@@ -71,7 +59,7 @@ func TestPinnedRoots(t *testing.T) {
 	next := newRoot(t, "lanyard root 2")
 	attacker := newRoot(t, "lanyard root")
 	// A look-alike of the pinned root: same subject, the attacker's key.
-	lookalike := testKey{cert: sign(t, caTemplate("lanyard root", testNow.Add(-time.Hour), testNow.Add(time.Hour)), attacker.cert, attacker.cert.PublicKey, attacker.key), key: attacker.key}
+	lookalike := testKey{cert: testpki.Issue(t, caTemplate("lanyard root", testNow.Add(-time.Hour), testNow.Add(time.Hour)), attacker.cert, attacker.cert.PublicKey, attacker.key), key: attacker.key}
 	tests := []struct {
 		name    string
 		bundle  []*x509.Certificate

@@ -14,6 +14,8 @@ import (
 	ra "github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/lanyard/lanyard/internal/testpki"
 )
 
 // client returns the real SDK client for s, retrying up to attempts times
@@ -99,10 +101,10 @@ func testControlPlane(t *testing.T, s *Server, c *ra.Client) {
 		{"three certificates", certPEM(root.cert, root2.cert, newRootCA(t, "Root 3").cert)},
 		{"leaf, not a CA", certPEM(leaf)},
 		{"no keyCertSign", func() []byte {
-			k := genKey(t, "ec")
+			k := testpki.Key(t, "ec")
 			tmpl := caTemplate("no certsign")
 			tmpl.KeyUsage = x509KeyUsageCRLSignOnly
-			return certPEM(create(t, tmpl, tmpl, k.Public(), k))
+			return certPEM(testpki.Issue(t, tmpl, tmpl, k.Public(), k))
 		}()},
 		{"not PEM", []byte("hello")},
 		{"empty", nil},

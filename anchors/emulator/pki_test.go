@@ -2,10 +2,7 @@ package emulator
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -15,46 +12,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lanyard/lanyard/internal/testpki"
 )
 
 var serialCounter atomic.Int64
 
 func init() { serialCounter.Store(0x1234ABCD) }
 
-func genKey(t testing.TB, kind string) crypto.Signer {
-	t.Helper()
-	var (
-		k   crypto.Signer
-		err error
-	)
-	if kind == "rsa" {
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // testCA is a CA certificate and its key.
 type testCA struct {
 	cert *x509.Certificate
 	key  crypto.Signer
-}
-
-func create(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
-	t.Helper()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 func caTemplate(cn string) *x509.Certificate {
@@ -68,21 +37,21 @@ func caTemplate(cn string) *x509.Certificate {
 
 func newRootCA(t testing.TB, cn string) *testCA {
 	t.Helper()
-	k := genKey(t, "ec")
+	k := testpki.Key(t, "ec")
 	tmpl := caTemplate(cn)
-	return &testCA{cert: create(t, tmpl, tmpl, k.Public(), k), key: k}
+	return &testCA{cert: testpki.Issue(t, tmpl, tmpl, k.Public(), k), key: k}
 }
 
 func (ca *testCA) intermediate(t testing.TB, cn string) *testCA {
 	t.Helper()
-	k := genKey(t, "ec")
-	return &testCA{cert: create(t, caTemplate(cn), ca.cert, k.Public(), ca.key), key: k}
+	k := testpki.Key(t, "ec")
+	return &testCA{cert: testpki.Issue(t, caTemplate(cn), ca.cert, k.Public(), ca.key), key: k}
 }
 
 // leaf issues an end-entity certificate; mod may change the template.
 func (ca *testCA) leaf(t testing.TB, kind, cn string, mod func(*x509.Certificate)) (*x509.Certificate, crypto.Signer) {
 	t.Helper()
-	k := genKey(t, kind)
+	k := testpki.Key(t, kind)
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serialCounter.Add(1)), Subject: pkix.Name{CommonName: cn},
@@ -94,7 +63,7 @@ func (ca *testCA) leaf(t testing.TB, kind, cn string, mod func(*x509.Certificate
 	if mod != nil {
 		mod(tmpl)
 	}
-	return create(t, tmpl, ca.cert, k.Public(), ca.key), k
+	return testpki.Issue(t, tmpl, ca.cert, k.Public(), ca.key), k
 }
 
 // crl signs a PEM CRL revoking serials.

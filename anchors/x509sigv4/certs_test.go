@@ -2,10 +2,6 @@ package x509sigv4
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -14,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/lanyard/lanyard/internal/testpki"
 )
 
 // testPKI is a root, an intermediate and a leaf, with the leaf's key.
@@ -22,62 +20,31 @@ type testPKI struct {
 	leafKey           crypto.Signer
 }
 
-func newKey(t testing.TB, kind string) crypto.Signer {
-	t.Helper()
-	var (
-		k   crypto.Signer
-		err error
-	)
-	switch kind {
-	case "rsa":
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	default:
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func issue(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
-	t.Helper()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func newPKI(t testing.TB, leafKind string) testPKI {
 	t.Helper()
 	now := time.Now()
-	rootKey := newKey(t, "ec")
+	rootKey := testpki.Key(t, "ec")
 	rootT := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Test Root"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	root := issue(t, rootT, rootT, rootKey.Public(), rootKey)
-	interKey := newKey(t, "ec")
+	root := testpki.Issue(t, rootT, rootT, rootKey.Public(), rootKey)
+	interKey := testpki.Key(t, "ec")
 	interT := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "Test Intermediate"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	inter := issue(t, interT, root, interKey.Public(), rootKey)
-	leafKey := newKey(t, leafKind)
+	inter := testpki.Issue(t, interT, root, interKey.Public(), rootKey)
+	leafKey := testpki.Key(t, leafKind)
 	leafT := &x509.Certificate{
 		SerialNumber: big.NewInt(0x1234ABCD), Subject: pkix.Name{CommonName: "host.example.net"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	leaf := issue(t, leafT, inter, leafKey.Public(), interKey)
+	leaf := testpki.Issue(t, leafT, inter, leafKey.Public(), interKey)
 	return testPKI{root: root, inter: inter, leaf: leaf, leafKey: leafKey}
 }
 

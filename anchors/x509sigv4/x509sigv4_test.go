@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lanyard/lanyard/internal/testpki"
 )
 
 func TestParseAuthorization(t *testing.T) {
@@ -191,7 +193,7 @@ func TestSignRoundTrip(t *testing.T) {
 func TestSignRejectsMismatchedKey(t *testing.T) {
 	p := newPKI(t, "ec")
 	req, _ := http.NewRequest("POST", "http://127.0.0.1:9/sessions", nil)
-	if err := Sign(req, nil, newKey(t, "rsa"), p.leaf, nil, "us-east-1", time.Now()); err == nil {
+	if err := Sign(req, nil, testpki.Key(t, "rsa"), p.leaf, nil, "us-east-1", time.Now()); err == nil {
 		t.Fatal("RSA signer accepted for an ECDSA certificate")
 	}
 	if err := Sign(req, nil, p.leafKey, p.leaf, nil, "", time.Now()); err == nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/pembundle"
+	"github.com/lanyard/lanyard/internal/testpki"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 )
 
@@ -49,15 +50,7 @@ func issueCA(t *testing.T, cn string, now time.Time, key *ecdsa.PrivateKey, pare
 	if parent != nil {
 		issuer, signer = parent.cert, parent.key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testpki.Issue(t, tmpl, issuer, &key.PublicKey, signer)
 }
 
 // TestRefreshRootsFile: the agent replaces DIR/ca.pem with a new root
