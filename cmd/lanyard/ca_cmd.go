@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -46,16 +47,13 @@ when the old key can be destroyed. Recorded in the audit log.`,
 			if err != nil {
 				return err
 			}
-			if passFile == "" {
-				passFile = cfg.PassphraseFile
-			}
-			pass, err := readPassphrase(passFile)
+			pass, err := readPassphrase(cmp.Or(passFile, cfg.PassphraseFile))
 			if err != nil {
 				return err
 			}
 			// The store records the rotation, and being able to open it
 			// means no server is issuing from the old intermediate.
-			db, err := store.Open(cfg.Store, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+			db, err := openOffline(cfg.Store)
 			if err != nil {
 				return fmt.Errorf("stop lanyard serve first (it loads the new intermediate when it starts): %w", err)
 			}
@@ -122,7 +120,7 @@ recorded in the audit log.`,
 			if err != nil {
 				return err
 			}
-			db, err := store.Open(cfg.Store, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+			db, err := openOffline(cfg.Store)
 			if err != nil {
 				return fmt.Errorf("stop lanyard serve first (it loads the new roots when it starts): %w", err)
 			}
@@ -131,10 +129,7 @@ recorded in the audit log.`,
 			if finish {
 				return finishRootRotation(cmd, out, cfg.CADir, db, dryRun)
 			}
-			if passFile == "" {
-				passFile = cfg.PassphraseFile
-			}
-			pass, err := readPassphrase(passFile)
+			pass, err := readPassphrase(cmp.Or(passFile, cfg.PassphraseFile))
 			if err != nil {
 				return err
 			}
@@ -254,7 +249,7 @@ those too. Recorded in the audit log.`,
 			if retired == nil {
 				return fmt.Errorf("%w: %s (lanyard ca status lists the retired intermediates)", ca.ErrNoRetiredKey, args[0])
 			}
-			db, err := store.Open(cfg.Store, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+			db, err := openOffline(cfg.Store)
 			if err != nil {
 				return fmt.Errorf("stop lanyard serve first (it holds the retired key while it runs): %w", err)
 			}
@@ -311,7 +306,7 @@ func newCAStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := store.Open(cfg.Store, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+			db, err := openOffline(cfg.Store)
 			if err != nil {
 				return fmt.Errorf("ca status reads the store offline (stop lanyard serve, or look at the admin page): %w", err)
 			}
@@ -319,6 +314,13 @@ func newCAStatusCmd() *cobra.Command {
 			return printCAStatus(cmd.OutOrStdout(), st, db, cliNow())
 		},
 	}
+}
+
+// openOffline opens the bbolt store at path for a command that runs while
+// lanyard serve is stopped: a running server holds the store, so the open
+// gives up after a second.
+func openOffline(path string) (*store.DB, error) {
+	return store.Open(path, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
 }
 
 func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) error {
