@@ -37,7 +37,7 @@ func TestCRLDistributionPoints(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t)
+			f := newFixture(t, Options{})
 			var mu sync.Mutex
 			var body []byte
 			url := newHTTPTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/lanyard/lanyard/anchors/x509sigv4"
 )
 
@@ -29,9 +31,11 @@ type fixture struct {
 	anchorArn, profileArn string
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture serves an emulator with opts, seeded with a root (and an
+// intermediate under it) as its trust anchor for testRole.
+func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
-	f := &fixture{s: NewServer(Options{})}
+	f := &fixture{s: NewServer(opts)}
 	t.Cleanup(f.s.Close)
 	f.root = newRootCA(t, "Lanyard Root")
 	f.inter = f.root.intermediate(t, "Lanyard Intermediate")
@@ -40,6 +44,23 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// sessionCredentials makes the default CreateSession (an "ec" leaf)
+// signed at at and returns the session's credentials and the ARN of its
+// assumed role.
+func (f *fixture) sessionCredentials(t testing.TB, at time.Time) (aws.Credentials, string) {
+	t.Helper()
+	c := f.defaultCall(t, "ec")
+	c.signedAt = at
+	resp, out := f.do(t, c)
+	if resp.StatusCode != 201 {
+		t.Fatalf("CreateSession %d %v", resp.StatusCode, out)
+	}
+	cr := out["credentialSet"].([]any)[0].(map[string]any)
+	creds := cr["credentials"].(map[string]any)
+	return aws.Credentials{AccessKeyID: creds["accessKeyId"].(string), SecretAccessKey: creds["secretAccessKey"].(string),
+		SessionToken: creds["sessionToken"].(string)}, cr["assumedRoleUser"].(map[string]any)["arn"].(string)
 }
 
 // call describes one CreateSession request.
@@ -292,7 +313,7 @@ func TestCreateSession(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t)
+			f := newFixture(t, Options{})
 			c := f.defaultCall(t, tt.kind)
 			if tt.setup != nil {
 				tt.setup(t, f, c)

@@ -3,7 +3,6 @@ package emulator
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/xml"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
@@ -53,24 +51,9 @@ func FuzzSTSQuery(f *testing.F) {
 	var mu sync.Mutex
 	clock := time.Now()
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	s := NewServer(Options{Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	f.Cleanup(s.Close)
-	fx := &fixture{s: s, root: newRootCA(f, "Lanyard Root")}
-	fx.inter = fx.root.intermediate(f, "Lanyard Intermediate")
-	var err error
-	fx.anchorArn, fx.profileArn, err = s.Seed([]*x509.Certificate{fx.root.cert}, testRole)
-	must(f, err)
-	c := fx.defaultCall(f, "ec")
-	c.signedAt = now()
-	resp, out := fx.do(f, c)
-	if resp.StatusCode != 201 {
-		f.Fatalf("CreateSession %d %v", resp.StatusCode, out)
-	}
-	cr := out["credentialSet"].([]any)[0].(map[string]any)
-	creds := cr["credentials"].(map[string]any)
-	wantArn := cr["assumedRoleUser"].(map[string]any)["arn"].(string)
-	good := aws.Credentials{AccessKeyID: creds["accessKeyId"].(string), SecretAccessKey: creds["secretAccessKey"].(string),
-		SessionToken: creds["sessionToken"].(string)}
+	fx := newFixture(f, Options{Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s := fx.s
+	good, wantArn := fx.sessionCredentials(f, now())
 
 	const form = "application/x-www-form-urlencoded"
 	gci := "Action=GetCallerIdentity&Version=2011-06-15"

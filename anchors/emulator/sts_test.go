@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
@@ -41,7 +40,7 @@ func isolateSDK(t *testing.T) {
 func TestGetCallerIdentityThroughProfile(t *testing.T) {
 	helper := realtools.SigningHelper(t)
 	isolateSDK(t)
-	f := newFixture(t)
+	f := newFixture(t, Options{})
 	leaf, key := f.inter.leaf(t, "ec", "host1.covalent.example.net", nil)
 	certFile, keyFile, chainFile := writeCredentialFiles(t, leaf, key, f.inter.cert)
 
@@ -94,21 +93,9 @@ func TestGetCallerIdentityRefusals(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Now()
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	s := NewServer(Options{Now: now})
-	defer s.Close()
-	f := &fixture{s: s, root: newRootCA(t, "Lanyard Root")}
-	f.inter = f.root.intermediate(t, "Lanyard Intermediate")
-	var err error
-	f.anchorArn, f.profileArn, err = s.Seed([]*x509.Certificate{f.root.cert}, testRole)
-	must(t, err)
-	c := f.defaultCall(t, "ec")
-	c.signedAt = now()
-	resp, out := f.do(t, c)
-	if resp.StatusCode != 201 {
-		t.Fatalf("CreateSession %d %v", resp.StatusCode, out)
-	}
-	cr := out["credentialSet"].([]any)[0].(map[string]any)["credentials"].(map[string]any)
-	good := aws.Credentials{AccessKeyID: cr["accessKeyId"].(string), SecretAccessKey: cr["secretAccessKey"].(string), SessionToken: cr["sessionToken"].(string)}
+	f := newFixture(t, Options{Now: now})
+	s := f.s
+	good, _ := f.sessionCredentials(t, now())
 
 	call := func(creds aws.Credentials, region string) error {
 		cl := sts.New(sts.Options{Region: region, BaseEndpoint: aws.String(s.URL), HTTPClient: s.Client(),
