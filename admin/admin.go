@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lanyard/lanyard/acme"
+	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -31,6 +32,10 @@ var ErrNotFound = errors.New("not found")
 // ErrNoACME: the service was built without the ACME server.
 var ErrNoACME = errors.New("admin: no ACME server configured")
 
+// ErrNoAnchors: the trust-anchor sync is not configured (anchors.enabled
+// is off), so there is no status to show.
+var ErrNoAnchors = errors.New("admin: the IAM Roles Anywhere trust-anchor sync is not configured (anchors.enabled)")
+
 // Store is what the admin service reads and writes directly (everything
 // else goes through the issuance and revocation services).
 type Store interface {
@@ -40,6 +45,8 @@ type Store interface {
 	ListCerts(q store.CertQuery) ([]*store.Cert, string, error)
 	CountCerts(now time.Time, hours int) (*store.Counts, error)
 	ListAudit(q store.AuditQuery) ([]*store.AuditEvent, string, error)
+	// GetMeta reads the trust-anchor sync's persisted status.
+	GetMeta(key string, v any) error
 }
 
 // Service carries out admin requests. Safe for concurrent use.
@@ -48,7 +55,9 @@ type Service struct {
 	iss  *issuance.Service
 	rev  *revocation.Service
 	acme *acme.Server
-	now  func() time.Time
+	// anchorTargets are the trust-anchor targets (nil: no sync).
+	anchorTargets []string
+	now           func() time.Time
 }
 
 // Config builds a Service.
@@ -58,6 +67,10 @@ type Config struct {
 	Revocation *revocation.Service
 	// ACME holds the EAB keys (nil: the EAB calls fail with ErrNoACME).
 	ACME *acme.Server
+	// AnchorTargets names the trust-anchor sync's targets, the default
+	// ("") first; nil when the sync is not configured (AnchorStatus then
+	// fails with ErrNoAnchors).
+	AnchorTargets []string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -65,7 +78,7 @@ type Config struct {
 // New returns a Service.
 func New(cfg Config) *Service {
 	cfg.Now = clock.Or(cfg.Now)
-	return &Service{st: cfg.Store, iss: cfg.Issuance, rev: cfg.Revocation, acme: cfg.ACME, now: cfg.Now}
+	return &Service{st: cfg.Store, iss: cfg.Issuance, rev: cfg.Revocation, acme: cfg.ACME, anchorTargets: cfg.AnchorTargets, now: cfg.Now}
 }
 
 // Now returns the service clock's time (what "valid" and "expired" are
@@ -252,4 +265,36 @@ func (s *Service) RevokeEABKey(ctx context.Context, kid, by string) error {
 		return fmt.Errorf("revoke EAB key %s: %w", kid, err)
 	}
 	return nil
+}
+
+// AnchorTarget is the recorded trust-anchor sync status of one target.
+type AnchorTarget struct {
+	// Target names it ("" for the default target).
+	Target string
+	// Status is what its sync last persisted (nil: nothing yet).
+	Status *anchors.Status
+}
+
+// AnchorStatus returns the recorded status of every trust-anchor target,
+// the default first. It reads the store, where the sync persists every
+// change of its status (anchors.StatusKeyFor): the one source, so every
+// replica of a shared store answers with what the leader's sync did, and
+// the CLI and the admin page show the same. ErrNoAnchors when the sync is
+// not configured.
+func (s *Service) AnchorStatus() ([]AnchorTarget, error) {
+	if s.anchorTargets == nil {
+		return nil, ErrNoAnchors
+	}
+	out := make([]AnchorTarget, 0, len(s.anchorTargets))
+	for _, target := range s.anchorTargets {
+		st, err := anchors.LoadStatusFor(s.st, target)
+		switch {
+		case errors.Is(err, anchors.ErrNoStatus):
+			st = nil
+		case err != nil:
+			return nil, fmt.Errorf("trust-anchor target %q: %w", target, err)
+		}
+		out = append(out, AnchorTarget{Target: target, Status: st})
+	}
+	return out, nil
 }

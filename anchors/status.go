@@ -98,13 +98,19 @@ type Status struct {
 	CRLErrorAt time.Time `json:"crl_error_at,omitzero"`
 }
 
+// StatusReader is the part of the store LoadStatusFor reads
+// (store.Meta's GetMeta).
+type StatusReader interface {
+	GetMeta(key string, v any) error
+}
+
 // LoadStatus reads the persisted Status; ErrNoStatus if there is none.
-func LoadStatus(db store.Meta) (*Status, error) {
+func LoadStatus(db StatusReader) (*Status, error) {
 	return LoadStatusFor(db, "")
 }
 
 // LoadStatusFor reads the persisted Status of target.
-func LoadStatusFor(db store.Meta, target string) (*Status, error) {
+func LoadStatusFor(db StatusReader, target string) (*Status, error) {
 	var st Status
 	if err := db.GetMeta(StatusKeyFor(target), &st); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

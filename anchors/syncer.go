@@ -139,6 +139,9 @@ func (s *Syncer) Close() error {
 	return nil
 }
 
+// Target is the target this Syncer keeps ("" the default; Config.Target).
+func (s *Syncer) Target() string { return s.cfg.Target }
+
 // TrustAnchorARN is the anchor being synced ("" before it exists).
 func (s *Syncer) TrustAnchorARN() string {
 	s.mu.Lock()

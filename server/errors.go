@@ -70,6 +70,7 @@ var errorTable = []struct {
 
 	{store.ErrTokenUsed, connect.CodeFailedPrecondition, http.StatusConflict},
 	{issuance.ErrSuperseded, connect.CodeFailedPrecondition, http.StatusConflict},
+	{admin.ErrNoAnchors, connect.CodeFailedPrecondition, http.StatusConflict},
 	// Nothing was written (a full disk, a database away); the client
 	// retries (the agent does, with backoff).
 	{store.ErrUnavailable, connect.CodeUnavailable, http.StatusServiceUnavailable},

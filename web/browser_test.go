@@ -21,8 +21,10 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/revocation"
+	"github.com/lanyard/lanyard/store"
 )
 
 // chromiumPath is Debian's chromium, which `make deps` installs.
@@ -32,24 +34,23 @@ const chromiumPath = "/usr/bin/chromium"
 var screenshotDir = filepath.Join("..", "test-output", "screenshots")
 
 // fakeAnchor stands in for the anchors sync in the browser test: it
-// "imports" every CRL the revocation service publishes, as the real sync
-// does, and reports it through Config.Anchors.
+// "imports" every CRL the revocation service publishes and records it in
+// the store, as the real sync does; the page reads it through the admin
+// service.
 type fakeAnchor struct {
 	mu  sync.Mutex
-	st  AnchorStatus
+	st  anchors.Status
+	db  store.Meta
 	now func() time.Time
 }
 
-func (f *fakeAnchor) PublishCRL(_ context.Context, crl *revocation.CRL) {
+func (f *fakeAnchor) PublishCRL(ctx context.Context, crl *revocation.CRL) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.st.LastSync, f.st.CRLNumber, f.st.CRLReachedAt = f.now(), crl.Number, f.now()
-}
-
-func (f *fakeAnchor) status() AnchorStatus {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.st
+	f.st.LastSync, f.st.CRLNumber, f.st.CRLPushedAt = f.now(), crl.Number, f.now()
+	if err := f.db.PutMeta(ctx, anchors.StatusKey, f.st); err != nil {
+		panic(err) // the revocation service logs it; the page then lacks the CRL and the test fails
+	}
 }
 
 // TestBrowser drives Debian's chromium (headless) against a real CA on
@@ -63,8 +64,9 @@ func TestBrowser(t *testing.T) {
 	}
 	anchor := &fakeAnchor{now: time.Now}
 	c := testca.Start(t, testca.Options{Web: func(c *testca.CA) http.Handler {
+		anchor.db = c.Store
 		c.Revocation.SetPublisher(anchor)
-		h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Admin: c.App.AdminAPI, Anchors: anchor.status,
+		h, err := New(Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, Admin: withAnchors(c),
 			CAURL: c.URL, Fingerprint: c.Authority.Fingerprint(), Now: c.Now, ClientCert: serverClientCert})
 		if err != nil {
 			t.Fatal(err)

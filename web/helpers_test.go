@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
@@ -54,6 +55,14 @@ func newEnvWith(t *testing.T, opts testca.Options) *env {
 		t.Fatal(err)
 	}
 	return &env{ca: c, clock: clk, h: h}
+}
+
+// withAnchors is c's admin service with the default trust-anchor target
+// configured: the CA runs no sync, the tests record its status in the
+// store (anchors.StatusKey) themselves, as the sync does.
+func withAnchors(c *testca.CA) *admin.Service {
+	return admin.New(admin.Config{Store: c.Store, Issuance: c.Issuance, Revocation: c.Revocation, ACME: c.App.ACME,
+		AnchorTargets: []string{""}, Now: c.Now})
 }
 
 // do sends one request; cookie may be "" and form nil.

@@ -17,6 +17,7 @@ import (
 	"github.com/lanyard/lanyard/acme"
 	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/admincred"
+	"github.com/lanyard/lanyard/anchors"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/revocation"
@@ -50,12 +51,38 @@ type profileCount struct {
 	Count int
 }
 
+// anchorStatus is the default target's trust-anchor sync status (nil: the
+// sync is not configured); a status that cannot be read is shown as its
+// error.
 func (h *handler) anchorStatus() *AnchorStatus {
-	if h.cfg.Anchors == nil {
+	targets, err := h.cfg.Admin.AnchorStatus()
+	switch {
+	case errors.Is(err, admin.ErrNoAnchors):
 		return nil
+	case err != nil:
+		return &AnchorStatus{Err: err.Error()}
+	case len(targets) == 0 || targets[0].Status == nil:
+		return &AnchorStatus{} // never synced
 	}
-	st := h.cfg.Anchors()
+	st := anchorView(targets[0].Status)
 	return &st
+}
+
+// anchorView is what the pages show of a recorded status.
+func anchorView(st *anchors.Status) AnchorStatus {
+	msg := st.LastError
+	if st.CRLError != "" {
+		msg = strings.TrimPrefix(msg+"; ", "; ") + fmt.Sprintf("CRL #%d push failed: %s", st.CRLErrorNumber, st.CRLError)
+	}
+	out := AnchorStatus{LastSync: st.LastSync, Drift: st.Drift, CRLNumber: st.CRLNumber, CRLReachedAt: st.CRLPushedAt, Err: msg,
+		KillSwitch: st.KillSwitch}
+	if sum := st.Subjects; sum != nil {
+		out.SubjectsAt, out.SubjectsSeen, out.SubjectsTotal, out.SubjectsErr = sum.At, sum.Seen, sum.Total, sum.Err
+		for _, f := range sum.Findings {
+			out.SubjectFindings = append(out.SubjectFindings, fmt.Sprintf("%s: %s (serial %s) %s", f.Kind, f.Subject, lanyardv1.FormatSerial(f.Serial), f.Detail))
+		}
+	}
+	return out
 }
 
 func (h *handler) dashboard(w http.ResponseWriter, r *http.Request, s *store.Session) {

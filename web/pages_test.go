@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lanyard/lanyard/anchors"
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/revocation"
 	"github.com/lanyard/lanyard/store"
 )
@@ -229,19 +232,26 @@ func TestAnchorNote(t *testing.T) {
 	at := e.clock.Now()
 	tests := []struct {
 		name    string
-		anchors func() AnchorStatus
+		anchors *anchors.Status // recorded in the store; nil: the sync is not configured
 		crl     int64
 		want    string
 	}{
 		{"not configured", nil, 3, "not configured"},
-		{"reached", func() AnchorStatus { return AnchorStatus{CRLNumber: 3, CRLReachedAt: at} }, 3, "reached the trust anchor"},
-		{"newer reached", func() AnchorStatus { return AnchorStatus{CRLNumber: 4, CRLReachedAt: at} }, 3, "reached the trust anchor"},
-		{"older at AWS", func() AnchorStatus { return AnchorStatus{CRLNumber: 2} }, 3, "pending: CRL #3 lists it; the trust anchor still has CRL #2"},
-		{"none at AWS", func() AnchorStatus { return AnchorStatus{} }, 3, "the trust anchor has no CRL yet"},
+		{"reached", &anchors.Status{CRLNumber: 3, CRLPushedAt: at}, 3, "reached the trust anchor"},
+		{"newer reached", &anchors.Status{CRLNumber: 4, CRLPushedAt: at}, 3, "reached the trust anchor"},
+		{"older at AWS", &anchors.Status{CRLNumber: 2}, 3, "pending: CRL #3 lists it; the trust anchor still has CRL #2"},
+		{"none at AWS", &anchors.Status{}, 3, "the trust anchor has no CRL yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &handler{cfg: Config{Revocation: e.ca.Revocation, Anchors: tt.anchors, Now: e.clock.Now}}
+			svc := e.ca.App.AdminAPI
+			if tt.anchors != nil {
+				if err := e.ca.Store.PutMeta(context.Background(), anchors.StatusKey, tt.anchors); err != nil {
+					t.Fatal(err)
+				}
+				svc = withAnchors(e.ca)
+			}
+			h := &handler{cfg: Config{Revocation: e.ca.Revocation, Admin: svc, Now: e.clock.Now}}
 			if got := h.anchorNote(&store.Revocation{At: at}, tt.crl); !strings.Contains(got, tt.want) {
 				t.Fatalf("got %q, want %q", got, tt.want)
 			}
@@ -408,9 +418,15 @@ func TestExpiryCharts(t *testing.T) {
 func TestDashboardAnchorsPanels(t *testing.T) {
 	e := newEnv(t)
 	cookie, _ := e.login(t)
-	st := AnchorStatus{LastSync: e.clock.Now()}
-	h, err := New(Config{Store: e.ca.Store, Issuance: e.ca.Issuance, Revocation: e.ca.Revocation, CAURL: e.ca.URL,
-		Fingerprint: e.ca.Authority.Fingerprint(), Now: e.clock.Now, Anchors: func() AnchorStatus { return st }})
+	record := func(st anchors.Status) {
+		t.Helper()
+		if err := e.ca.Store.PutMeta(context.Background(), anchors.StatusKey, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(anchors.Status{LastSync: e.clock.Now()})
+	h, err := New(Config{Store: e.ca.Store, Issuance: e.ca.Issuance, Revocation: e.ca.Revocation, Admin: withAnchors(e.ca), CAURL: e.ca.URL,
+		Fingerprint: e.ca.Authority.Fingerprint(), Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,12 +435,14 @@ func TestDashboardAnchorsPanels(t *testing.T) {
 	if strings.Contains(page, "Kill switch engaged") || !strings.Contains(page, "not reconciled yet") {
 		t.Fatalf("dashboard without kill switch or subjects:\n%s", page)
 	}
-	st.KillSwitch = "2026-12-01T21:00:00Z key leak"
-	st.SubjectsAt, st.SubjectsSeen, st.SubjectsTotal = e.clock.Now(), 4, 2
-	st.SubjectFindings = []string{"not issued by lanyard: CN=rogue (serial 1f)", "valid, never used with Roles Anywhere: CN=idle (serial 2a)"}
+	record(anchors.Status{LastSync: e.clock.Now(), KillSwitch: "2026-12-01T21:00:00Z key leak",
+		Subjects: &anchors.SubjectsSummary{At: e.clock.Now(), Seen: 4, Total: 2, Findings: []anchors.Finding{
+			{Kind: "not issued by lanyard", Subject: "CN=rogue", Serial: big.NewInt(0x1f)},
+			{Kind: "valid, never used with Roles Anywhere", Subject: "CN=idle", Serial: big.NewInt(0x2a)},
+		}}})
 	page = e.do(t, "GET", "/admin/", cookie, nil).Body.String()
 	for _, want := range []string{"Kill switch engaged", "key leak", "lanyard anchors enable", "4 certificate(s) seen by AWS",
-		"not issued by lanyard: CN=rogue", "never used with Roles Anywhere: CN=idle"} {
+		"not issued by lanyard: CN=rogue (serial " + lanyardv1.FormatSerial(big.NewInt(0x1f)) + ")", "never used with Roles Anywhere: CN=idle"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("dashboard lacks %q", want)
 		}

@@ -46,7 +46,8 @@ const (
 )
 
 // AnchorStatus is what the pages show of the IAM Roles Anywhere
-// trust-anchor sync.
+// trust-anchor sync (of the default target): the status the sync
+// recorded, read through admin.Service.AnchorStatus.
 type AnchorStatus struct {
 	// LastSync is the last successful sync (zero: never).
 	LastSync time.Time
@@ -86,8 +87,6 @@ type Config struct {
 	// AdminService too); default: one built on Store, Issuance and
 	// Revocation.
 	Admin *admin.Service
-	// Anchors reports the trust-anchor sync; nil means not configured.
-	Anchors func() AnchorStatus
 	// CAURL and Fingerprint go into the enroll command shown for a new token.
 	CAURL, Fingerprint string
 	// Now is the clock (default time.Now); sessions expire on it.

@@ -18,7 +18,6 @@ import (
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/caclient"
-	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/servetest"
 )
@@ -76,7 +75,12 @@ func TestAdminRotateCertEndToEnd(t *testing.T) {
 		if err == nil {
 			got["connect"] = 0
 		}
-		for _, path := range []string{"/_backup", app.AnchorsStatusPath, "/admin/"} {
+		_, err = cl.Admin.GetAnchorStatus(context.Background(), connect.NewRequest(&v1.GetAnchorStatusRequest{}))
+		got["anchors status"] = int(connect.CodeOf(err))
+		if err == nil {
+			got["anchors status"] = 0
+		}
+		for _, path := range []string{"/_backup", "/admin/"} {
 			resp, err := cl.HTTP.Get(cl.URL + path)
 			if err != nil {
 				t.Fatalf("GET %s: %v", path, err)
@@ -86,7 +90,7 @@ func TestAdminRotateCertEndToEnd(t *testing.T) {
 		}
 		return got
 	}
-	live := map[string]int{"connect": 0, "/_backup": 200, app.AnchorsStatusPath: 200, "/admin/": 200}
+	live := map[string]int{"connect": 0, "anchors status": 0, "/_backup": 200, "/admin/": 200}
 	if got := entryPoints(&old); !equalCodes(got, live) {
 		t.Fatalf("before the rotation, the admin credential gets %v, want %v", got, live)
 	}
@@ -99,7 +103,8 @@ func TestAdminRotateCertEndToEnd(t *testing.T) {
 	if !strings.Contains(string(out), "revoked admin certificate") {
 		t.Fatalf("rotate-cert output: %s", out)
 	}
-	refused := map[string]int{"connect": int(connect.CodePermissionDenied), "/_backup": 403, app.AnchorsStatusPath: 403, "/admin/": 303}
+	refused := map[string]int{"connect": int(connect.CodePermissionDenied), "anchors status": int(connect.CodePermissionDenied),
+		"/_backup": 403, "/admin/": 303}
 	if got := entryPoints(&old); !equalCodes(got, refused) {
 		t.Errorf("after the rotation, the old admin credential gets %v, want %v", got, refused)
 	}

@@ -3,20 +3,23 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/lanyard/lanyard/admin"
 	"github.com/lanyard/lanyard/anchors"
+	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/app"
+	"github.com/lanyard/lanyard/server"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -63,13 +66,15 @@ func anchorsLoadCA(dir string) (*anchorsCA, error) {
 
 // anchorsEnv is what every anchors subcommand starts from.
 type anchorsEnv struct {
-	cfg       *config.Config
-	ca        *anchorsCA
-	acfg      anchors.Config   // the --target's
-	all       []anchors.Config // every target, the default first
-	persisted *anchors.Status  // nil if unknown
-	from      string           // where persisted came from
-	db        store.Store      // nil unless the store could be opened
+	cfg  *config.Config
+	ca   *anchorsCA
+	acfg anchors.Config   // the --target's
+	all  []anchors.Config // every target, the default first
+	// recorded is every target's recorded sync status, the default
+	// first (nil: unknown); from says where it came from.
+	recorded []*v1.AnchorStatus
+	from     string
+	db       store.Store // nil unless the store could be opened
 }
 
 func (e *anchorsEnv) close() {
@@ -78,9 +83,20 @@ func (e *anchorsEnv) close() {
 	}
 }
 
-// anchorsSetup loads the configuration and the CA, and the persisted sync
-// status: from the running server if there is one (admin credential),
-// else from the store (when serve does not hold it).
+// recordedFor is target's recorded status (nil: unknown or none).
+func (e *anchorsEnv) recordedFor(target string) *v1.AnchorStatus {
+	for _, st := range e.recorded {
+		if st.GetTarget() == target && st.GetRecorded() {
+			return st
+		}
+	}
+	return nil
+}
+
+// anchorsSetup loads the configuration and the CA, and the recorded sync
+// status through the admin service: the running server's
+// (GetAnchorStatus, admin credential), else one on the store (when serve
+// does not hold it).
 func anchorsSetup(cmd *cobra.Command) (*anchorsEnv, error) {
 	cfg, _, err := loadConfig(cmd, nil)
 	if err != nil {
@@ -100,8 +116,8 @@ func anchorsSetup(cmd *cobra.Command) (*anchorsEnv, error) {
 		return nil, fmt.Errorf("no anchors target %q in the configuration (see anchors.targets)", target)
 	}
 	e := &anchorsEnv{cfg: cfg, ca: c, acfg: cfgs[i], all: cfgs}
-	if st, err := anchorsStatusFromServer(cmd); err == nil && target == "" {
-		e.persisted, e.from = st, "the running server"
+	if rec, err := anchorsStatusFromServer(cmd); err == nil {
+		e.recorded, e.from = rec, "the running server"
 	} else {
 		db, derr := anchorsOpenStore(cfg.Store)
 		switch {
@@ -110,45 +126,52 @@ func anchorsSetup(cmd *cobra.Command) (*anchorsEnv, error) {
 		default:
 			e.db = db
 			e.from = "the store " + cfg.Store
-			if st, err := anchors.LoadStatusFor(db, target); err == nil {
-				e.persisted = st
+			if e.recorded, err = anchorsStatusFromStore(db, cfgs); err != nil {
+				e.from += " (" + err.Error() + ")"
 			}
 		}
 	}
-	if e.acfg.TrustAnchorARN == "" && e.persisted != nil {
-		e.acfg.TrustAnchorARN = e.persisted.TrustAnchorARN
+	if st := e.recordedFor(target); e.acfg.TrustAnchorARN == "" && st != nil {
+		e.acfg.TrustAnchorARN = st.GetTrustAnchorArn()
 		if e.acfg.ProfileARN == "" {
-			e.acfg.ProfileARN = e.persisted.ProfileARN
+			e.acfg.ProfileARN = st.GetProfileArn()
 		}
 	}
 	return e, nil
 }
 
-// anchorsStatusFromServer asks the running server for its sync status.
-func anchorsStatusFromServer(cmd *cobra.Command) (*anchors.Status, error) {
+// anchorsStatusFromServer asks the running server for every target's
+// recorded sync status.
+func anchorsStatusFromServer(cmd *cobra.Command) ([]*v1.AnchorStatus, error) {
 	cl, _, err := adminClients(cmd)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cl.URL+app.AnchorsStatusPath, nil)
+	resp, err := cl.Admin.GetAnchorStatus(ctx, connect.NewRequest(&v1.GetAnchorStatusRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("GetAnchorStatus: %w", err)
+	}
+	return resp.Msg.GetTargets(), nil
+}
+
+// anchorsStatusFromStore reads what the server would answer from the
+// store: the same admin service call and conversion, on the CLI's side.
+func anchorsStatusFromStore(db store.Store, cfgs []anchors.Config) ([]*v1.AnchorStatus, error) {
+	names := make([]string, 0, len(cfgs))
+	for _, c := range cfgs {
+		names = append(names, c.Target)
+	}
+	targets, err := admin.New(admin.Config{Store: db, AnchorTargets: names, Now: cliNow}).AnchorStatus()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := cl.HTTP.Do(req)
-	if err != nil {
-		return nil, err
+	out := make([]*v1.AnchorStatus, 0, len(targets))
+	for _, t := range targets {
+		out = append(out, server.AnchorStatusPB(t.Target, t.Status))
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", app.AnchorsStatusPath, resp.Status)
-	}
-	var st anchors.Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("%s: %w", app.AnchorsStatusPath, err)
-	}
-	return &st, nil
+	return out, nil
 }
 
 func (e *anchorsEnv) syncer(ctx context.Context) (*anchors.Syncer, error) {
@@ -246,17 +269,18 @@ func newAnchorsStatusCmd() *cobra.Command {
 			defer e.close()
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "recorded status (from %s):\n", e.from)
-			if st := e.persisted; st == nil {
+			target, _ := cmd.Flags().GetString("target")
+			if st := e.recordedFor(target); st == nil {
 				fmt.Fprintf(out, "  none\n")
 			} else {
 				anchorsPrintStatus(out, st)
 			}
-			if !cmd.Flags().Changed("target") && e.db != nil {
+			if !cmd.Flags().Changed("target") && e.recorded != nil {
 				// The other targets' recorded statuses (live: --target).
 				for _, c := range e.all[1:] {
 					fmt.Fprintf(out, "\ntarget %s, recorded:\n", c.Target)
-					if st, err := anchors.LoadStatusFor(e.db, c.Target); err != nil {
-						fmt.Fprintf(out, "  none (%v)\n", err)
+					if st := e.recordedFor(c.Target); st == nil {
+						fmt.Fprintf(out, "  none\n")
 					} else {
 						anchorsPrintStatus(out, st)
 					}
@@ -301,45 +325,50 @@ func anchorsEndpointName(c anchors.Config) string {
 	return "region " + c.Region
 }
 
-func anchorsPrintStatus(w io.Writer, st *anchors.Status) {
-	ts := func(t time.Time) string {
-		if t.IsZero() {
+// anchorsPrintStatus prints one target's recorded status (GetAnchorStatus).
+func anchorsPrintStatus(w io.Writer, st *v1.AnchorStatus) {
+	ts := func(p *timestamppb.Timestamp) string {
+		if p == nil {
 			return "never"
 		}
+		t := p.AsTime()
 		return t.Local().Format(time.RFC3339) + " (" + cliNow().Sub(t).Round(time.Second).String() + " ago)"
 	}
-	fmt.Fprintf(w, "  trust anchor:  %s\n  profile:       %s\n", st.TrustAnchorARN, st.ProfileARN)
-	fmt.Fprintf(w, "  last sync:     %s: %s\n", ts(st.LastSync), st.LastResult)
-	if st.LastError != "" {
-		fmt.Fprintf(w, "  last error:    %s\n", st.LastError)
+	cert := func(c *v1.AnchorCertificate) anchors.CertInfo {
+		return anchors.CertInfo{Subject: c.GetSubject(), SHA256: c.GetSha256(), NotAfter: c.GetNotAfter().AsTime()}
 	}
-	if st.Drift != "" {
-		fmt.Fprintf(w, "  drift found:   %s\n", st.Drift)
+	fmt.Fprintf(w, "  trust anchor:  %s\n  profile:       %s\n", st.GetTrustAnchorArn(), st.GetProfileArn())
+	fmt.Fprintf(w, "  last sync:     %s: %s\n", ts(st.GetLastSync()), st.GetLastResult())
+	if e := st.GetLastError(); e != "" {
+		fmt.Fprintf(w, "  last error:    %s\n", e)
 	}
-	for _, c := range st.Bundle {
-		fmt.Fprintf(w, "  bundle:        %s\n", c)
+	if d := st.GetDrift(); d != "" {
+		fmt.Fprintf(w, "  drift found:   %s\n", d)
 	}
-	for _, c := range st.Foreign {
-		fmt.Fprintf(w, "  foreign:       %s\n", c)
+	for _, c := range st.GetBundle() {
+		fmt.Fprintf(w, "  bundle:        %s\n", cert(c))
 	}
-	if st.KillSwitch != "" {
-		fmt.Fprintf(w, "  KILL SWITCH:   engaged %s (trust anchor and profile held disabled; `lanyard anchors enable`)\n", st.KillSwitch)
+	for _, c := range st.GetForeign() {
+		fmt.Fprintf(w, "  foreign:       %s\n", cert(c))
 	}
-	for _, c := range st.Changes {
-		fmt.Fprintf(w, "  repaired:      %s\n", c)
+	if k := st.GetKillSwitch(); k != "" {
+		fmt.Fprintf(w, "  KILL SWITCH:   engaged %s (trust anchor and profile held disabled; `lanyard anchors enable`)\n", k)
 	}
-	if sum := st.Subjects; sum != nil {
-		fmt.Fprintf(w, "  subjects:      %d certificate(s) seen by AWS, %d finding(s), checked %s\n", sum.Seen, sum.Total, ts(sum.At))
-		for _, f := range sum.Findings {
-			fmt.Fprintf(w, "    ! %s: %s serial %s: %s\n", f.Kind, f.Subject, f.Serial.Text(16), f.Detail)
+	for _, c := range st.GetChanges() {
+		fmt.Fprintf(w, "  repaired:      %s\n", anchors.Change{Resource: c.GetResource(), Field: c.GetField(), From: c.GetFrom(), To: c.GetTo()})
+	}
+	if sum := st.GetSubjects(); sum != nil {
+		fmt.Fprintf(w, "  subjects:      %d certificate(s) seen by AWS, %d finding(s), checked %s\n", sum.GetSeen(), sum.GetTotal(), ts(sum.GetAt()))
+		for _, f := range sum.GetFindings() {
+			fmt.Fprintf(w, "    ! %s: %s serial %s: %s\n", f.GetKind(), f.GetSubject(), f.GetSerial(), f.GetDetail())
 		}
-		if sum.Err != "" {
-			fmt.Fprintf(w, "  subjects error: %s\n", sum.Err)
+		if e := sum.GetError(); e != "" {
+			fmt.Fprintf(w, "  subjects error: %s\n", e)
 		}
 	}
-	fmt.Fprintf(w, "  CRL at AWS:    number %d (%d entries), pushed %s\n", st.CRLNumber, st.CRLEntries, ts(st.CRLPushedAt))
-	if st.CRLError != "" {
-		fmt.Fprintf(w, "  CRL error:     CRL %d at %s: %s\n", st.CRLErrorNumber, ts(st.CRLErrorAt), st.CRLError)
+	fmt.Fprintf(w, "  CRL at AWS:    number %d (%d entries), pushed %s\n", st.GetCrlNumber(), st.GetCrlEntries(), ts(st.GetCrlPushedAt()))
+	if e := st.GetCrlError(); e != "" {
+		fmt.Fprintf(w, "  CRL error:     CRL %d at %s: %s\n", st.GetCrlErrorNumber(), ts(st.GetCrlErrorAt()), e)
 	}
 }
 

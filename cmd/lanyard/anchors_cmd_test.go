@@ -3,16 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ra "github.com/aws/aws-sdk-go-v2/service/rolesanywhere"
 
 	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/ca"
+	"github.com/lanyard/lanyard/internal/testca"
 )
 
 // TestAnchorsTargetsCLI: `lanyard anchors` with several targets in one
@@ -127,6 +130,38 @@ anchors:
 	for _, want := range []string{"target eu, recorded:", "KILL SWITCH:   engaged", "drill", "target denied, recorded:", "last error:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestAnchorsStatusFromServer: `lanyard anchors status` while the server
+// runs (and holds the store) prints what the server's sync recorded,
+// through the GetAnchorStatus admin RPC, then what AWS holds live.
+func TestAnchorsStatusFromServer(t *testing.T) {
+	acfg, emu := testca.EmulatedAnchors(t)
+	c := testca.Start(t, testca.Options{Anchors: acfg})
+	n := c.Revocation.Current().Number
+	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.App.Anchors.WaitCRL(wctx, n); err != nil {
+		t.Fatalf("CRL %d did not reach the emulated trust anchor: %v", n, err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "lanyard.yaml")
+	yaml := "data_dir: " + c.Dir + "\nca_dir: " + c.Paths.Dir + "\nurl: " + c.URL + "\nprofiles:\n  covalent:\n    cn: [\"*.covalent.example.net\"]\n" +
+		"anchors:\n  enabled: true\n  region: " + acfg.Region + "\n  endpoint: " + emu.URL + "\n  role_arn: " + acfg.RoleARN + "\n"
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runLanyard(t, "anchors", "status", "--config", cfgPath)
+	if err != nil {
+		t.Fatalf("anchors status: %v\n%s", err, out)
+	}
+	arn := emu.TrustAnchors()[0].Arn
+	for _, want := range []string{"recorded status (from the running server):", "trust anchor:  " + arn,
+		fmt.Sprintf("CRL at AWS:    number %d (0 entries), pushed 20", n), "bundle:        " + c.Authority.Roots()[0].Subject.String(),
+		fmt.Sprintf("CRL: number %d, 0 entries, enabled true", n)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("anchors status lacks %q:\n%s", want, out)
 		}
 	}
 }

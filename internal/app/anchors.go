@@ -13,12 +13,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/lanyard/lanyard/admincred"
 	"github.com/lanyard/lanyard/anchors"
 	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/anchors/trust"
 	"github.com/lanyard/lanyard/config"
-	"github.com/lanyard/lanyard/server"
 )
 
 // Dev-mode emulator: with anchors.emulator the Roles Anywhere emulator runs
@@ -30,9 +28,6 @@ import (
 const (
 	// DevRoleARN is the role the dev emulator's profile allows.
 	DevRoleARN = "arn:aws:iam::123456789012:role/covalent-dev"
-	// AnchorsStatusPath serves the Syncer's status to the admin credential
-	// (used by `lanyard anchors status` while serve holds the store).
-	AnchorsStatusPath = "/_anchors/status"
 	// firstSyncTimeout bounds the sync Build runs before serving.
 	firstSyncTimeout = 30 * time.Second
 	// emulatorReadHeaderTimeout bounds a request's headers on the
@@ -279,25 +274,4 @@ func (a *App) devTrustPolicy(trustAnchorARN string) ([]byte, error) {
 		return nil, fmt.Errorf("no %q profile in the configuration", DevProfile)
 	}
 	return anchors.TrustPolicy(anchors.PolicyInput{CNRules: p.CN, DNSRules: p.DNS, IssuerCN: a.CA.Intermediate().Subject.CommonName, TrustAnchorARN: trustAnchorARN})
-}
-
-// anchorsStatusHandler serves the Syncer's status as JSON to the admin
-// client certificate only. A replica that does not lead (shared store)
-// first reads the status the leader persisted: its own is from its start.
-func (a *App) anchorsStatusHandler(s *anchors.Syncer, admin *admincred.Service) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// server.ClientCert is the client certificate verified against
-		// the CA by the server's middleware; admin.Check reads its record
-		// (unknown, revoked) on every request.
-		if err := admin.Check(server.ClientCert(r.Context())); err != nil {
-			http.Error(w, "the anchors status needs the admin client certificate: "+err.Error(), http.StatusForbidden)
-			return
-		}
-		if a.anchorsOnLeader && !a.leads() {
-			s.Reload()
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(s.Status())
-	})
 }

@@ -152,9 +152,6 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
 		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
 		IdleTimeout: cfg.Limits.IdleTimeout, Logger: a.Log, Now: a.Now, Extra: map[string]http.Handler{}}
-	if a.Anchors != nil {
-		so.Extra["GET "+AnchorsStatusPath] = a.anchorsStatusHandler(a.Anchors, a.Admin)
-	}
 	if (cfg.ACME.HTTP01Port != 0 || cfg.ACME.ResolveTo != "") && !cfg.Dev && !opts.Testing {
 		return nil, errors.New("acme.http01_port and acme.resolve_to are for dev mode and tests only")
 	}
@@ -166,7 +163,12 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	a.Tidy = tidy.New(tidy.Config{Store: a.Store, Retention: TidyRetention(cfg.Tidy), ACME: a.ACME, Now: a.Now,
 		Logger: a.Log, Leader: leaderFunc(a.leads)})
 	so.Extra["POST "+TidyPath] = tidyHandler(a.Tidy, a.Admin, a.Log)
-	a.AdminAPI = admin.New(admin.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, ACME: a.ACME, Now: a.Now})
+	var anchorTargets []string // nil: no sync, the admin service says so
+	for _, s := range a.AnchorsTargets {
+		anchorTargets = append(anchorTargets, s.Target())
+	}
+	a.AdminAPI = admin.New(admin.Config{Store: a.Store, Issuance: a.Issuance, Revocation: a.Revocation, ACME: a.ACME,
+		AnchorTargets: anchorTargets, Now: a.Now})
 	so.AdminAPI = a.AdminAPI
 	if opts.AdminPage != nil {
 		if so.Web, err = opts.AdminPage(a); err != nil {

@@ -30,7 +30,6 @@ import (
 	"github.com/lanyard/lanyard/anchors/emulator"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
-	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/internal/pgtest"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/servetest"
@@ -363,23 +362,19 @@ func (c *cluster) waitPushed(t *testing.T, n int64) {
 	t.Fatalf("CRL %d did not reach the emulated trust anchor (received %v)", n, c.aws.crls)
 }
 
-// anchorsStatus reads r's trust-anchor sync status as the admin.
-func anchorsStatus(t *testing.T, r *replica) anchors.Status {
+// anchorsStatus reads r's trust-anchor sync status (the default target)
+// as the admin, through the GetAnchorStatus RPC.
+func anchorsStatus(t *testing.T, r *replica) *v1.AnchorStatus {
 	t.Helper()
-	resp, err := r.admin.HTTP.Get(r.url + app.AnchorsStatusPath)
+	resp, err := r.admin.Admin.GetAnchorStatus(context.Background(), connect.NewRequest(&v1.GetAnchorStatusRequest{}))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("GetAnchorStatus on %s: %v", r.name, err)
 	}
-	defer resp.Body.Close()
-	var st anchors.Status
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%s on %s: %s %s", app.AnchorsStatusPath, r.name, resp.Status, b)
+	if ts := resp.Msg.GetTargets(); len(ts) > 0 {
+		return ts[0]
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	return st
+	t.Fatalf("GetAnchorStatus on %s: no target", r.name)
+	return nil
 }
 
 // load is enroll and renew traffic on every replica: tokens made on one
@@ -572,8 +567,8 @@ func TestServeReplicasLeaderKilled(t *testing.T) {
 		t.Fatalf("the restarted replica %s took the lease from %s", r.name, follower.name)
 	}
 	// `lanyard anchors status` on the follower tells what the leader did.
-	if st := anchorsStatus(t, lead); st.CRLNumber < n3 {
-		t.Fatalf("the follower's %s says AWS holds CRL %d; the leader pushed %d", app.AnchorsStatusPath, st.CRLNumber, n3)
+	if st := anchorsStatus(t, lead); st.GetCrlNumber() < n3 {
+		t.Fatalf("the follower's GetAnchorStatus says AWS holds CRL %d; the leader pushed %d", st.GetCrlNumber(), n3)
 	}
 	checked := c.checkLedger(t, led)
 

@@ -53,6 +53,9 @@ type Options struct {
 	CRLDistributionPoint bool
 	// ACME sets the dev/test-only ACME validation settings.
 	ACME config.ACME
+	// Anchors configures the trust-anchor sync (off by default; point
+	// it at an anchors/emulator server).
+	Anchors config.Anchors
 }
 
 // CA is a running test CA.
@@ -125,6 +128,7 @@ func Start(t testing.TB, opts Options) *CA {
 		Profiles:       opts.Profiles,
 		DefaultProfile: def,
 		ACME:           opts.ACME,
+		Anchors:        opts.Anchors,
 	}
 	if opts.CRLDistributionPoint {
 		cfg.CRL.DistributionURL = cfg.URL + "/crl"

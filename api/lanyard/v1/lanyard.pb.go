@@ -2032,6 +2032,618 @@ func (*RevokeAcmeEabKeyResponse) Descriptor() ([]byte, []int) {
 	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{34}
 }
 
+type GetAnchorStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAnchorStatusRequest) Reset() {
+	*x = GetAnchorStatusRequest{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAnchorStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAnchorStatusRequest) ProtoMessage() {}
+
+func (x *GetAnchorStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAnchorStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetAnchorStatusRequest) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{35}
+}
+
+type GetAnchorStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per configured target, the default target ("") first.
+	Targets       []*AnchorStatus `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAnchorStatusResponse) Reset() {
+	*x = GetAnchorStatusResponse{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAnchorStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAnchorStatusResponse) ProtoMessage() {}
+
+func (x *GetAnchorStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAnchorStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetAnchorStatusResponse) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetAnchorStatusResponse) GetTargets() []*AnchorStatus {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// AnchorStatus is what the trust-anchor sync of one target last did and
+// saw (package anchors' Status, as persisted in the store). Times are
+// unset for "never".
+type AnchorStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target names it ("" for the default target).
+	Target string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// Recorded is false while its sync has recorded nothing (the other
+	// fields are then empty).
+	Recorded bool `protobuf:"varint,2,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	// The anchor and profile synced, and the profile's role.
+	TrustAnchorArn string `protobuf:"bytes,3,opt,name=trust_anchor_arn,json=trustAnchorArn,proto3" json:"trust_anchor_arn,omitempty"`
+	ProfileArn     string `protobuf:"bytes,4,opt,name=profile_arn,json=profileArn,proto3" json:"profile_arn,omitempty"`
+	RoleArn        string `protobuf:"bytes,5,opt,name=role_arn,json=roleArn,proto3" json:"role_arn,omitempty"`
+	// Created: lanyard created the anchor.
+	Created bool `protobuf:"varint,6,opt,name=created,proto3" json:"created,omitempty"`
+	// When the last sync finished; its result ("in sync", "updated",
+	// "created", "error"), error and the drift it found.
+	LastSync   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_sync,json=lastSync,proto3" json:"last_sync,omitempty"`
+	LastResult string                 `protobuf:"bytes,8,opt,name=last_result,json=lastResult,proto3" json:"last_result,omitempty"`
+	LastError  string                 `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Drift      string                 `protobuf:"bytes,10,opt,name=drift,proto3" json:"drift,omitempty"`
+	// The anchor's bundle after the last sync, and the certificates in it
+	// that are not the CA's.
+	Bundle  []*AnchorCertificate `protobuf:"bytes,11,rep,name=bundle,proto3" json:"bundle,omitempty"`
+	Foreign []*AnchorCertificate `protobuf:"bytes,12,rep,name=foreign,proto3" json:"foreign,omitempty"`
+	// Set while `lanyard anchors disable` holds the anchor disabled (its
+	// time and reason).
+	KillSwitch string `protobuf:"bytes,13,opt,name=kill_switch,json=killSwitch,proto3" json:"kill_switch,omitempty"`
+	// The settings the last sync repaired.
+	Changes []*AnchorChange `protobuf:"bytes,14,rep,name=changes,proto3" json:"changes,omitempty"`
+	// The last subjects report (unset: none made).
+	Subjects *AnchorSubjects `protobuf:"bytes,15,opt,name=subjects,proto3" json:"subjects,omitempty"`
+	// The CRL lanyard imported: its ARN, the number and entries of the one
+	// AWS holds, its nextUpdate, and when it reached AWS.
+	CrlArn        string                 `protobuf:"bytes,16,opt,name=crl_arn,json=crlArn,proto3" json:"crl_arn,omitempty"`
+	CrlNumber     int64                  `protobuf:"varint,17,opt,name=crl_number,json=crlNumber,proto3" json:"crl_number,omitempty"`
+	CrlEntries    int64                  `protobuf:"varint,18,opt,name=crl_entries,json=crlEntries,proto3" json:"crl_entries,omitempty"`
+	CrlNextUpdate *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=crl_next_update,json=crlNextUpdate,proto3" json:"crl_next_update,omitempty"`
+	CrlPushedAt   *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=crl_pushed_at,json=crlPushedAt,proto3" json:"crl_pushed_at,omitempty"`
+	// Why the last CRL push failed ("" after a success), which CRL, when.
+	CrlError       string                 `protobuf:"bytes,21,opt,name=crl_error,json=crlError,proto3" json:"crl_error,omitempty"`
+	CrlErrorNumber int64                  `protobuf:"varint,22,opt,name=crl_error_number,json=crlErrorNumber,proto3" json:"crl_error_number,omitempty"`
+	CrlErrorAt     *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=crl_error_at,json=crlErrorAt,proto3" json:"crl_error_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AnchorStatus) Reset() {
+	*x = AnchorStatus{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorStatus) ProtoMessage() {}
+
+func (x *AnchorStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorStatus.ProtoReflect.Descriptor instead.
+func (*AnchorStatus) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AnchorStatus) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetRecorded() bool {
+	if x != nil {
+		return x.Recorded
+	}
+	return false
+}
+
+func (x *AnchorStatus) GetTrustAnchorArn() string {
+	if x != nil {
+		return x.TrustAnchorArn
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetProfileArn() string {
+	if x != nil {
+		return x.ProfileArn
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetRoleArn() string {
+	if x != nil {
+		return x.RoleArn
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *AnchorStatus) GetLastSync() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSync
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetLastResult() string {
+	if x != nil {
+		return x.LastResult
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetDrift() string {
+	if x != nil {
+		return x.Drift
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetBundle() []*AnchorCertificate {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetForeign() []*AnchorCertificate {
+	if x != nil {
+		return x.Foreign
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetKillSwitch() string {
+	if x != nil {
+		return x.KillSwitch
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetChanges() []*AnchorChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetSubjects() *AnchorSubjects {
+	if x != nil {
+		return x.Subjects
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetCrlArn() string {
+	if x != nil {
+		return x.CrlArn
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetCrlNumber() int64 {
+	if x != nil {
+		return x.CrlNumber
+	}
+	return 0
+}
+
+func (x *AnchorStatus) GetCrlEntries() int64 {
+	if x != nil {
+		return x.CrlEntries
+	}
+	return 0
+}
+
+func (x *AnchorStatus) GetCrlNextUpdate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CrlNextUpdate
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetCrlPushedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CrlPushedAt
+	}
+	return nil
+}
+
+func (x *AnchorStatus) GetCrlError() string {
+	if x != nil {
+		return x.CrlError
+	}
+	return ""
+}
+
+func (x *AnchorStatus) GetCrlErrorNumber() int64 {
+	if x != nil {
+		return x.CrlErrorNumber
+	}
+	return 0
+}
+
+func (x *AnchorStatus) GetCrlErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CrlErrorAt
+	}
+	return nil
+}
+
+// AnchorCertificate is one certificate of a trust anchor's bundle.
+type AnchorCertificate struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Subject string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Hex SHA-256 of the DER certificate.
+	Sha256        string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorCertificate) Reset() {
+	*x = AnchorCertificate{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorCertificate) ProtoMessage() {}
+
+func (x *AnchorCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorCertificate.ProtoReflect.Descriptor instead.
+func (*AnchorCertificate) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AnchorCertificate) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *AnchorCertificate) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *AnchorCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+// AnchorChange is one setting the sync repaired.
+type AnchorChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "trust anchor" or "profile".
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The API's name of the setting, the value found and the value wanted.
+	Field         string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	To            string `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorChange) Reset() {
+	*x = AnchorChange{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorChange) ProtoMessage() {}
+
+func (x *AnchorChange) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorChange.ProtoReflect.Descriptor instead.
+func (*AnchorChange) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AnchorChange) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AnchorChange) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *AnchorChange) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *AnchorChange) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+// AnchorSubjects is the summary of the last subjects report.
+type AnchorSubjects struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Certificates Roles Anywhere had seen.
+	Seen int64 `protobuf:"varint,2,opt,name=seen,proto3" json:"seen,omitempty"`
+	// The flagged ones (capped), and their number before the cap.
+	Findings []*AnchorFinding `protobuf:"bytes,3,rep,name=findings,proto3" json:"findings,omitempty"`
+	Total    int64            `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	// Why the last report failed ("" if it did not).
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorSubjects) Reset() {
+	*x = AnchorSubjects{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorSubjects) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorSubjects) ProtoMessage() {}
+
+func (x *AnchorSubjects) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorSubjects.ProtoReflect.Descriptor instead.
+func (*AnchorSubjects) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AnchorSubjects) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AnchorSubjects) GetSeen() int64 {
+	if x != nil {
+		return x.Seen
+	}
+	return 0
+}
+
+func (x *AnchorSubjects) GetFindings() []*AnchorFinding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *AnchorSubjects) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *AnchorSubjects) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// AnchorFinding is one flagged certificate of a subjects report.
+type AnchorFinding struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Kind    string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Subject string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Serial, lower-case hex.
+	Serial string `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	// When Roles Anywhere last saw it (unset: never).
+	SeenAt        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=seen_at,json=seenAt,proto3" json:"seen_at,omitempty"`
+	Detail        string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorFinding) Reset() {
+	*x = AnchorFinding{}
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorFinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorFinding) ProtoMessage() {}
+
+func (x *AnchorFinding) ProtoReflect() protoreflect.Message {
+	mi := &file_lanyard_v1_lanyard_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorFinding.ProtoReflect.Descriptor instead.
+func (*AnchorFinding) Descriptor() ([]byte, []int) {
+	return file_lanyard_v1_lanyard_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AnchorFinding) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AnchorFinding) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *AnchorFinding) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *AnchorFinding) GetSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SeenAt
+	}
+	return nil
+}
+
+func (x *AnchorFinding) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 var File_lanyard_v1_lanyard_proto protoreflect.FileDescriptor
 
 const file_lanyard_v1_lanyard_proto_rawDesc = "" +
@@ -2175,14 +2787,70 @@ const file_lanyard_v1_lanyard_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x16.lanyard.v1.AcmeEabKeyR\x04keys\"0\n" +
 	"\x17RevokeAcmeEabKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x1a\n" +
-	"\x18RevokeAcmeEabKeyResponse2\x90\x03\n" +
+	"\x18RevokeAcmeEabKeyResponse\"\x18\n" +
+	"\x16GetAnchorStatusRequest\"M\n" +
+	"\x17GetAnchorStatusResponse\x122\n" +
+	"\atargets\x18\x01 \x03(\v2\x18.lanyard.v1.AnchorStatusR\atargets\"\xb0\a\n" +
+	"\fAnchorStatus\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
+	"\brecorded\x18\x02 \x01(\bR\brecorded\x12(\n" +
+	"\x10trust_anchor_arn\x18\x03 \x01(\tR\x0etrustAnchorArn\x12\x1f\n" +
+	"\vprofile_arn\x18\x04 \x01(\tR\n" +
+	"profileArn\x12\x19\n" +
+	"\brole_arn\x18\x05 \x01(\tR\aroleArn\x12\x18\n" +
+	"\acreated\x18\x06 \x01(\bR\acreated\x127\n" +
+	"\tlast_sync\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSync\x12\x1f\n" +
+	"\vlast_result\x18\b \x01(\tR\n" +
+	"lastResult\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x12\x14\n" +
+	"\x05drift\x18\n" +
+	" \x01(\tR\x05drift\x125\n" +
+	"\x06bundle\x18\v \x03(\v2\x1d.lanyard.v1.AnchorCertificateR\x06bundle\x127\n" +
+	"\aforeign\x18\f \x03(\v2\x1d.lanyard.v1.AnchorCertificateR\aforeign\x12\x1f\n" +
+	"\vkill_switch\x18\r \x01(\tR\n" +
+	"killSwitch\x122\n" +
+	"\achanges\x18\x0e \x03(\v2\x18.lanyard.v1.AnchorChangeR\achanges\x126\n" +
+	"\bsubjects\x18\x0f \x01(\v2\x1a.lanyard.v1.AnchorSubjectsR\bsubjects\x12\x17\n" +
+	"\acrl_arn\x18\x10 \x01(\tR\x06crlArn\x12\x1d\n" +
+	"\n" +
+	"crl_number\x18\x11 \x01(\x03R\tcrlNumber\x12\x1f\n" +
+	"\vcrl_entries\x18\x12 \x01(\x03R\n" +
+	"crlEntries\x12B\n" +
+	"\x0fcrl_next_update\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\rcrlNextUpdate\x12>\n" +
+	"\rcrl_pushed_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vcrlPushedAt\x12\x1b\n" +
+	"\tcrl_error\x18\x15 \x01(\tR\bcrlError\x12(\n" +
+	"\x10crl_error_number\x18\x16 \x01(\x03R\x0ecrlErrorNumber\x12<\n" +
+	"\fcrl_error_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"crlErrorAt\"~\n" +
+	"\x11AnchorCertificate\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x127\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"d\n" +
+	"\fAnchorChange\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12\x14\n" +
+	"\x05field\x18\x02 \x01(\tR\x05field\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\tR\x02to\"\xb3\x01\n" +
+	"\x0eAnchorSubjects\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04seen\x18\x02 \x01(\x03R\x04seen\x125\n" +
+	"\bfindings\x18\x03 \x03(\v2\x19.lanyard.v1.AnchorFindingR\bfindings\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x03R\x05total\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xa2\x01\n" +
+	"\rAnchorFinding\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x123\n" +
+	"\aseen_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06seenAt\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail2\x90\x03\n" +
 	"\x12CertificateService\x12A\n" +
 	"\x06Enroll\x12\x19.lanyard.v1.EnrollRequest\x1a\x1a.lanyard.v1.EnrollResponse\"\x00\x12>\n" +
 	"\x05Renew\x12\x18.lanyard.v1.RenewRequest\x1a\x19.lanyard.v1.RenewResponse\"\x00\x12J\n" +
 	"\bGetRoots\x12\x1b.lanyard.v1.GetRootsRequest\x1a\x1c.lanyard.v1.GetRootsResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eGetRenewalInfo\x12!.lanyard.v1.GetRenewalInfoRequest\x1a\".lanyard.v1.GetRenewalInfoResponse\"\x03\x90\x02\x01\x12M\n" +
 	"\n" +
-	"RevokeSelf\x12\x1d.lanyard.v1.RevokeSelfRequest\x1a\x1e.lanyard.v1.RevokeSelfResponse\"\x002\x97\b\n" +
+	"RevokeSelf\x12\x1d.lanyard.v1.RevokeSelfRequest\x1a\x1e.lanyard.v1.RevokeSelfResponse\"\x002\xf8\b\n" +
 	"\fAdminService\x12n\n" +
 	"\x15CreateEnrollmentToken\x12(.lanyard.v1.CreateEnrollmentTokenRequest\x1a).lanyard.v1.CreateEnrollmentTokenResponse\"\x00\x12k\n" +
 	"\x14ListEnrollmentTokens\x12'.lanyard.v1.ListEnrollmentTokensRequest\x1a(.lanyard.v1.ListEnrollmentTokensResponse\"\x00\x12n\n" +
@@ -2193,7 +2861,8 @@ const file_lanyard_v1_lanyard_proto_rawDesc = "" +
 	"\x16RotateAdminCertificate\x12).lanyard.v1.RotateAdminCertificateRequest\x1a*.lanyard.v1.RotateAdminCertificateResponse\"\x00\x12_\n" +
 	"\x10CreateAcmeEabKey\x12#.lanyard.v1.CreateAcmeEabKeyRequest\x1a$.lanyard.v1.CreateAcmeEabKeyResponse\"\x00\x12_\n" +
 	"\x0fListAcmeEabKeys\x12\".lanyard.v1.ListAcmeEabKeysRequest\x1a#.lanyard.v1.ListAcmeEabKeysResponse\"\x03\x90\x02\x01\x12_\n" +
-	"\x10RevokeAcmeEabKey\x12#.lanyard.v1.RevokeAcmeEabKeyRequest\x1a$.lanyard.v1.RevokeAcmeEabKeyResponse\"\x00B5Z3github.com/lanyard/lanyard/api/lanyard/v1;lanyardv1b\x06proto3"
+	"\x10RevokeAcmeEabKey\x12#.lanyard.v1.RevokeAcmeEabKeyRequest\x1a$.lanyard.v1.RevokeAcmeEabKeyResponse\"\x00\x12_\n" +
+	"\x0fGetAnchorStatus\x12\".lanyard.v1.GetAnchorStatusRequest\x1a#.lanyard.v1.GetAnchorStatusResponse\"\x03\x90\x02\x01B5Z3github.com/lanyard/lanyard/api/lanyard/v1;lanyardv1b\x06proto3"
 
 var (
 	file_lanyard_v1_lanyard_proto_rawDescOnce sync.Once
@@ -2207,7 +2876,7 @@ func file_lanyard_v1_lanyard_proto_rawDescGZIP() []byte {
 	return file_lanyard_v1_lanyard_proto_rawDescData
 }
 
-var file_lanyard_v1_lanyard_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_lanyard_v1_lanyard_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_lanyard_v1_lanyard_proto_goTypes = []any{
 	(*Bundle)(nil),                         // 0: lanyard.v1.Bundle
 	(*RenewalInfo)(nil),                    // 1: lanyard.v1.RenewalInfo
@@ -2244,67 +2913,89 @@ var file_lanyard_v1_lanyard_proto_goTypes = []any{
 	(*ListAcmeEabKeysResponse)(nil),        // 32: lanyard.v1.ListAcmeEabKeysResponse
 	(*RevokeAcmeEabKeyRequest)(nil),        // 33: lanyard.v1.RevokeAcmeEabKeyRequest
 	(*RevokeAcmeEabKeyResponse)(nil),       // 34: lanyard.v1.RevokeAcmeEabKeyResponse
-	(*timestamppb.Timestamp)(nil),          // 35: google.protobuf.Timestamp
+	(*GetAnchorStatusRequest)(nil),         // 35: lanyard.v1.GetAnchorStatusRequest
+	(*GetAnchorStatusResponse)(nil),        // 36: lanyard.v1.GetAnchorStatusResponse
+	(*AnchorStatus)(nil),                   // 37: lanyard.v1.AnchorStatus
+	(*AnchorCertificate)(nil),              // 38: lanyard.v1.AnchorCertificate
+	(*AnchorChange)(nil),                   // 39: lanyard.v1.AnchorChange
+	(*AnchorSubjects)(nil),                 // 40: lanyard.v1.AnchorSubjects
+	(*AnchorFinding)(nil),                  // 41: lanyard.v1.AnchorFinding
+	(*timestamppb.Timestamp)(nil),          // 42: google.protobuf.Timestamp
 }
 var file_lanyard_v1_lanyard_proto_depIdxs = []int32{
-	35, // 0: lanyard.v1.Bundle.not_before:type_name -> google.protobuf.Timestamp
-	35, // 1: lanyard.v1.Bundle.not_after:type_name -> google.protobuf.Timestamp
-	35, // 2: lanyard.v1.RenewalInfo.window_start:type_name -> google.protobuf.Timestamp
-	35, // 3: lanyard.v1.RenewalInfo.window_end:type_name -> google.protobuf.Timestamp
+	42, // 0: lanyard.v1.Bundle.not_before:type_name -> google.protobuf.Timestamp
+	42, // 1: lanyard.v1.Bundle.not_after:type_name -> google.protobuf.Timestamp
+	42, // 2: lanyard.v1.RenewalInfo.window_start:type_name -> google.protobuf.Timestamp
+	42, // 3: lanyard.v1.RenewalInfo.window_end:type_name -> google.protobuf.Timestamp
 	0,  // 4: lanyard.v1.EnrollResponse.bundle:type_name -> lanyard.v1.Bundle
 	1,  // 5: lanyard.v1.EnrollResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	0,  // 6: lanyard.v1.RenewResponse.bundle:type_name -> lanyard.v1.Bundle
 	1,  // 7: lanyard.v1.RenewResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	1,  // 8: lanyard.v1.GetRenewalInfoResponse.renewal_info:type_name -> lanyard.v1.RenewalInfo
 	19, // 9: lanyard.v1.RevokeSelfResponse.certificate:type_name -> lanyard.v1.Certificate
-	35, // 10: lanyard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	35, // 11: lanyard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	35, // 12: lanyard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 10: lanyard.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 11: lanyard.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	42, // 12: lanyard.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 13: lanyard.v1.ListEnrollmentTokensResponse.tokens:type_name -> lanyard.v1.EnrollmentToken
-	35, // 14: lanyard.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	35, // 15: lanyard.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	35, // 16: lanyard.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	42, // 14: lanyard.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	42, // 15: lanyard.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	42, // 16: lanyard.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
 	19, // 17: lanyard.v1.ListCertificatesResponse.certificates:type_name -> lanyard.v1.Certificate
 	19, // 18: lanyard.v1.GetCertificateResponse.certificate:type_name -> lanyard.v1.Certificate
 	19, // 19: lanyard.v1.RevokeCertificateResponse.certificates:type_name -> lanyard.v1.Certificate
 	0,  // 20: lanyard.v1.RotateAdminCertificateResponse.bundle:type_name -> lanyard.v1.Bundle
-	35, // 21: lanyard.v1.AcmeEabKey.created_at:type_name -> google.protobuf.Timestamp
+	42, // 21: lanyard.v1.AcmeEabKey.created_at:type_name -> google.protobuf.Timestamp
 	30, // 22: lanyard.v1.ListAcmeEabKeysResponse.keys:type_name -> lanyard.v1.AcmeEabKey
-	2,  // 23: lanyard.v1.CertificateService.Enroll:input_type -> lanyard.v1.EnrollRequest
-	4,  // 24: lanyard.v1.CertificateService.Renew:input_type -> lanyard.v1.RenewRequest
-	6,  // 25: lanyard.v1.CertificateService.GetRoots:input_type -> lanyard.v1.GetRootsRequest
-	8,  // 26: lanyard.v1.CertificateService.GetRenewalInfo:input_type -> lanyard.v1.GetRenewalInfoRequest
-	10, // 27: lanyard.v1.CertificateService.RevokeSelf:input_type -> lanyard.v1.RevokeSelfRequest
-	12, // 28: lanyard.v1.AdminService.CreateEnrollmentToken:input_type -> lanyard.v1.CreateEnrollmentTokenRequest
-	15, // 29: lanyard.v1.AdminService.ListEnrollmentTokens:input_type -> lanyard.v1.ListEnrollmentTokensRequest
-	17, // 30: lanyard.v1.AdminService.RevokeEnrollmentToken:input_type -> lanyard.v1.RevokeEnrollmentTokenRequest
-	20, // 31: lanyard.v1.AdminService.ListCertificates:input_type -> lanyard.v1.ListCertificatesRequest
-	22, // 32: lanyard.v1.AdminService.GetCertificate:input_type -> lanyard.v1.GetCertificateRequest
-	24, // 33: lanyard.v1.AdminService.RevokeCertificate:input_type -> lanyard.v1.RevokeCertificateRequest
-	26, // 34: lanyard.v1.AdminService.RotateAdminCertificate:input_type -> lanyard.v1.RotateAdminCertificateRequest
-	28, // 35: lanyard.v1.AdminService.CreateAcmeEabKey:input_type -> lanyard.v1.CreateAcmeEabKeyRequest
-	31, // 36: lanyard.v1.AdminService.ListAcmeEabKeys:input_type -> lanyard.v1.ListAcmeEabKeysRequest
-	33, // 37: lanyard.v1.AdminService.RevokeAcmeEabKey:input_type -> lanyard.v1.RevokeAcmeEabKeyRequest
-	3,  // 38: lanyard.v1.CertificateService.Enroll:output_type -> lanyard.v1.EnrollResponse
-	5,  // 39: lanyard.v1.CertificateService.Renew:output_type -> lanyard.v1.RenewResponse
-	7,  // 40: lanyard.v1.CertificateService.GetRoots:output_type -> lanyard.v1.GetRootsResponse
-	9,  // 41: lanyard.v1.CertificateService.GetRenewalInfo:output_type -> lanyard.v1.GetRenewalInfoResponse
-	11, // 42: lanyard.v1.CertificateService.RevokeSelf:output_type -> lanyard.v1.RevokeSelfResponse
-	13, // 43: lanyard.v1.AdminService.CreateEnrollmentToken:output_type -> lanyard.v1.CreateEnrollmentTokenResponse
-	16, // 44: lanyard.v1.AdminService.ListEnrollmentTokens:output_type -> lanyard.v1.ListEnrollmentTokensResponse
-	18, // 45: lanyard.v1.AdminService.RevokeEnrollmentToken:output_type -> lanyard.v1.RevokeEnrollmentTokenResponse
-	21, // 46: lanyard.v1.AdminService.ListCertificates:output_type -> lanyard.v1.ListCertificatesResponse
-	23, // 47: lanyard.v1.AdminService.GetCertificate:output_type -> lanyard.v1.GetCertificateResponse
-	25, // 48: lanyard.v1.AdminService.RevokeCertificate:output_type -> lanyard.v1.RevokeCertificateResponse
-	27, // 49: lanyard.v1.AdminService.RotateAdminCertificate:output_type -> lanyard.v1.RotateAdminCertificateResponse
-	29, // 50: lanyard.v1.AdminService.CreateAcmeEabKey:output_type -> lanyard.v1.CreateAcmeEabKeyResponse
-	32, // 51: lanyard.v1.AdminService.ListAcmeEabKeys:output_type -> lanyard.v1.ListAcmeEabKeysResponse
-	34, // 52: lanyard.v1.AdminService.RevokeAcmeEabKey:output_type -> lanyard.v1.RevokeAcmeEabKeyResponse
-	38, // [38:53] is the sub-list for method output_type
-	23, // [23:38] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	37, // 23: lanyard.v1.GetAnchorStatusResponse.targets:type_name -> lanyard.v1.AnchorStatus
+	42, // 24: lanyard.v1.AnchorStatus.last_sync:type_name -> google.protobuf.Timestamp
+	38, // 25: lanyard.v1.AnchorStatus.bundle:type_name -> lanyard.v1.AnchorCertificate
+	38, // 26: lanyard.v1.AnchorStatus.foreign:type_name -> lanyard.v1.AnchorCertificate
+	39, // 27: lanyard.v1.AnchorStatus.changes:type_name -> lanyard.v1.AnchorChange
+	40, // 28: lanyard.v1.AnchorStatus.subjects:type_name -> lanyard.v1.AnchorSubjects
+	42, // 29: lanyard.v1.AnchorStatus.crl_next_update:type_name -> google.protobuf.Timestamp
+	42, // 30: lanyard.v1.AnchorStatus.crl_pushed_at:type_name -> google.protobuf.Timestamp
+	42, // 31: lanyard.v1.AnchorStatus.crl_error_at:type_name -> google.protobuf.Timestamp
+	42, // 32: lanyard.v1.AnchorCertificate.not_after:type_name -> google.protobuf.Timestamp
+	42, // 33: lanyard.v1.AnchorSubjects.at:type_name -> google.protobuf.Timestamp
+	41, // 34: lanyard.v1.AnchorSubjects.findings:type_name -> lanyard.v1.AnchorFinding
+	42, // 35: lanyard.v1.AnchorFinding.seen_at:type_name -> google.protobuf.Timestamp
+	2,  // 36: lanyard.v1.CertificateService.Enroll:input_type -> lanyard.v1.EnrollRequest
+	4,  // 37: lanyard.v1.CertificateService.Renew:input_type -> lanyard.v1.RenewRequest
+	6,  // 38: lanyard.v1.CertificateService.GetRoots:input_type -> lanyard.v1.GetRootsRequest
+	8,  // 39: lanyard.v1.CertificateService.GetRenewalInfo:input_type -> lanyard.v1.GetRenewalInfoRequest
+	10, // 40: lanyard.v1.CertificateService.RevokeSelf:input_type -> lanyard.v1.RevokeSelfRequest
+	12, // 41: lanyard.v1.AdminService.CreateEnrollmentToken:input_type -> lanyard.v1.CreateEnrollmentTokenRequest
+	15, // 42: lanyard.v1.AdminService.ListEnrollmentTokens:input_type -> lanyard.v1.ListEnrollmentTokensRequest
+	17, // 43: lanyard.v1.AdminService.RevokeEnrollmentToken:input_type -> lanyard.v1.RevokeEnrollmentTokenRequest
+	20, // 44: lanyard.v1.AdminService.ListCertificates:input_type -> lanyard.v1.ListCertificatesRequest
+	22, // 45: lanyard.v1.AdminService.GetCertificate:input_type -> lanyard.v1.GetCertificateRequest
+	24, // 46: lanyard.v1.AdminService.RevokeCertificate:input_type -> lanyard.v1.RevokeCertificateRequest
+	26, // 47: lanyard.v1.AdminService.RotateAdminCertificate:input_type -> lanyard.v1.RotateAdminCertificateRequest
+	28, // 48: lanyard.v1.AdminService.CreateAcmeEabKey:input_type -> lanyard.v1.CreateAcmeEabKeyRequest
+	31, // 49: lanyard.v1.AdminService.ListAcmeEabKeys:input_type -> lanyard.v1.ListAcmeEabKeysRequest
+	33, // 50: lanyard.v1.AdminService.RevokeAcmeEabKey:input_type -> lanyard.v1.RevokeAcmeEabKeyRequest
+	35, // 51: lanyard.v1.AdminService.GetAnchorStatus:input_type -> lanyard.v1.GetAnchorStatusRequest
+	3,  // 52: lanyard.v1.CertificateService.Enroll:output_type -> lanyard.v1.EnrollResponse
+	5,  // 53: lanyard.v1.CertificateService.Renew:output_type -> lanyard.v1.RenewResponse
+	7,  // 54: lanyard.v1.CertificateService.GetRoots:output_type -> lanyard.v1.GetRootsResponse
+	9,  // 55: lanyard.v1.CertificateService.GetRenewalInfo:output_type -> lanyard.v1.GetRenewalInfoResponse
+	11, // 56: lanyard.v1.CertificateService.RevokeSelf:output_type -> lanyard.v1.RevokeSelfResponse
+	13, // 57: lanyard.v1.AdminService.CreateEnrollmentToken:output_type -> lanyard.v1.CreateEnrollmentTokenResponse
+	16, // 58: lanyard.v1.AdminService.ListEnrollmentTokens:output_type -> lanyard.v1.ListEnrollmentTokensResponse
+	18, // 59: lanyard.v1.AdminService.RevokeEnrollmentToken:output_type -> lanyard.v1.RevokeEnrollmentTokenResponse
+	21, // 60: lanyard.v1.AdminService.ListCertificates:output_type -> lanyard.v1.ListCertificatesResponse
+	23, // 61: lanyard.v1.AdminService.GetCertificate:output_type -> lanyard.v1.GetCertificateResponse
+	25, // 62: lanyard.v1.AdminService.RevokeCertificate:output_type -> lanyard.v1.RevokeCertificateResponse
+	27, // 63: lanyard.v1.AdminService.RotateAdminCertificate:output_type -> lanyard.v1.RotateAdminCertificateResponse
+	29, // 64: lanyard.v1.AdminService.CreateAcmeEabKey:output_type -> lanyard.v1.CreateAcmeEabKeyResponse
+	32, // 65: lanyard.v1.AdminService.ListAcmeEabKeys:output_type -> lanyard.v1.ListAcmeEabKeysResponse
+	34, // 66: lanyard.v1.AdminService.RevokeAcmeEabKey:output_type -> lanyard.v1.RevokeAcmeEabKeyResponse
+	36, // 67: lanyard.v1.AdminService.GetAnchorStatus:output_type -> lanyard.v1.GetAnchorStatusResponse
+	52, // [52:68] is the sub-list for method output_type
+	36, // [36:52] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_lanyard_v1_lanyard_proto_init() }
@@ -2318,7 +3009,7 @@ func file_lanyard_v1_lanyard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lanyard_v1_lanyard_proto_rawDesc), len(file_lanyard_v1_lanyard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

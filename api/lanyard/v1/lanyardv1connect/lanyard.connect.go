@@ -85,6 +85,9 @@ const (
 	// AdminServiceRevokeAcmeEabKeyProcedure is the fully-qualified name of the AdminService's
 	// RevokeAcmeEabKey RPC.
 	AdminServiceRevokeAcmeEabKeyProcedure = "/lanyard.v1.AdminService/RevokeAcmeEabKey"
+	// AdminServiceGetAnchorStatusProcedure is the fully-qualified name of the AdminService's
+	// GetAnchorStatus RPC.
+	AdminServiceGetAnchorStatusProcedure = "/lanyard.v1.AdminService/GetAnchorStatus"
 )
 
 // CertificateServiceClient is a client for the lanyard.v1.CertificateService service.
@@ -303,6 +306,11 @@ type AdminServiceClient interface {
 	ListAcmeEabKeys(context.Context, *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error)
 	// RevokeAcmeEabKey withdraws an EAB key: no new account may bind it.
 	RevokeAcmeEabKey(context.Context, *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error)
+	// GetAnchorStatus returns what the IAM Roles Anywhere trust-anchor sync
+	// last recorded for every target, read from the store (so every
+	// replica answers with what the leader's sync did). FailedPrecondition
+	// when anchors.enabled is off.
+	GetAnchorStatus(context.Context, *connect.Request[v1.GetAnchorStatusRequest]) (*connect.Response[v1.GetAnchorStatusResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the lanyard.v1.AdminService service. By default, it
@@ -379,6 +387,13 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("RevokeAcmeEabKey")),
 			connect.WithClientOptions(opts...),
 		),
+		getAnchorStatus: connect.NewClient[v1.GetAnchorStatusRequest, v1.GetAnchorStatusResponse](
+			httpClient,
+			baseURL+AdminServiceGetAnchorStatusProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetAnchorStatus")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -394,6 +409,7 @@ type adminServiceClient struct {
 	createAcmeEabKey       *connect.Client[v1.CreateAcmeEabKeyRequest, v1.CreateAcmeEabKeyResponse]
 	listAcmeEabKeys        *connect.Client[v1.ListAcmeEabKeysRequest, v1.ListAcmeEabKeysResponse]
 	revokeAcmeEabKey       *connect.Client[v1.RevokeAcmeEabKeyRequest, v1.RevokeAcmeEabKeyResponse]
+	getAnchorStatus        *connect.Client[v1.GetAnchorStatusRequest, v1.GetAnchorStatusResponse]
 }
 
 // CreateEnrollmentToken calls lanyard.v1.AdminService.CreateEnrollmentToken.
@@ -446,6 +462,11 @@ func (c *adminServiceClient) RevokeAcmeEabKey(ctx context.Context, req *connect.
 	return c.revokeAcmeEabKey.CallUnary(ctx, req)
 }
 
+// GetAnchorStatus calls lanyard.v1.AdminService.GetAnchorStatus.
+func (c *adminServiceClient) GetAnchorStatus(ctx context.Context, req *connect.Request[v1.GetAnchorStatusRequest]) (*connect.Response[v1.GetAnchorStatusResponse], error) {
+	return c.getAnchorStatus.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the lanyard.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateEnrollmentToken mints a single-use token bound to a CN and profile.
@@ -472,6 +493,11 @@ type AdminServiceHandler interface {
 	ListAcmeEabKeys(context.Context, *connect.Request[v1.ListAcmeEabKeysRequest]) (*connect.Response[v1.ListAcmeEabKeysResponse], error)
 	// RevokeAcmeEabKey withdraws an EAB key: no new account may bind it.
 	RevokeAcmeEabKey(context.Context, *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error)
+	// GetAnchorStatus returns what the IAM Roles Anywhere trust-anchor sync
+	// last recorded for every target, read from the store (so every
+	// replica answers with what the leader's sync did). FailedPrecondition
+	// when anchors.enabled is off.
+	GetAnchorStatus(context.Context, *connect.Request[v1.GetAnchorStatusRequest]) (*connect.Response[v1.GetAnchorStatusResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -544,6 +570,13 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("RevokeAcmeEabKey")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetAnchorStatusHandler := connect.NewUnaryHandler(
+		AdminServiceGetAnchorStatusProcedure,
+		svc.GetAnchorStatus,
+		connect.WithSchema(adminServiceMethods.ByName("GetAnchorStatus")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/lanyard.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateEnrollmentTokenProcedure:
@@ -566,6 +599,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListAcmeEabKeysHandler.ServeHTTP(w, r)
 		case AdminServiceRevokeAcmeEabKeyProcedure:
 			adminServiceRevokeAcmeEabKeyHandler.ServeHTTP(w, r)
+		case AdminServiceGetAnchorStatusProcedure:
+			adminServiceGetAnchorStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -613,4 +648,8 @@ func (UnimplementedAdminServiceHandler) ListAcmeEabKeys(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) RevokeAcmeEabKey(context.Context, *connect.Request[v1.RevokeAcmeEabKeyRequest]) (*connect.Response[v1.RevokeAcmeEabKeyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.RevokeAcmeEabKey is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetAnchorStatus(context.Context, *connect.Request[v1.GetAnchorStatusRequest]) (*connect.Response[v1.GetAnchorStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("lanyard.v1.AdminService.GetAnchorStatus is not implemented"))
 }

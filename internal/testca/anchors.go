@@ -1,0 +1,32 @@
+package testca
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/lanyard/lanyard/anchors/emulator"
+	"github.com/lanyard/lanyard/config"
+)
+
+// EmulatedRoleARN is the role of the profile EmulatedAnchors creates.
+const EmulatedRoleARN = "arn:aws:iam::123456789012:role/covalent"
+
+// EmulatedAnchors starts a Roles Anywhere emulator for the test and
+// returns an anchors section (Options.Anchors) that syncs to it, creating
+// the trust anchor and a profile for EmulatedRoleARN. It points the AWS
+// SDK's default credential chain at the emulator's credentials through the
+// environment, so the test must not run in parallel.
+func EmulatedAnchors(t testing.TB) (config.Anchors, *emulator.Server) {
+	t.Helper()
+	emu := emulator.NewServer(emulator.Options{})
+	t.Cleanup(emu.Close)
+	dir := t.TempDir()
+	t.Setenv("AWS_ACCESS_KEY_ID", emulator.DefaultAccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", emulator.DefaultSecretAccessKey)
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
+	return config.Anchors{Enabled: true, AnchorsTarget: config.AnchorsTarget{Region: emulator.DefaultRegion, Endpoint: emu.URL,
+		RoleARN: EmulatedRoleARN, Create: true}}, emu
+}
