@@ -1,7 +1,7 @@
 // Package admincred owns the admin credential: the mTLS client
 // certificate (ca.IsAdminCertificate's marker) that grants full control of
-// the CA through the Connect AdminService, online backup, the anchors
-// status and the web page's certificate login.
+// the CA through the Connect AdminService (the trust-anchor status
+// included), online backup, tidy and the web page's certificate login.
 //
 // An admin certificate is a certificate like any other: it is recorded in
 // the store (profile Profile) and revocable. Check is the one admin check

@@ -48,8 +48,10 @@ func (c CertInfo) String() string {
 	return fmt.Sprintf("%s (sha256 %s…, expires %s)", c.Subject, c.SHA256[:16], c.NotAfter.Format(time.DateOnly))
 }
 
-// Status is what the Syncer last did and saw, for the admin page and
-// `lanyard anchors status`.
+// Status is what the Syncer last did and saw. Every change is persisted
+// in the store (StatusKeyFor), the one source the admin page and
+// `lanyard anchors status` read, through admin.Service.AnchorStatus (the
+// GetAnchorStatus admin RPC).
 type Status struct {
 	// TrustAnchorARN and ProfileARN are the anchor and profile synced.
 	TrustAnchorARN string `json:"trust_anchor_arn,omitempty"`

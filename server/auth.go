@@ -94,8 +94,8 @@ func (s *Server) adminOnly() connect.UnaryInterceptorFunc {
 }
 
 // checkAdmin is the one admin check of the server's entry points (Connect
-// admin calls, online backup; the web page and the anchors status call
-// admincred.Check with server.ClientCert themselves). It returns
+// admin calls, GetAnchorStatus among them, and online backup; the web page
+// and tidy call admincred.Check with server.ClientCert themselves). It returns
 // errNoClientCert / errBadClientCert when no verified certificate came,
 // else admincred's verdict.
 func (s *Server) checkAdmin(ctx context.Context) error {
