@@ -34,12 +34,7 @@ func TestAnchorsTargetsCLI(t *testing.T) {
 	defer eu.Close()
 	denied := emulator.NewServer(emulator.Options{AccessKeyID: "AKIAOTHERACCOUNT0000"})
 	defer denied.Close()
-	t.Setenv("AWS_ACCESS_KEY_ID", emulator.DefaultAccessKeyID)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", emulator.DefaultSecretAccessKey)
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
+	testca.EmulatorCredentials(t)
 	role := "arn:aws:iam::123456789012:role/covalent"
 	yaml := `data_dir: ` + dir + `
 ca_dir: ` + caDir + `

@@ -13,13 +13,23 @@ const EmulatedRoleARN = "arn:aws:iam::123456789012:role/covalent"
 
 // EmulatedAnchors starts a Roles Anywhere emulator for the test and
 // returns an anchors section (Options.Anchors) that syncs to it, creating
-// the trust anchor and a profile for EmulatedRoleARN. It points the AWS
-// SDK's default credential chain at the emulator's credentials through the
-// environment, so the test must not run in parallel.
+// the trust anchor and a profile for EmulatedRoleARN, with
+// EmulatorCredentials.
 func EmulatedAnchors(t testing.TB) (config.Anchors, *emulator.Server) {
 	t.Helper()
 	emu := emulator.NewServer(emulator.Options{})
 	t.Cleanup(emu.Close)
+	EmulatorCredentials(t)
+	return config.Anchors{Enabled: true, AnchorsTarget: config.AnchorsTarget{Region: emulator.DefaultRegion, Endpoint: emu.URL,
+		RoleARN: EmulatedRoleARN, Create: true}}, emu
+}
+
+// EmulatorCredentials points the AWS SDK's default credential chain (of
+// this process and the commands it runs) at the emulator's default
+// credentials, through the environment, for the rest of the test (which
+// therefore must not run in parallel).
+func EmulatorCredentials(t testing.TB) {
+	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("AWS_ACCESS_KEY_ID", emulator.DefaultAccessKeyID)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", emulator.DefaultSecretAccessKey)
@@ -27,6 +37,4 @@ func EmulatedAnchors(t testing.TB) (config.Anchors, *emulator.Server) {
 	t.Setenv("AWS_PROFILE", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
-	return config.Anchors{Enabled: true, AnchorsTarget: config.AnchorsTarget{Region: emulator.DefaultRegion, Endpoint: emu.URL,
-		RoleARN: EmulatedRoleARN, Create: true}}, emu
 }
