@@ -111,7 +111,8 @@ func (s *Syncer) pushWithRetry(crl *revocation.CRL) {
 	}
 }
 
-// WaitCRL waits until the CRL numbered at least n has reached AWS, or a
+// WaitCRL waits until the CRL numbered at least n has reached AWS and that
+// is recorded in the store (what admin.Service.AnchorStatus reads), or a
 // push of such a CRL has failed, or ctx ends. It returns the status then.
 func (s *Syncer) WaitCRL(ctx context.Context, n int64) (Status, error) {
 	for {
@@ -120,7 +121,7 @@ func (s *Syncer) WaitCRL(ctx context.Context, n int64) (Status, error) {
 		s.crlMu.Unlock()
 		st := s.Status()
 		if st.CRLNumber >= n {
-			return st, nil
+			return s.persistedStatus(), nil
 		}
 		if st.CRLErrorNumber >= n && st.CRLError != "" {
 			s.crlMu.Lock()

@@ -134,6 +134,14 @@ func (s *Syncer) Status() Status {
 	return st
 }
 
+// persistedStatus is Status once the status write in flight, if any, is
+// in the store (update changes the status in memory first).
+func (s *Syncer) persistedStatus() Status {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	return s.Status()
+}
+
 // update changes the status under the lock and persists it.
 // Writes are serialised so the store never ends up with an older snapshot.
 func (s *Syncer) update(ctx context.Context, fn func(*Status)) {
