@@ -21,9 +21,7 @@ import (
 
 	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
-	"github.com/lanyard/lanyard/config"
 	"github.com/lanyard/lanyard/internal/realtools"
-	"github.com/lanyard/lanyard/internal/testca"
 )
 
 func parseLeaf(t *testing.T, bundle []byte) (*x509.Certificate, []byte) {
@@ -46,14 +44,8 @@ func parseLeaf(t *testing.T, bundle []byte) (*x509.Certificate, []byte) {
 // revoking the replaced certificate revokes the renewal, ARI then says
 // renew now, and replacing the revoked certificate gives a fresh one.
 func TestARIRenewalThenRevocation(t *testing.T) {
-	port := freePort(t)
-	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
+	c, cl, _, _ := legoCA(t, "ari.covalent.example.net")
 	ctx := context.Background()
-	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "ari.covalent.example.net", false, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := legoClient(t, c, "covalent", kid, hk, port)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"ari.covalent.example.net"},
 		PrivateKey: key, Bundle: true, EnableCommonName: true})
@@ -160,14 +152,8 @@ func TestARIRenewalThenRevocation(t *testing.T) {
 // Roles Anywhere emulator (clientAuth, the CA's chain).
 func TestACMECertificateWithSigningHelper(t *testing.T) {
 	helper := realtools.SigningHelper(t)
-	port := freePort(t)
-	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
+	c, cl, _, _ := legoCA(t, "")
 	ctx := context.Background()
-	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := legoClient(t, c, "covalent", kid, hk, port)
 	res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"helper.covalent.example.net"},
 		KeyType: certcrypto.EC256, Bundle: true, EnableCommonName: true})
 	if err != nil {

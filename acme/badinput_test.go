@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-acme/lego/v5/lego"
-	"github.com/go-acme/lego/v5/registration"
 	"go.step.sm/crypto/jose"
 
 	"github.com/lanyard/lanyard/internal/testca"
@@ -140,18 +138,8 @@ func TestEABOfAnotherProfileRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	register := func(profile string) error {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		cfg := lego.NewConfig(&user{key: k})
-		cfg.CADirURL = c.URL + "/acme/" + profile + "/directory"
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(c.Authority.RootsPEM())
-		cfg.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-		cl, err := lego.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = cl.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hk})
-		return err
+		cl, u := newLegoClient(t, c, profile)
+		return registerEAB(cl, u, kid, hk)
 	}
 	before := storeState(t, c)
 	if err := register("covalent"); err == nil || !strings.Contains(err.Error(), "another profile") {

@@ -47,8 +47,9 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// legoClient registers an account with EAB at profile's directory.
-func legoClient(t *testing.T, c *testca.CA, profile, kid, hmacKey string, port int) *lego.Client {
+// newLegoClient is a lego client of profile's ACME directory at c, with
+// a new account key (no account registered yet).
+func newLegoClient(t *testing.T, c *testca.CA, profile string) (*lego.Client, *user) {
 	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u := &user{key: k}
@@ -61,27 +62,49 @@ func legoClient(t *testing.T, c *testca.CA, profile, kid, hmacKey string, port i
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cl, u
+}
+
+// registerEAB registers u's account through cl with the EAB key kid.
+func registerEAB(cl *lego.Client, u *user, kid, hmacKey string) error {
+	reg, err := cl.Registration.RegisterWithExternalAccountBinding(context.Background(), registration.RegisterEABOptions{
+		TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey})
+	u.reg = reg
+	return err
+}
+
+// legoClient registers an account with EAB at profile's directory; it
+// answers http-01 challenges on port.
+func legoClient(t *testing.T, c *testca.CA, profile, kid, hmacKey string, port int) *lego.Client {
+	t.Helper()
+	cl, u := newLegoClient(t, c, profile)
 	if err := cl.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(port))); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := cl.Registration.RegisterWithExternalAccountBinding(context.Background(), registration.RegisterEABOptions{
-		TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey})
-	if err != nil {
+	if err := registerEAB(cl, u, kid, hmacKey); err != nil {
 		t.Fatalf("register with EAB: %v", err)
 	}
-	u.reg = reg
 	return cl
 }
 
-func TestLegoIssuesClientAuthCertificate(t *testing.T) {
+// legoCA starts a CA serving ACME whose http-01 challenges are fetched
+// from this host on a free port, makes a single-use EAB key of profile
+// covalent (bound to cn, or for any CN when cn is ""), and returns the
+// CA, a lego client registered with that key, and the key's id and HMAC.
+func legoCA(t *testing.T, cn string) (c *testca.CA, cl *lego.Client, kid, hmacKey string) {
+	t.Helper()
 	port := freePort(t)
-	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
-	ctx := context.Background()
-	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
+	c = testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
+	kid, hmacKey, err := c.App.ACME.CreateEAB(context.Background(), "covalent", cn, false, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := legoClient(t, c, "covalent", kid, hk, port)
+	return c, legoClient(t, c, "covalent", kid, hmacKey, port), kid, hmacKey
+}
+
+func TestLegoIssuesClientAuthCertificate(t *testing.T) {
+	c, cl, kid, hk := legoCA(t, "")
+	ctx := context.Background()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"web1.covalent.example.net"},
 		PrivateKey: key, Bundle: true, EnableCommonName: true})
@@ -117,14 +140,7 @@ func TestLegoIssuesClientAuthCertificate(t *testing.T) {
 	}
 
 	// The single-use EAB key cannot open a second account.
-	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	cfg := lego.NewConfig(&user{key: k2})
-	cfg.CADirURL = c.URL + "/acme/covalent/directory"
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.Authority.RootsPEM())
-	cfg.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	cl2, _ := lego.NewClient(cfg)
-	if _, err := cl2.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hk}); err == nil {
+	if cl2, u2 := newLegoClient(t, c, "covalent"); registerEAB(cl2, u2, kid, hk) == nil {
 		t.Error("a used single-use EAB key opened a second account")
 	}
 
@@ -143,14 +159,8 @@ func TestLegoIssuesClientAuthCertificate(t *testing.T) {
 // 7.3.5); the account orders with the new key, the change is audited,
 // and rolling over to the key already current is refused.
 func TestKeyChange(t *testing.T) {
-	port := freePort(t)
-	c := testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
+	c, cl, _, _ := legoCA(t, "")
 	ctx := context.Background()
-	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := legoClient(t, c, "covalent", kid, hk, port)
 	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err := cl.Registration.KeyRollover(ctx, newKey); err != nil {
 		t.Fatalf("key rollover: %v", err)
