@@ -2,9 +2,9 @@
 // port, with External Account Binding required: an EAB key minted by the
 // admin for one profile (optionally one CN) is the only way to open an
 // account. Orders carry one dns identifier, the certificate's CN; http-01
-// proves control of it; finalize turns the order into an issuance grant
-// (issuance.Service.AuthorizeOrder) and issuance.Service.Issue signs and
-// records it — there is no other signing path and no other store: ACME
+// or tls-alpn-01 (RFC 8737) proves control of it; finalize turns the
+// order into an issuance grant (issuance.Service.AuthorizeOrder) and
+// issuance.Service.Issue signs and records it — there is no other signing path and no other store: ACME
 // state (EAB keys, accounts, orders, authorizations) lives in the store's
 // Meta part. JWS is go.step.sm/crypto/jose.
 //
@@ -98,10 +98,12 @@ type Config struct {
 	ChainPEM []byte
 	Now      func() time.Time
 	Logger   *slog.Logger
-	// ValidationPort and ResolveTo are for dev and tests only (the
-	// composition root refuses them otherwise): the http-01 port (default
-	// 80) and the host every identifier resolves to for validation.
+	// ValidationPort, TLSALPNPort and ResolveTo are for dev and tests
+	// only (the composition root refuses them otherwise): the http-01 port
+	// (default 80), the tls-alpn-01 port (default 443) and the host every
+	// identifier resolves to for validation.
 	ValidationPort int
+	TLSALPNPort    int
 	ResolveTo      string
 	// Client fetches http-01 responses (default: 10 s timeout, no redirects
 	// followed beyond Go's default of 10).
@@ -129,6 +131,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.ValidationPort == 0 {
 		cfg.ValidationPort = 80
+	}
+	if cfg.TLSALPNPort == 0 {
+		cfg.TLSALPNPort = 443
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
@@ -189,6 +194,9 @@ type authz struct {
 	Status  string    `json:"status"`
 	Token   string    `json:"token"`
 	Expires time.Time `json:"expires"`
+	// Via is the challenge type that was tried ("": none yet, or a
+	// record from before tls-alpn-01, which was http-01).
+	Via string `json:"via,omitempty"`
 }
 
 func key(kind, id string) string { return "acme/" + kind + "/" + id }
@@ -287,7 +295,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "authz":
 		h = s.getAuthz
 	case "chall":
-		h = s.challenge
+		h = s.challenge(http01)
+	case "chall-alpn":
+		h = s.challenge(tlsALPN01)
 	case "finalize":
 		h = s.finalize
 	case "cert":

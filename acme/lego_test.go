@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net"
 	"net/http"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/certcrypto"
 	"github.com/go-acme/lego/v5/certificate"
 	"github.com/go-acme/lego/v5/challenge/http01"
+	"github.com/go-acme/lego/v5/challenge/tlsalpn01"
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
 
@@ -176,5 +179,42 @@ func TestKeyChange(t *testing.T) {
 	// A second rollover to the same (now current) key is refused.
 	if err := cl.Registration.KeyRollover(ctx, newKey); err == nil {
 		t.Fatal("rolling over to the current key succeeded")
+	}
+}
+
+// TestLegoTLSALPN01: lego proves its identifier with tls-alpn-01 alone
+// (RFC 8737; no http-01 listener), and the authorization records it.
+func TestLegoTLSALPN01(t *testing.T) {
+	port := freePort(t)
+	c := testca.Start(t, testca.Options{ACME: config.ACME{TLSALPN01Port: port, ResolveTo: "127.0.0.1"}})
+	ctx := context.Background()
+	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, u := newLegoClient(t, c, "covalent")
+	if err := cl.Challenge.SetTLSALPN01Provider(tlsalpn01.NewProviderServer("127.0.0.1", strconv.Itoa(port))); err != nil {
+		t.Fatal(err)
+	}
+	if err := registerEAB(cl, u, kid, hk); err != nil {
+		t.Fatalf("register with EAB: %v", err)
+	}
+	res, err := cl.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{"alpn.covalent.example.net"},
+		KeyType: certcrypto.EC256, Bundle: true, EnableCommonName: true})
+	if err != nil {
+		t.Fatalf("obtain with tls-alpn-01: %v", err)
+	}
+	if leaf, _ := parseLeaf(t, res.Certificate); leaf.Subject.CommonName != "alpn.covalent.example.net" {
+		t.Fatalf("CN %q", leaf.Subject.CommonName)
+	}
+	authzs, err := c.Store.ListMeta("acme/authz/")
+	if err != nil || len(authzs) != 1 {
+		t.Fatalf("authorizations %v (%v), want one", authzs, err)
+	}
+	for _, raw := range authzs {
+		var a struct{ Status, Via string }
+		if err := json.Unmarshal(raw, &a); err != nil || a.Status != "valid" || a.Via != "tls-alpn-01" {
+			t.Fatalf("authorization %s (%v), want valid via tls-alpn-01", raw, err)
+		}
 	}
 }

@@ -2,19 +2,9 @@ package acme
 
 import (
 	"context"
-	"crypto"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
-
-	"go.step.sm/crypto/jose"
 
 	"github.com/lanyard/lanyard/store"
 )
@@ -126,14 +116,14 @@ func (s *Server) getOrder(_ context.Context, req *request) (int, any, *Problem) 
 }
 
 func (s *Server) authzJSON(a *authz, req *request) map[string]any {
-	ch := map[string]any{"type": "http-01", "url": req.base + "/chall/" + a.ID, "token": a.Token, "status": a.Status}
-	if a.Status == "valid" {
-		ch["status"] = "valid"
+	var chs []any
+	for _, typ := range challengeTypes {
+		chs = append(chs, challengeJSON(a, typ, req))
 	}
 	return map[string]any{
 		"status": a.Status, "expires": a.Expires.UTC().Format(time.RFC3339),
 		"identifier": map[string]string{"type": "dns", "value": a.CN},
-		"challenges": []any{ch},
+		"challenges": chs,
 	}
 }
 
@@ -154,61 +144,4 @@ func (s *Server) getAuthz(_ context.Context, req *request) (int, any, *Problem) 
 		return 0, nil, p
 	}
 	return 200, s.authzJSON(a, req), nil
-}
-
-// challenge validates http-01 at once (synchronously): the client then
-// polls the authorization, which is already final.
-func (s *Server) challenge(ctx context.Context, req *request) (int, any, *Problem) {
-	a, p := s.loadAuthz(req)
-	if p != nil {
-		return 0, nil, p
-	}
-	chURL := req.base + "/chall/" + a.ID
-	if a.Status == "pending" {
-		var k jose.JSONWebKey
-		_ = k.UnmarshalJSON(req.acct.JWK)
-		thumb, _ := k.Thumbprint(crypto.SHA256)
-		want := a.Token + "." + base64.RawURLEncoding.EncodeToString(thumb)
-		old := *a
-		a.Status = "invalid"
-		if err := s.fetchHTTP01(ctx, a.CN, a.Token, want); err == nil {
-			a.Status = "valid"
-		} else {
-			s.cfg.Logger.Info("acme http-01 failed", "cn", a.CN, "err", err)
-		}
-		// A validation racing another (a retry on another replica): the
-		// first outcome stands.
-		if err := s.swap(ctx, "authz", a.ID, &old, a, nil); errors.Is(err, store.ErrConflict) {
-			if a, p = s.loadAuthz(req); p != nil {
-				return 0, nil, p
-			}
-		} else if err != nil {
-			return 0, nil, storeProblem(err)
-		}
-	}
-	req.wHeader("Link", "<"+req.base+"/authz/"+a.ID+">;rel=\"up\"")
-	return 200, map[string]any{"type": "http-01", "url": chURL, "token": a.Token, "status": a.Status}, nil
-}
-
-func (s *Server) fetchHTTP01(ctx context.Context, cn, token, want string) error {
-	host := cn
-	if s.cfg.ResolveTo != "" {
-		host = s.cfg.ResolveTo
-	}
-	u := "http://" + net.JoinHostPort(host, strconv.Itoa(s.cfg.ValidationPort)) + "/.well-known/acme-challenge/" + token
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	hr.Host = cn
-	resp, err := s.cfg.Client.Do(hr)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != want {
-		return fmt.Errorf("http-01 at %s: status %d, wrong key authorization", u, resp.StatusCode)
-	}
-	return nil
 }

@@ -75,6 +75,9 @@ type Config struct {
 type ACME struct {
 	// HTTP01Port is the port http-01 validation connects to (default 80).
 	HTTP01Port int `mapstructure:"http01_port" yaml:"http01_port"`
+	// TLSALPN01Port is the port tls-alpn-01 validation connects to
+	// (default 443).
+	TLSALPN01Port int `mapstructure:"tls_alpn01_port" yaml:"tls_alpn01_port"`
 	// ResolveTo is the address every identifier resolves to for
 	// validation (e.g. 127.0.0.1), like pebble's -dnsserver.
 	ResolveTo string `mapstructure:"resolve_to" yaml:"resolve_to"`

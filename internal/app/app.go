@@ -51,7 +51,8 @@ type Options struct {
 	// the server is built (tests).
 	ServerOptions func(*server.Options)
 	// Testing allows the dev-only settings (acme.http01_port,
-	// acme.resolve_to) without dev mode; only internal/testca sets it.
+	// acme.tls_alpn01_port, acme.resolve_to) without dev mode; only
+	// internal/testca sets it.
 	Testing bool
 }
 
@@ -152,11 +153,12 @@ func Build(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		ServerNames: cfg.ServerNames, MaxBody: cfg.Limits.MaxBody, RatePerClient: cfg.Limits.RatePerClient, Burst: cfg.Limits.Burst,
 		MaxHandshakes: cfg.Limits.MaxHandshakes, ReadTimeout: cfg.Limits.ReadTimeout, WriteTimeout: cfg.Limits.WriteTimeout,
 		IdleTimeout: cfg.Limits.IdleTimeout, Logger: a.Log, Now: a.Now, Extra: map[string]http.Handler{}}
-	if (cfg.ACME.HTTP01Port != 0 || cfg.ACME.ResolveTo != "") && !cfg.Dev && !opts.Testing {
-		return nil, errors.New("acme.http01_port and acme.resolve_to are for dev mode and tests only")
+	if (cfg.ACME.HTTP01Port != 0 || cfg.ACME.TLSALPN01Port != 0 || cfg.ACME.ResolveTo != "") && !cfg.Dev && !opts.Testing {
+		return nil, errors.New("acme.http01_port, acme.tls_alpn01_port and acme.resolve_to are for dev mode and tests only")
 	}
 	a.ACME = acme.New(acme.Config{Issuer: a.Issuance, Revocation: a.Revocation, Store: a.Store, ChainPEM: a.CA.ChainPEM(),
-		Now: a.Now, Logger: a.Log, ValidationPort: cfg.ACME.HTTP01Port, ResolveTo: cfg.ACME.ResolveTo})
+		Now: a.Now, Logger: a.Log, ValidationPort: cfg.ACME.HTTP01Port,
+		TLSALPNPort: cfg.ACME.TLSALPN01Port, ResolveTo: cfg.ACME.ResolveTo})
 	so.Extra["/acme/"] = a.ACME
 	// Only the leader tidies by itself (tidy.interval); TidyPath runs a
 	// tidy on the replica asked.
