@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lanyard/lanyard/internal/testpki"
 	"github.com/lanyard/lanyard/renewal/schedule"
 	"github.com/lanyard/lanyard/store"
 )
@@ -19,7 +20,7 @@ import (
 // returns it.
 func (f *fixture) enrolled(t testing.TB, cn string) *Issued {
 	t.Helper()
-	iss, err := f.svc.Enroll(context.Background(), f.token(t, cn, cn), csrFor(t, p256(t), nil))
+	iss, err := f.svc.Enroll(context.Background(), f.token(t, cn, cn), testpki.CSR(t, testpki.Key(t, "ec"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func (f *fixture) certCount(t *testing.T) int {
 func TestIssueRefusesAGrantItDidNotMake(t *testing.T) {
 	f := newFixture(t)
 	for _, g := range []*Grant{nil, {CN: "forged.covalent.example.net", Profile: "covalent"}} {
-		if _, err := f.svc.Issue(context.Background(), g, csrFor(t, p256(t), nil)); !errors.Is(err, ErrNoGrant) {
+		if _, err := f.svc.Issue(context.Background(), g, testpki.CSR(t, testpki.Key(t, "ec"), nil)); !errors.Is(err, ErrNoGrant) {
 			t.Fatalf("Issue(%+v) = %v, want ErrNoGrant", g, err)
 		}
 	}
@@ -88,9 +89,9 @@ func TestIssueChecksTheProfileAsItIsNow(t *testing.T) {
 				f.reprofile(t, tc.tighten)
 				var err error
 				if via == "enroll" {
-					_, err = f.svc.Enroll(context.Background(), tok, csrFor(t, p256(t), nil))
+					_, err = f.svc.Enroll(context.Background(), tok, testpki.CSR(t, testpki.Key(t, "ec"), nil))
 				} else {
-					_, err = f.svc.Renew(context.Background(), cur.Cert, csrFor(t, p256(t), nil))
+					_, err = f.svc.Renew(context.Background(), cur.Cert, testpki.CSR(t, testpki.Key(t, "ec"), nil))
 				}
 				if !errors.Is(err, ErrNameNotAllowed) || !strings.Contains(err.Error(), tc.naming) {
 					t.Fatalf("err = %v, want ErrNameNotAllowed naming %q", err, tc.naming)
@@ -163,9 +164,9 @@ func TestRenewKeyTypeRule(t *testing.T) {
 		csr      func(t *testing.T) []byte
 		want     error
 	}{
-		{"P-256 to RSA, profile allows all", nil, func(t *testing.T) []byte { return csrFor(t, rsaKey, nil) }, nil},
-		{"P-256 to P-384, profile allows all", nil, func(t *testing.T) []byte { return csrFor(t, p384, nil) }, nil},
-		{"P-256 to RSA, profile allows EC only", []string{KeyP256, KeyP384}, func(t *testing.T) []byte { return csrFor(t, rsaKey, nil) }, ErrKeyType},
+		{"P-256 to RSA, profile allows all", nil, func(t *testing.T) []byte { return testpki.CSR(t, rsaKey, nil) }, nil},
+		{"P-256 to P-384, profile allows all", nil, func(t *testing.T) []byte { return testpki.CSR(t, p384, nil) }, nil},
+		{"P-256 to RSA, profile allows EC only", []string{KeyP256, KeyP384}, func(t *testing.T) []byte { return testpki.CSR(t, rsaKey, nil) }, ErrKeyType},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,7 +187,7 @@ func TestRenewKeyTypeRule(t *testing.T) {
 func TestRenewRefusals(t *testing.T) {
 	f := newFixture(t)
 	cur := f.enrolled(t, "r.covalent.example.net")
-	key := p256(t)
+	key := testpki.Key(t, "ec")
 	tests := []struct {
 		name string
 		// cert is what the TLS layer verified; the fixture does not hold
@@ -201,7 +202,7 @@ func TestRenewRefusals(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := f.certCount(t)
-			if _, err := f.svc.Renew(context.Background(), tc.cert, csrFor(t, key, nil)); !errors.Is(err, tc.want) {
+			if _, err := f.svc.Renew(context.Background(), tc.cert, testpki.CSR(t, key, nil)); !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
 			if n := f.certCount(t); n != before {

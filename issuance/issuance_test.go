@@ -2,7 +2,6 @@ package issuance
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/certlint"
+	"github.com/lanyard/lanyard/internal/testpki"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -77,31 +77,11 @@ func (f *fixture) token(t testing.TB, cn string, dns ...string) string {
 	return secret
 }
 
-func csrFor(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
-	t.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-func p256(t testing.TB) crypto.Signer {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestEnrollIssuesWhatTheProfileSays(t *testing.T) {
 	f := newFixture(t)
 	cn := "host1.covalent.example.net"
 	tok := f.token(t, cn, cn)
-	iss, err := f.svc.Enroll(context.Background(), tok, csrFor(t, p256(t), &x509.CertificateRequest{DNSNames: []string{cn}}))
+	iss, err := f.svc.Enroll(context.Background(), tok, testpki.CSR(t, testpki.Key(t, "ec"), &x509.CertificateRequest{DNSNames: []string{cn}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,20 +129,20 @@ func TestEnrollBadInput(t *testing.T) {
 		{"empty CSR", nil, func(*testing.T) []byte { return nil }, ErrBadCSR},
 		{"garbage CSR", nil, func(*testing.T) []byte { return []byte("\x30\x03garbage") }, ErrBadCSR},
 		{"bad CSR signature", nil, func(t *testing.T) []byte {
-			d := csrFor(t, p256(t), nil)
+			d := testpki.CSR(t, testpki.Key(t, "ec"), nil)
 			d[len(d)-3] ^= 0xff
 			return d
 		}, ErrBadCSR},
-		{"RSA 1024", nil, func(t *testing.T) []byte { return csrFor(t, rsa1024, nil) }, ErrKeyType},
-		{"P-224", nil, func(t *testing.T) []byte { return csrFor(t, p224, nil) }, ErrKeyType},
+		{"RSA 1024", nil, func(t *testing.T) []byte { return testpki.CSR(t, rsa1024, nil) }, ErrKeyType},
+		{"P-224", nil, func(t *testing.T) []byte { return testpki.CSR(t, p224, nil) }, ErrKeyType},
 		{"other CN", nil, func(t *testing.T) []byte {
-			return csrFor(t, p256(t), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "evil.covalent.example.net"}})
+			return testpki.CSR(t, testpki.Key(t, "ec"), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "evil.covalent.example.net"}})
 		}, ErrNameNotAllowed},
 		{"extra SAN", nil, func(t *testing.T) []byte {
-			return csrFor(t, p256(t), &x509.CertificateRequest{DNSNames: []string{"other.covalent.example.net"}})
+			return testpki.CSR(t, testpki.Key(t, "ec"), &x509.CertificateRequest{DNSNames: []string{"other.covalent.example.net"}})
 		}, ErrNameNotAllowed},
 		{"IP SAN", nil, func(t *testing.T) []byte {
-			return csrFor(t, p256(t), &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}})
+			return testpki.CSR(t, testpki.Key(t, "ec"), &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}})
 		}, ErrNameNotAllowed},
 	}
 	for _, tc := range tests {
@@ -174,7 +154,7 @@ func TestEnrollBadInput(t *testing.T) {
 			} else {
 				tok = f.token(t, "a.covalent.example.net")
 			}
-			csr := csrFor(t, p256(t), nil)
+			csr := testpki.CSR(t, testpki.Key(t, "ec"), nil)
 			if tc.csr != nil {
 				csr = tc.csr(t)
 			}
@@ -192,7 +172,7 @@ func TestEnrollBadInput(t *testing.T) {
 func TestTokenSingleUseUnderConcurrency(t *testing.T) {
 	f := newFixture(t)
 	tok := f.token(t, "busy.covalent.example.net")
-	csr := csrFor(t, p256(t), nil)
+	csr := testpki.CSR(t, testpki.Key(t, "ec"), nil)
 	var ok, refused atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < 100; i++ {
@@ -284,7 +264,7 @@ func TestStrictProfileLintsEveryCertificate(t *testing.T) {
 		p.Strict = true
 		m["covalent"] = p
 	})
-	if _, err := f.svc.Enroll(context.Background(), f.token(t, "s.covalent.example.net"), csrFor(t, p256(t), nil)); err != nil {
+	if _, err := f.svc.Enroll(context.Background(), f.token(t, "s.covalent.example.net"), testpki.CSR(t, testpki.Key(t, "ec"), nil)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -329,7 +309,7 @@ func BenchmarkEnroll(b *testing.B) {
 	csrs := make([][]byte, b.N)
 	for i := range toks {
 		toks[i] = f.token(b, "bench.covalent.example.net")
-		csrs[i] = csrFor(b, p256(b), nil)
+		csrs[i] = testpki.CSR(b, testpki.Key(b, "ec"), nil)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -28,29 +25,21 @@ import (
 	"github.com/lanyard/lanyard/certlint"
 	"github.com/lanyard/lanyard/internal/realtools"
 	"github.com/lanyard/lanyard/internal/testca"
+	"github.com/lanyard/lanyard/internal/testpki"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/store"
 )
 
+// newKey and csr are the server tests' short names for testpki.Key (a
+// P-256 key) and testpki.CSR.
 func newKey(t testing.TB) crypto.Signer {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+	return testpki.Key(t, "ec")
 }
 
 func csr(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
 	t.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+	return testpki.CSR(t, key, tmpl)
 }
 
 // enroll redeems a fresh token for cn and returns the bundle and key.

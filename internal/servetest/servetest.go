@@ -10,9 +10,6 @@ package servetest
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -30,6 +27,7 @@ import (
 
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
+	"github.com/lanyard/lanyard/internal/testpki"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -249,15 +247,9 @@ func FetchCRL(hc *http.Client, baseURL string) (*x509.RevocationList, error) {
 // KeyAndCSR returns a new P-256 key and a CSR of it with no names (the
 // token or the certificate renewed decides them).
 func KeyAndCSR(t testing.TB) (crypto.Signer, []byte) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, der
+	t.Helper()
+	k := testpki.Key(t, "ec")
+	return k, testpki.CSR(t, k, nil)
 }
 
 // BundleCert is b's leaf and first chain certificate with key, as a TLS

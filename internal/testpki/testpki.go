@@ -45,3 +45,17 @@ func Issue(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, s
 	}
 	return c
 }
+
+// CSR is a certificate request of tmpl (nil: one with no names) signed by
+// key.
+func CSR(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
+	t.Helper()
+	if tmpl == nil {
+		tmpl = &x509.CertificateRequest{}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
