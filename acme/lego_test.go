@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -27,6 +26,7 @@ import (
 
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/config"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/store"
 )
@@ -39,16 +39,6 @@ type user struct {
 func (u *user) GetEmail() string                           { return "" }
 func (u *user) GetRegistration() *legoacme.ExtendedAccount { return u.reg }
 func (u *user) GetPrivateKey() crypto.Signer               { return u.key }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // newLegoClient is a lego client of profile's ACME directory at c, with
 // a new account key (no account registered yet).
@@ -96,7 +86,7 @@ func legoClient(t *testing.T, c *testca.CA, profile, kid, hmacKey string, port i
 // CA, a lego client registered with that key, and the key's id and HMAC.
 func legoCA(t *testing.T, cn string) (c *testca.CA, cl *lego.Client, kid, hmacKey string) {
 	t.Helper()
-	port := freePort(t)
+	port := servetest.FreePort(t)
 	c = testca.Start(t, testca.Options{ACME: config.ACME{HTTP01Port: port, ResolveTo: "127.0.0.1"}})
 	kid, hmacKey, err := c.App.ACME.CreateEAB(context.Background(), "covalent", cn, false, "test")
 	if err != nil {
@@ -185,7 +175,7 @@ func TestKeyChange(t *testing.T) {
 // TestLegoTLSALPN01: lego proves its identifier with tls-alpn-01 alone
 // (RFC 8737; no http-01 listener), and the authorization records it.
 func TestLegoTLSALPN01(t *testing.T) {
-	port := freePort(t)
+	port := servetest.FreePort(t)
 	c := testca.Start(t, testca.Options{ACME: config.ACME{TLSALPN01Port: port, ResolveTo: "127.0.0.1"}})
 	ctx := context.Background()
 	kid, hk, err := c.App.ACME.CreateEAB(ctx, "covalent", "", false, "test")

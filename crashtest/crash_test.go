@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -110,9 +109,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 	bin := servetest.Binary(t)
 	dir := t.TempDir()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := servetest.FreePort(t)
 	cfg := filepath.Join(dir, "lanyard.yaml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, crashConfig, port, dir), 0o600); err != nil {
 		t.Fatal(err)

@@ -172,7 +172,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		if err := os.MkdirAll(data, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		port := freePort(t)
+		port := servetest.FreePort(t)
 		r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 		r.cfg, r.logPath = filepath.Join(data, "lanyard.yaml"), filepath.Join(data, "serve.log")
 		if err := os.WriteFile(r.cfg, fmt.Appendf(nil, replicaConfig, port, data, caDir, c.dsn, endpoint), 0o600); err != nil {
@@ -214,16 +214,6 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // start starts r's `lanyard serve`, its output appended to r.logPath.

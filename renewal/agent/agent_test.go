@@ -17,6 +17,7 @@ import (
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/renewal/hostdir"
 	"github.com/lanyard/lanyard/renewal/schedule"
@@ -227,7 +228,7 @@ func TestAgentHooksHelperMetrics(t *testing.T) {
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(sleeper.Process.Pid)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := servetest.FreePort(t)
 	cfg := &Config{MetricsListen: "127.0.0.1:0", Dirs: []DirConfig{{
 		Path: dir,
 		Hooks: []HookConfig{

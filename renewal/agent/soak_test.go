@@ -20,6 +20,7 @@ import (
 	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/issuance"
 )
@@ -122,7 +123,7 @@ func TestRotationSoak(t *testing.T) {
 	}
 	dir := enroll(t, ca, ca.URL, "soak.covalent.example.net", "P-256")
 
-	port := freePort(t)
+	port := servetest.FreePort(t)
 	helperOut := &syncBuffer{}
 	sup := &Supervisor{Helper: helper, Port: port, Env: realtools.HelperEnv(), Output: helperOut,
 		Args: []string{"--trust-anchor-arn", anchorArn, "--profile-arn", profileArn, "--role-arn", testRole, "--endpoint", emuSrv.URL}}
