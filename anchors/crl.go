@@ -32,22 +32,37 @@ const pushAttempts = 8
 
 var _ revocation.Publisher = (*Syncer)(nil)
 
-// PublishCRL implements revocation.Publisher: it queues crl and returns at
-// once; a background goroutine pushes it to the trust anchor immediately
-// (ImportCrl, enabled, the first time; UpdateCrl after), retrying with
-// backoff on throttling and server errors and stopping at final errors.
-// When several CRLs arrive while a push is in flight, only the newest is
-// pushed next. A CRL over MaxCRLBytes is refused: logged, and recorded in
-// the status with its entry count.
+// PublishCRL implements revocation.Publisher, the one way CRLs reach the
+// Syncer: it queues crl and returns at once; a background goroutine
+// pushes it to the trust anchor immediately (ImportCrl, enabled, the first
+// time; UpdateCrl after), retrying with backoff on throttling and server
+// errors and stopping at final errors.
+//
+// The queue is latest-wins and never goes backwards: it holds one CRL,
+// the newest not yet pushed; a CRL arriving while a push is in flight
+// replaces the queued one (a retry in progress gives way to it), and a CRL
+// older than the newest the Syncer was handed is dropped. So when pushes
+// are slower than CRL production the trust anchor gets the newest CRL,
+// skipping the ones in between, and never an older one after a newer.
+// Run's periodic check re-queues the newest CRL when AWS's copy is
+// missing, older or different. A CRL over MaxCRLBytes is refused:
+// logged, and recorded in the status with its entry count.
 func (s *Syncer) PublishCRL(_ context.Context, crl *revocation.CRL) {
 	if crl == nil {
 		return
 	}
 	s.crlMu.Lock()
 	defer s.crlMu.Unlock()
-	if s.closed {
+	if s.closed || s.latest != nil && crl.Number < s.latest.Number {
 		return
 	}
+	s.latest = crl
+	s.queueLocked(crl)
+}
+
+// queueLocked makes crl the next CRL to push (crlMu held), starting the
+// push goroutine when idle.
+func (s *Syncer) queueLocked(crl *revocation.CRL) {
 	if s.pending == nil || crl.Number >= s.pending.Number {
 		s.pending = crl
 	}
@@ -409,12 +424,12 @@ func (s *Syncer) recordPushed(ctx context.Context, arn string, crl *revocation.C
 }
 
 // Run syncs the trust anchor every Config.Interval until ctx ends, and
-// after each sync checks the CRL AWS holds against crls() (the CA's
-// current CRL; nil func: no CRL check): when AWS's is missing, older, or
-// disabled, the CA's is pushed (new CRLs are pushed as they are made
-// through PublishCRL; this catches what a failed push or an out-of-band
-// change left behind), then reconciles the subjects (SetInventory).
-func (s *Syncer) Run(ctx context.Context, crls func() *revocation.CRL) {
+// after each sync checks the CRL AWS holds against the newest CRL handed
+// to PublishCRL (none yet: no check): when AWS's is missing, older,
+// disabled or different, that CRL is queued again (this catches what a
+// failed push or an out-of-band change left behind; Run never fetches a
+// CRL itself), then reconciles the subjects (SetInventory).
+func (s *Syncer) Run(ctx context.Context) {
 	wait := time.Duration(0)
 	if last := s.Status().LastSync; !last.IsZero() {
 		if since := s.now().Sub(last); since >= 0 && since < s.cfg.Interval {
@@ -430,18 +445,19 @@ func (s *Syncer) Run(ctx context.Context, crls func() *revocation.CRL) {
 		case <-t.C:
 		}
 		if _, err := s.Sync(ctx, false); err == nil || errors.Is(err, ErrForeignCertificate) {
-			if crls != nil {
-				s.checkCRL(ctx, crls())
-			}
+			s.checkCRL(ctx)
 			s.RefreshSubjects(ctx)
 		}
 		t.Reset(s.cfg.Interval)
 	}
 }
 
-// checkCRL queues crl when AWS's copy is missing, older, disabled or
-// different.
-func (s *Syncer) checkCRL(ctx context.Context, crl *revocation.CRL) {
+// checkCRL queues the newest CRL again when AWS's copy is missing, older,
+// disabled or different.
+func (s *Syncer) checkCRL(ctx context.Context) {
+	s.crlMu.Lock()
+	crl := s.latest
+	s.crlMu.Unlock()
 	if crl == nil {
 		return
 	}
@@ -473,7 +489,11 @@ func (s *Syncer) checkCRL(ctx context.Context, crl *revocation.CRL) {
 			st.CRLNumber = r.Number
 		}
 	})
-	s.PublishCRL(ctx, crl)
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if !s.closed && s.latest == crl { // else a newer one is queued already
+		s.queueLocked(crl)
+	}
 }
 
 // ArnOrEmpty returns r.Arn, or "" for a nil r.

@@ -10,12 +10,15 @@
 // endpoint. Sync compares the anchor's bundle with the CA's roots by
 // certificate (DER), not by text, and calls UpdateTrustAnchor only on
 // drift; it never removes a certificate lanyard did not put there unless
-// Config.Force is set. PublishCRL implements revocation.Publisher:
-// ImportCrl once, then UpdateCrl for every newer CRL, newest wins, retried
-// with backoff on throttling and server errors, stopped at final errors
-// (see Retryable). Run does both in the background. Status is persisted in
-// the store (meta key StatusKey) for the admin page and `lanyard anchors
-// status`.
+// Config.Force is set. CRLs arrive one way only, through PublishCRL
+// (revocation.Publisher; the Syncer never asks for one): ImportCrl once,
+// then UpdateCrl for every newer CRL, through one latest-wins queue that
+// never goes backwards, retried with backoff on throttling and server
+// errors, stopped at final errors (see Retryable). Run syncs in the
+// background and re-queues the newest CRL it was handed when AWS's copy
+// drifted. Status is persisted in the store (meta key StatusKey), the one
+// source of the admin page and `lanyard anchors status`
+// (admin.Service.AnchorStatus).
 //
 // TrustPolicy and SessionPolicy write the IAM documents that go with a
 // profile: the role trust policy (principal rolesanywhere.amazonaws.com,

@@ -538,7 +538,8 @@ func SyncAll(ctx context.Context, syncers []*Syncer, dryRun bool) []TargetResult
 // Syncers fans CRLs out to several targets (revocation.Publisher).
 type Syncers []*Syncer
 
-// PublishCRL hands crl to every target; each pushes it on its own.
+// PublishCRL hands crl to every target; each queues and pushes it on its
+// own (one target's slow or failing pushes do not hold the others').
 func (ss Syncers) PublishCRL(ctx context.Context, crl *revocation.CRL) {
 	for _, s := range ss {
 		s.PublishCRL(ctx, crl)

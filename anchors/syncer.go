@@ -66,7 +66,8 @@ type Syncer struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	crlMu      sync.Mutex
-	pending    *revocation.CRL
+	latest     *revocation.CRL // the newest CRL handed to PublishCRL
+	pending    *revocation.CRL // the next to push (latest-wins)
 	pushing    bool
 	closed     bool
 	pushDone   chan struct{} // closed and replaced after every push attempt

@@ -4,68 +4,58 @@ import (
 	"context"
 )
 
-// Publisher receives every new CRL (the anchors sync pushes it to the
-// Roles Anywhere trust anchor at once). It is called from a goroutine of
-// the Service, never concurrently with itself; it must not block for long
-// (it may queue). When CRLs are built faster than it returns, only the
-// newest is handed on.
+// Publisher is the one subscriber to new CRLs: the anchors sync, which
+// imports each into the Roles Anywhere trust anchor. The CRL flows one
+// way, from here to the Publisher; the Publisher never asks for one.
+//
+// The contract:
+//   - PublishCRL is called once for each CRL this Service builds, in
+//     increasing CRL number order, and never with a number it was already
+//     handed (SetPublisher hands the current CRL first, so a trust anchor
+//     catches up at start or when a replica takes the lead). Calls never
+//     overlap.
+//   - It is called synchronously, from the builder (revocations do not wait
+//     for it: their CRL is current before it is handed on), so it must not
+//     block: it queues the CRL and returns. When the sync is slower than
+//     CRL production, the Publisher's queue keeps only the newest CRL (a
+//     CRL supersedes every older one: it lists every unexpired revocation),
+//     so the trust anchor gets the newest, never an older one after it.
+//   - CRLs adopted from the leader (a replica that follows, on a shared
+//     store) are not handed on: on PostgreSQL only the leader publishes,
+//     and internal/app sets the Publisher only for the leader's term.
 type Publisher interface {
 	// PublishCRL hands on crl; ctx ends when the Service is closed.
 	PublishCRL(ctx context.Context, crl *CRL)
 }
 
-type publisherBox struct{ p Publisher }
-
 // SetPublisher sets (or, with nil, clears) the Publisher and hands it the
 // current CRL, so a trust anchor catches up at start.
 func (s *Service) SetPublisher(p Publisher) {
-	s.pub.Store(&publisherBox{p: p})
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.pub, s.pubLast = p, 0
 	if p != nil {
-		s.publish(s.Current())
+		s.publishLocked(s.Current())
 	}
 }
 
-// publish hands crl to the Publisher from the publishing goroutine,
-// starting it when idle. A newer CRL replaces one not yet handed on.
+// publish hands crl to the Publisher unless it already has that CRL or a
+// newer one.
 func (s *Service) publish(crl *CRL) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	if s.ctx.Err() != nil {
+	s.publishLocked(crl)
+}
+
+func (s *Service) publishLocked(crl *CRL) {
+	if s.pub == nil || crl == nil || crl.Number <= s.pubLast || s.ctx.Err() != nil {
 		return
 	}
-	if s.pubNext == nil || crl.Number >= s.pubNext.Number {
-		s.pubNext = crl
-	}
-	if !s.publishing {
-		s.publishing = true
-		s.wg.Add(1)
-		go s.publishLoop()
-	}
-}
-
-func (s *Service) publishLoop() {
-	defer s.wg.Done()
-	for {
-		s.pubMu.Lock()
-		crl := s.pubNext
-		s.pubNext = nil
-		if crl == nil {
-			s.publishing = false
-			s.pubMu.Unlock()
-			return
-		}
-		s.pubMu.Unlock()
-		if box := s.pub.Load(); box != nil && box.p != nil {
-			s.callPublisher(box.p, crl)
-		}
-	}
-}
-
-func (s *Service) callPublisher(p Publisher, crl *CRL) {
+	s.pubLast = crl.Number
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("CRL publisher panicked", "number", crl.Number, "panic", r)
 		}
 	}()
-	p.PublishCRL(s.ctx, crl)
+	s.pub.PublishCRL(s.ctx, crl)
 }

@@ -140,7 +140,6 @@ type Service struct {
 	log      *slog.Logger
 
 	cur atomic.Pointer[CRL]
-	pub atomic.Pointer[publisherBox]
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -155,9 +154,9 @@ type Service struct {
 	building bool   // a buildLoop goroutine runs
 	kick     chan struct{}
 
-	pubMu      sync.Mutex
-	pubNext    *CRL
-	publishing bool
+	pubMu   sync.Mutex // serialises the hand-offs to pub (publish.go)
+	pub     Publisher
+	pubLast int64 // the newest CRL number pub was handed
 
 	// onBuild, when set (tests), sees every CRL built, from the builder.
 	onBuild func(*CRL)
@@ -223,14 +222,13 @@ func New(cfg Config) (*Service, error) {
 
 // Close stops the Service: pending and later revocations fail with
 // ErrClosed once their store write is done, and Close waits for the build
-// and publish goroutines to return. It does not close the store.
+// goroutine to return. It does not close the store.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
 	s.pubMu.Lock()
-	s.pubNext = nil
-	s.cancel() // under pubMu: publish starts no goroutine after this
+	s.cancel() // under pubMu: nothing is handed on after this
 	s.pubMu.Unlock()
 	s.wg.Wait()
 	return nil

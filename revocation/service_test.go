@@ -615,6 +615,25 @@ func TestPublisher(t *testing.T) {
 	if r.overlap.Load() {
 		t.Fatal("PublishCRL was called concurrently with itself")
 	}
+	// Each CRL once, in increasing order: synchronous hand-offs, no queue
+	// on this side (the Publisher keeps the one latest-wins queue).
+	r.mu.Lock()
+	all := append([]*CRL(nil), r.got...)
+	r.mu.Unlock()
+	for i := 1; i < len(all); i++ {
+		if all[i].Number <= all[i-1].Number {
+			t.Fatalf("published CRL %d after %d", all[i].Number, all[i-1].Number)
+		}
+	}
+	if len(all) != 2+20 {
+		t.Fatalf("%d CRLs published, want each of the %d built once", len(all), 2+20)
+	}
+	// A new Publisher (a new leader term) is handed the current CRL.
+	r2 := newRecorder()
+	e.svc.SetPublisher(r2)
+	if c := r2.next(t); c != e.svc.Current() {
+		t.Fatalf("SetPublisher again published CRL %d, want the current %d", c.Number, e.svc.Current().Number)
+	}
 }
 
 func TestRunRefreshesByTheClock(t *testing.T) {

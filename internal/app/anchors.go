@@ -253,7 +253,7 @@ func (a *App) leaderAnchors(ctx context.Context) {
 	a.Revocation.SetPublisher(a.AnchorsTargets)
 	a.pubMu.Unlock()
 	for _, s := range a.AnchorsTargets {
-		go s.Run(ctx, a.Revocation.Current)
+		go s.Run(ctx)
 	}
 	<-ctx.Done()
 	a.pubMu.Lock()

@@ -229,12 +229,12 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 				return
 			}
 			for _, s := range a.AnchorsTargets {
-				go s.Run(ctx, a.Revocation.Current)
+				go s.Run(ctx)
 			}
 		})
 	} else {
 		for _, s := range a.AnchorsTargets {
-			go s.Run(ctx, a.Revocation.Current)
+			go s.Run(ctx)
 		}
 	}
 	err := a.Server.Serve(ctx, ln)
