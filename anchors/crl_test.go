@@ -44,7 +44,11 @@ func bigCRL(t *testing.T, a *ca.Authority, number int64, n int) *revocation.CRL 
 		ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour), Entries: n}
 }
 
-func TestPublishCRL(t *testing.T) {
+// crlFixture is a fixture with a real CA, its revocation service and a
+// Syncer (its API passed through wrap, when set) that created the trust
+// anchor.
+func crlFixture(t *testing.T, wrap func(API) API) (*fixture, *revocation.Service, *Syncer) {
+	t.Helper()
 	f := newFixture(t)
 	a := realCA(t)
 	rev, err := revocation.New(revocation.Config{Store: f.db, Signer: a})
@@ -52,10 +56,22 @@ func TestPublishCRL(t *testing.T) {
 	t.Cleanup(func() { rev.Close() })
 	cfg := f.cfg
 	cfg.Create = true
-	s := f.syncer(t, cfg, a)
-	ctx := context.Background()
-	_, err = s.Sync(ctx, false)
+	var api API
+	api, err = NewClient(context.Background(), cfg)
 	must(t, err)
+	if wrap != nil {
+		api = wrap(api)
+	}
+	s := New(cfg, api, a, f.db, nil, nil)
+	t.Cleanup(func() { s.Close() })
+	_, err = s.Sync(context.Background(), false)
+	must(t, err)
+	return f, rev, s
+}
+
+func TestPublishCRL(t *testing.T) {
+	f, rev, s := crlFixture(t, nil)
+	ctx := context.Background()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 

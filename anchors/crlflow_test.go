@@ -57,27 +57,18 @@ func (p *pushLog) pushed() []int64 {
 // gets the newest one only, the numbers it receives only go up, and a
 // stale CRL queues nothing.
 func TestCRLBurstReachesAnchorNewest(t *testing.T) {
-	f := newFixture(t)
-	a := realCA(t)
-	rev, err := revocation.New(revocation.Config{Store: f.db, Signer: a})
-	must(t, err)
-	t.Cleanup(func() { rev.Close() })
-	cfg := f.cfg
-	cfg.Create = true
-	cl, err := NewClient(context.Background(), cfg)
-	must(t, err)
-	api := &pushLog{API: cl, entered: make(chan struct{}, 1)}
-	s := New(cfg, api, a, f.db, nil, nil)
-	t.Cleanup(func() { s.Close() })
+	var api *pushLog
+	f, rev, s := crlFixture(t, func(cl API) API {
+		api = &pushLog{API: cl, entered: make(chan struct{}, 1)}
+		return api
+	})
 	ctx := context.Background()
-	_, err = s.Sync(ctx, false)
-	must(t, err)
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
 	first := rev.Current()
 	rev.SetPublisher(s)
-	_, err = s.WaitCRL(wctx, first.Number)
+	_, err := s.WaitCRL(wctx, first.Number)
 	must(t, err)
 
 	// The next push hangs at AWS while the burst is made.
