@@ -161,25 +161,8 @@ func TestACMECertificateWithSigningHelper(t *testing.T) {
 	}
 	leaf, chain := parseLeaf(t, res.Certificate)
 
-	em := emulator.NewServer(emulator.Options{})
-	defer em.Close()
-	var roots []*x509.Certificate
-	for rest := c.Authority.RootsPEM(); ; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		r, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		roots = append(roots, r)
-	}
 	const role = "arn:aws:iam::123456789012:role/covalent"
-	anchor, profile, err := em.Seed(roots, role)
-	if err != nil {
-		t.Fatal(err)
-	}
+	em, anchor, profile := c.SeededEmulator(t, role)
 	dir := t.TempDir()
 	files := map[string][]byte{"cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
 		"chain.pem": chain, "key.pem": res.PrivateKey}

@@ -38,3 +38,17 @@ func EmulatorCredentials(t testing.TB) {
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
 }
+
+// SeededEmulator starts a Roles Anywhere emulator for the test that
+// trusts c's roots (an enabled trust anchor) and has a profile for role,
+// and returns it with the anchor's and the profile's ARNs.
+func (c *CA) SeededEmulator(t testing.TB, role string) (emu *emulator.Server, anchorARN, profileARN string) {
+	t.Helper()
+	emu = emulator.NewServer(emulator.Options{})
+	t.Cleanup(emu.Close)
+	anchorARN, profileARN, err := emu.Seed(c.Authority.Roots(), role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return emu, anchorARN, profileARN
+}

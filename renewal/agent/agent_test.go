@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/clock"
 	"github.com/lanyard/lanyard/internal/realtools"
@@ -208,12 +207,7 @@ func TestAgentSuspend(t *testing.T) {
 func TestAgentHooksHelperMetrics(t *testing.T) {
 	helper := realtools.SigningHelper(t)
 	ca := testca.Start(t, testca.Options{})
-	emu := emulator.NewServer(emulator.Options{})
-	t.Cleanup(emu.Close)
-	anchorArn, profileArn, err := emu.Seed(ca.Authority.Roots(), testRole)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, anchorArn, profileArn := ca.SeededEmulator(t, testRole)
 	dir := enroll(t, ca, ca.URL, "a4.covalent.example.net", "P-256")
 	tmp := t.TempDir()
 	out := filepath.Join(tmp, "hook.out")

@@ -15,7 +15,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/lanyard/lanyard/anchors/emulator"
 	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/internal/clock"
@@ -85,12 +84,7 @@ func TestRenewDirEndToEnd(t *testing.T) {
 func TestRenewDirRealHelper(t *testing.T) {
 	helper := realtools.SigningHelper(t)
 	ca := testca.Start(t, testca.Options{})
-	emu := emulator.NewServer(emulator.Options{})
-	t.Cleanup(emu.Close)
-	anchorArn, profileArn, err := emu.Seed(ca.Authority.Roots(), testRole)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, anchorArn, profileArn := ca.SeededEmulator(t, testRole)
 	dir := enroll(t, ca, ca.URL, "host2.covalent.example.net", "P-256")
 	flags := []string{"--trust-anchor-arn", anchorArn, "--profile-arn", profileArn, "--role-arn", testRole, "--endpoint", emu.URL, "--region", "us-east-1"}
 	for i := range 4 {

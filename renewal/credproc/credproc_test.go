@@ -95,12 +95,8 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{ca: testca.Start(t, testca.Options{})}
-	w.emu = emulator.NewServer(emulator.Options{})
-	t.Cleanup(w.emu.Close)
+	w.emu, w.anchor, w.profile = w.ca.SeededEmulator(t, roleARN)
 	var err error
-	if w.anchor, w.profile, err = w.emu.Seed(w.ca.Authority.Roots(), roleARN); err != nil {
-		t.Fatal(err)
-	}
 	if w.profileRSN, err = w.emu.SeedProfile(emulator.ProfileSpec{Name: "rsn", RoleArns: []string{roleARN}, AcceptRoleSessionName: true}); err != nil {
 		t.Fatal(err)
 	}

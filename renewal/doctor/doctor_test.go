@@ -46,12 +46,7 @@ type host struct {
 func newHost(t *testing.T, opts testca.Options) *host {
 	t.Helper()
 	h := &host{ca: testca.Start(t, opts)}
-	h.emu = emulator.NewServer(emulator.Options{})
-	t.Cleanup(h.emu.Close)
-	var err error
-	if h.anchor, h.profile, err = h.emu.Seed(h.ca.Authority.Roots(), roleARN); err != nil {
-		t.Fatal(err)
-	}
+	h.emu, h.anchor, h.profile = h.ca.SeededEmulator(t, roleARN)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
