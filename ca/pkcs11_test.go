@@ -144,16 +144,7 @@ func TestPKCS11BadURIs(t *testing.T) {
 // a PKCS#11 C_Sign call.
 func BenchmarkSignLeafPKCS11(b *testing.B) {
 	tok := realtools.NewSoftHSMToken(b)
-	_, a := newCA(b, InitOptions{KMS: tok.KMS()})
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, _, err := a.SignLeaf(LeafRequest{Serial: big.NewInt(int64(i + 1)), CommonName: "bench.covalent.example.net",
-			NotBefore: now, NotAfter: now.Add(time.Hour), PublicKey: &k.PublicKey}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchSignLeaf(b, InitOptions{KMS: tok.KMS()})
 }
 
 // BenchmarkSignLeafPKCS11Parallel signs from several goroutines at once, as
