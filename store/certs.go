@@ -54,13 +54,26 @@ func putCertTx(tx *bolt.Tx, c *Cert) error {
 	if err := certs.Put(sk, raw); err != nil {
 		return err
 	}
-	if err := tx.Bucket(m.BucketCertsByCN).Put(indexKey(c.CN, sk), nil); err != nil {
-		return err
+	for _, ix := range certIndexes(c, sk) {
+		if err := tx.Bucket(ix.bucket).Put(ix.key, nil); err != nil {
+			return err
+		}
 	}
-	if err := tx.Bucket(m.BucketCertsByProf).Put(indexKey(c.Profile, sk), nil); err != nil {
-		return err
+	return nil
+}
+
+// certIndex is one index entry of a certificate record: key in bucket.
+type certIndex struct{ bucket, key []byte }
+
+// certIndexes are the index entries every certificate record (c, under
+// key sk) has: by CN, by profile and by expiry. (BucketRevoked holds the
+// revoked ones only.)
+func certIndexes(c *Cert, sk []byte) []certIndex {
+	return []certIndex{
+		{m.BucketCertsByCN, indexKey(c.CN, sk)},
+		{m.BucketCertsByProf, indexKey(c.Profile, sk)},
+		{m.BucketCertsByExpiry, expiryKey(c.NotAfter, sk)},
 	}
-	return tx.Bucket(m.BucketCertsByExpiry).Put(expiryKey(c.NotAfter, sk), nil)
 }
 
 func getCertTx(tx *bolt.Tx, serial string) (*Cert, error) {

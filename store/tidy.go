@@ -157,15 +157,7 @@ func deleteCertTx(tx *bolt.Tx, sk []byte) error {
 	if err := certs.Delete(sk); err != nil {
 		return err
 	}
-	for _, ix := range []struct {
-		bucket []byte
-		key    []byte
-	}{
-		{m.BucketCertsByCN, indexKey(c.CN, sk)},
-		{m.BucketCertsByProf, indexKey(c.Profile, sk)},
-		{m.BucketCertsByExpiry, expiryKey(c.NotAfter, sk)},
-		{m.BucketRevoked, sk},
-	} {
+	for _, ix := range append(certIndexes(&c, sk), certIndex{m.BucketRevoked, sk}) {
 		if err := tx.Bucket(ix.bucket).Delete(ix.key); err != nil {
 			return err
 		}
@@ -263,14 +255,7 @@ func (db *DB) CheckIndexes() error {
 			if err := json.Unmarshal(raw, &c); err != nil {
 				return err
 			}
-			for _, ix := range []struct {
-				bucket []byte
-				key    []byte
-			}{
-				{m.BucketCertsByCN, indexKey(c.CN, sk)},
-				{m.BucketCertsByProf, indexKey(c.Profile, sk)},
-				{m.BucketCertsByExpiry, expiryKey(c.NotAfter, sk)},
-			} {
+			for _, ix := range certIndexes(&c, sk) {
 				if tx.Bucket(ix.bucket).Get(ix.key) == nil {
 					return inconsistency("certificate %s has no %s entry", c.Serial, ix.bucket)
 				}
