@@ -133,13 +133,7 @@ func New(caURL string, rootsPEM []byte, cert *tls.Certificate) (*Clients, error)
 	if err != nil {
 		return nil, err
 	}
-	hc := HTTPClient(pool, cert)
-	u := strings.TrimRight(caURL, "/")
-	return &Clients{
-		Certificates: lanyardv1connect.NewCertificateServiceClient(hc, u),
-		Admin:        lanyardv1connect.NewAdminServiceClient(hc, u),
-		HTTP:         hc, URL: u,
-	}, nil
+	return NewWithHTTP(caURL, HTTPClient(pool, cert))
 }
 
 // NewWithHTTP returns Connect clients for caURL over an HTTP client the
