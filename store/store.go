@@ -56,6 +56,9 @@ var (
 	// not hold: another writer changed the value first; nothing was
 	// written.
 	ErrConflict = errors.New("meta value changed by another writer")
+	// ErrNotAPath means Open was given a URL (postgres://…), which only
+	// store/engine opens.
+	ErrNotAPath = errors.New("not a bbolt file path")
 )
 
 // Options tune Open.
@@ -110,6 +113,11 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
+	}
+	if strings.Contains(path, "://") {
+		// A postgres:// URL given to the bbolt engine would become a
+		// folder named "postgres:" holding a new, empty store.
+		return nil, fmt.Errorf("open store %s: a URL, not a bbolt file path (open it through store/engine): %w", path, ErrNotAPath)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -59,5 +60,23 @@ func TestReopenKeepsRecordsAndCRLNumber(t *testing.T) {
 	}
 	if _, err := db.GetCert(hex.EncodeToString([]byte("zz"))); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown serial: %v", err)
+	}
+}
+
+// TestOpenRefusesAURL: a postgres:// URL handed to the bbolt engine (a
+// command that opened cfg.Store with store.Open instead of store/engine)
+// used to create a folder named "postgres:" in the working directory with
+// a new, empty store in it, so `lanyard ca status` on a PostgreSQL
+// deployment counted no live certificates and `ca rotate-intermediate`
+// audited into that file. It is refused, and nothing is created.
+func TestOpenRefusesAURL(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	_, err := Open("postgres://lanyard@db1/lanyard?sslmode=verify-full", Options{})
+	if !errors.Is(err, ErrNotAPath) {
+		t.Fatalf("Open(URL) = %v, want %v", err, ErrNotAPath)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("Open(URL) created %v", ents)
 	}
 }

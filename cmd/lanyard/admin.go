@@ -19,7 +19,8 @@ import (
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/renewal/agent"
 	"github.com/lanyard/lanyard/revocation"
-	"github.com/lanyard/lanyard/store"
+
+	"github.com/lanyard/lanyard/store/engine"
 	"github.com/lanyard/lanyard/web"
 )
 
@@ -193,7 +194,7 @@ func newAdminPasswdCmd() *cobra.Command {
 			if path == "" {
 				return errors.New("no configuration found: run in the folder where `lanyard serve --dev` ran, or pass --config")
 			}
-			db, err := store.Open(cfg.Store, store.Options{Timeout: 2 * time.Second})
+			db, err := engine.Open(cmd.Context(), cfg.Store, engine.Options{Timeout: 2 * time.Second})
 			if err != nil {
 				if errors.Is(err, bolterrors.ErrTimeout) {
 					return fmt.Errorf("the store %s is locked by a running `lanyard serve`: stop the server, run `lanyard admin passwd` again, then start it (%w)", cfg.Store, err)

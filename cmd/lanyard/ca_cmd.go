@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/lanyard/lanyard/caclient"
 	"github.com/lanyard/lanyard/issuance"
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/engine"
 )
 
 // newCACmd is `lanyard ca …`: the CA's own certificates and keys.
@@ -38,7 +40,11 @@ func newCARotateIntermediateCmd() *cobra.Command {
 file, softkms, or a new object in the same PKCS#11 token) and certificate,
 signed by the root key, and retires the old intermediate to ca/retired/. Run it
 with lanyard serve stopped; the server issues from the new intermediate as soon
-as it starts again. Certificates of the old intermediate stay valid to their
+as it starts again. With the store on PostgreSQL (several replicas sharing the
+CA folder), run it while they serve, then restart the replicas one at a time:
+each issues from the new intermediate once restarted, and until the last one
+restarts the CRL is signed by the intermediate the leader loaded (both chain to
+the same root). Certificates of the old intermediate stay valid to their
 end and renew onto the new one; lanyard ca status shows how many are left and
 when the old key can be destroyed. Recorded in the audit log.`,
 		Args: cobra.NoArgs,
@@ -51,9 +57,10 @@ when the old key can be destroyed. Recorded in the audit log.`,
 			if err != nil {
 				return err
 			}
-			// The store records the rotation, and being able to open it
-			// means no server is issuing from the old intermediate.
-			db, err := openOffline(cfg.Store)
+			// The store records the rotation. On bbolt, being able to open
+			// it means no server is issuing from the old intermediate; on
+			// PostgreSQL the replicas are restarted afterwards (Long).
+			db, err := openOffline(cmd.Context(), cfg.Store)
 			if err != nil {
 				return fmt.Errorf("stop lanyard serve first (it loads the new intermediate when it starts): %w", err)
 			}
@@ -120,7 +127,7 @@ recorded in the audit log.`,
 			if err != nil {
 				return err
 			}
-			db, err := openOffline(cfg.Store)
+			db, err := openOffline(cmd.Context(), cfg.Store)
 			if err != nil {
 				return fmt.Errorf("stop lanyard serve first (it loads the new roots when it starts): %w", err)
 			}
@@ -174,7 +181,7 @@ recorded in the audit log.`,
 }
 
 // finishRootRotation is `lanyard ca rotate-root --finish`.
-func finishRootRotation(cmd *cobra.Command, out io.Writer, dir string, db *store.DB, dryRun bool) error {
+func finishRootRotation(cmd *cobra.Command, out io.Writer, dir string, db store.Store, dryRun bool) error {
 	now := cliNow()
 	res, err := ca.FinishRootRotation(ca.FinishOptions{Dir: dir, DryRun: dryRun,
 		Live: func(issuers []*x509.Certificate) (int, time.Time, error) {
@@ -249,7 +256,7 @@ those too. Recorded in the audit log.`,
 			if retired == nil {
 				return fmt.Errorf("%w: %s (lanyard ca status lists the retired intermediates)", ca.ErrNoRetiredKey, args[0])
 			}
-			db, err := openOffline(cfg.Store)
+			db, err := openOffline(cmd.Context(), cfg.Store)
 			if err != nil {
 				return fmt.Errorf("stop lanyard serve first (it holds the retired key while it runs): %w", err)
 			}
@@ -306,7 +313,7 @@ func newCAStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := openOffline(cfg.Store)
+			db, err := openOffline(cmd.Context(), cfg.Store)
 			if err != nil {
 				return fmt.Errorf("ca status reads the store offline (stop lanyard serve, or look at the admin page): %w", err)
 			}
@@ -316,14 +323,13 @@ func newCAStatusCmd() *cobra.Command {
 	}
 }
 
-// openOffline opens the bbolt store at path for a command that runs while
-// lanyard serve is stopped: a running server holds the store, so the open
-// gives up after a second.
-func openOffline(path string) (*store.DB, error) {
-	return store.Open(path, store.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
+// openOffline opens the store for a CA command (either engine; on bbolt
+// it gives up after one second when `lanyard serve` holds the file).
+func openOffline(ctx context.Context, location string) (store.Store, error) {
+	return engine.Open(ctx, location, engine.Options{Timeout: time.Second, NoBackup: true, Logger: newLogger("error")})
 }
 
-func printCAStatus(out io.Writer, st *ca.State, db *store.DB, now time.Time) error {
+func printCAStatus(out io.Writer, st *ca.State, db store.Store, now time.Time) error {
 	issuers := st.Issuers()
 	use, err := issuance.IssuerUsage(db, issuers, now)
 	if err != nil {

@@ -80,7 +80,7 @@ func restoreSources(ctx context.Context, cfg *config.Config, files []string, noA
 	var sources []restore.Source
 	var anchorARN string
 	if _, err := os.Stat(cfg.Store); err == nil {
-		db, err := openOffline(cfg.Store)
+		db, err := openOffline(ctx, cfg.Store)
 		if err != nil {
 			return nil, fmt.Errorf("the store %s is in use or damaged (stop lanyard serve first): %w", cfg.Store, err)
 		}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/lanyard/lanyard/internal/app"
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/engine"
 )
 
 // anchorsDevProfile is the AWS profile name the dev welcome's enroll
@@ -31,7 +33,7 @@ func anchorsEnrollFlags(a *app.App) []string {
 // anchorsOpenStore opens the store for a CLI command, giving up after one
 // second when `lanyard serve` holds its lock.
 func anchorsOpenStore(path string) (store.Store, error) {
-	db, err := store.Open(path, store.Options{Timeout: time.Second, NoBackup: true})
+	db, err := engine.Open(context.Background(), path, engine.Options{Timeout: time.Second, NoBackup: true})
 	if err != nil {
 		return nil, fmt.Errorf("open the store %s: %w (is `lanyard serve` running? it holds the store)", path, err)
 	}

@@ -11,7 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lanyard/lanyard/internal/app"
-	"github.com/lanyard/lanyard/store"
+
+	"github.com/lanyard/lanyard/store/engine"
 	"github.com/lanyard/lanyard/tidy"
 )
 
@@ -34,7 +35,7 @@ itself every tidy.interval (on the leader).`,
 			}
 			var rep *tidy.Report
 			where := "offline"
-			db, err := store.Open(cfg.Store, store.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
+			db, err := engine.Open(cmd.Context(), cfg.Store, engine.Options{Logger: newLogger(cfg.LogLevel), Timeout: time.Second, NoBackup: true})
 			if err == nil {
 				defer db.Close()
 				rep, err = tidy.New(tidy.Config{Store: db, Retention: app.TidyRetention(cfg.Tidy)}).Run(cmd.Context(), "admin:cli", dryRun)
