@@ -113,15 +113,19 @@ func (s *Service) loadStored(now time.Time) (*CRL, string) {
 	return crl, ""
 }
 
-// parseCRL checks that der is a CRL the intermediate signed with a
-// usable number.
+// parseCRL checks that der is a CRL with a usable number signed by the
+// current intermediate or by one this CA retired. The retired case is a
+// rolling rotation: replicas share the CA folder and restart one at a
+// time, so the first one back (on the new intermediate) follows a leader
+// still signing with the old one until that leader restarts too; refusing
+// its CRL left the restarted replica with no current CRL, never healthy.
 func (s *Service) parseCRL(der []byte) (*CRL, *x509.RevocationList, string) {
 	rl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		return nil, nil, fmt.Sprintf("parse stored CRL: %v", err)
 	}
-	if err := rl.CheckSignatureFrom(s.signer.Intermediate()); err != nil {
-		return nil, nil, "stored CRL is not signed by the current intermediate"
+	if !s.signedByOurs(rl) {
+		return nil, nil, "stored CRL is not signed by the current intermediate nor a retired one"
 	}
 	if rl.Number == nil || !rl.Number.IsInt64() {
 		return nil, nil, "stored CRL has no usable number"
@@ -134,6 +138,22 @@ func (s *Service) parseCRL(der []byte) (*CRL, *x509.RevocationList, string) {
 		NextUpdate: rl.NextUpdate.UTC(),
 		Entries:    len(rl.RevokedCertificateEntries),
 	}, rl, ""
+}
+
+// signedByOurs reports whether rl is signed by the current intermediate
+// or a retired one.
+func (s *Service) signedByOurs(rl *x509.RevocationList) bool {
+	if rl.CheckSignatureFrom(s.signer.Intermediate()) == nil {
+		return true
+	}
+	if r, ok := s.signer.(interface{ Retired() []*x509.Certificate }); ok {
+		for _, c := range r.Retired() {
+			if rl.CheckSignatureFrom(c) == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // buildCRL numbers, encodes, signs and persists a CRL listing the

@@ -2,10 +2,12 @@ package revocation
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lanyard/lanyard/ca"
 	"github.com/lanyard/lanyard/store"
 )
 
@@ -141,5 +143,64 @@ func TestFollowerRebuildAfterAdoptingTheLeadersCRL(t *testing.T) {
 	}
 	if _, ok := listed(parse(t, lead.auth, crl.DER))[c.Serial]; !ok {
 		t.Fatal("the follower's CRL does not list the revoked certificate")
+	}
+}
+
+// TestFollowerAdoptsTheLeadersCRLDuringARollingRotation: replicas share a
+// CA folder, the intermediate is rotated there, and the replicas restart
+// one at a time. The first one back (a follower, on the new intermediate)
+// must adopt the CRL that the leader, not yet restarted, signs with the
+// intermediate the follower has retired. Before the fix it refused it
+// ("not signed by the current intermediate"), never had a current CRL,
+// and never became healthy, so the rolling restart stalled with both
+// replicas needed (internal/replicas TestRotateIntermediateRolling).
+func TestFollowerAdoptsTheLeadersCRLDuringARollingRotation(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	if _, err := ca.Init(ca.InitOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	load := func() *ca.Authority {
+		a, err := ca.Load(ca.LoadOptions{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		return a
+	}
+	old := load()
+	lead := newEnv(t, func(c *Config) { c.Signer = old })
+	if _, err := ca.RotateIntermediate(ca.RotateOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	rotated := load()
+	c := lead.addCert("rolling.covalent.example.net", time.Hour)
+	lead.revoke(Request{Serial: c.Serial, Reason: ReasonKeyCompromise})
+
+	// New builds (here: follows) a CRL before it returns; bounded, so
+	// the old behaviour fails with a message instead of hanging.
+	made := make(chan error, 1)
+	var follower *Service
+	go func() {
+		var err error
+		follower, err = New(Config{Store: lead.db, Signer: rotated, Now: lead.clock.Now, Coalesce: -1, Logger: quiet,
+			Leader: func() bool { return false }})
+		made <- err
+	}()
+	select {
+	case err := <-made:
+		if err != nil {
+			t.Fatalf("New follower: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower on the new intermediate found no CRL it accepts in 10 s: it refuses the leader's, signed by the intermediate it retired")
+	}
+	defer follower.Close()
+	if _, ok := listed(parse(t, old, follower.Current().DER))[c.Serial]; !ok {
+		t.Fatal("the adopted CRL does not list the revoked certificate")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := follower.Rebuild(ctx); err != nil {
+		t.Fatalf("follower Rebuild: %v", err)
 	}
 }
