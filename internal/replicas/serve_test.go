@@ -54,6 +54,8 @@ func lanyardBinary(t *testing.T) string {
 // every CRL sent to it (ImportCrl, UpdateCrl), in arrival order, and the
 // trust anchors created.
 type awsLog struct {
+	emu            *emulator.Emulator
+	endpoint       string
 	mu             sync.Mutex
 	crls           []int64
 	anchorsCreated int
@@ -101,16 +103,16 @@ func (l *awsLog) received(n int64) bool {
 // startEmulator serves an emulated Roles Anywhere on loopback, recorded.
 func startEmulator(t *testing.T) (endpoint string, log *awsLog) {
 	t.Helper()
-	log = &awsLog{}
 	emu := emulator.New(emulator.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	log = &awsLog{emu: emu, endpoint: "http://" + ln.Addr().String()}
 	srv := &http.Server{Handler: log.wrap(emu.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String(), log
+	return log.endpoint, log
 }
 
 // replicaConfig is one replica's lanyard.yaml: its own listener and data
@@ -146,6 +148,7 @@ type replica struct {
 // cluster is two replicas of one CA on one database.
 type cluster struct {
 	bin   string
+	caDir string // shared by the replicas
 	dsn   string
 	roots []byte
 	env   []string
@@ -161,6 +164,7 @@ func newCluster(t *testing.T, n int) *cluster {
 	c.aws = aws
 	dir := t.TempDir()
 	caDir := filepath.Join(dir, "ca")
+	c.caDir = caDir
 	// The SDK's default chain finds the emulator's key in the
 	// environment, and no shared AWS file of this machine.
 	c.env = append(realtools.HelperEnv(), "AWS_ACCESS_KEY_ID="+emulator.DefaultAccessKeyID,

@@ -1,12 +1,16 @@
 package replicas_test
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	mrand "math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -50,7 +54,9 @@ func soakDuration(t *testing.T) time.Duration {
 // soakStats are the soak's totals.
 type soakStats struct {
 	revocations, leaderKills, pgRestarts, leaderChanges int
+	rotations, diskFills                                int
 	pushTimes                                           []time.Duration
+	refuseTimes                                         []time.Duration    // revocation to refusal at the emulator
 	crlNumbers                                          map[string][]int64 // per replica, as served
 	longestOutage                                       time.Duration
 }
@@ -58,9 +64,12 @@ type soakStats struct {
 // TestChaosSoak runs the HA loop under chaos: two `lanyard serve`
 // replicas on one PostgreSQL database and the Roles Anywhere emulator,
 // enroll and renewal traffic on both (tokens made on one and redeemed on
-// the other, renewals over mTLS as the agent makes them), while a driver
-// at random moments revokes a host on a random replica, SIGKILLs the
-// leader (and starts it again at a later step) and restarts PostgreSQL.
+// the other, renewals over mTLS as the agent makes them), and two hosts
+// whose real `aws_signing_helper serve` answers a client asking for
+// credentials every soakFetchEvery, while a driver at random moments
+// revokes a host on a random replica, SIGKILLs the leader (and starts it
+// again at a later step), restarts PostgreSQL, rotates the intermediate
+// (a rolling restart of the replicas) and fills a replica's disk.
 // For LANYARD_SOAK (default 10 s, the short form make test runs). It
 // checks:
 //   - no token paid for two certificates, and every certificate a client
@@ -68,7 +77,12 @@ type soakStats struct {
 //   - every revoked certificate is in both replicas' CRL at the end, each
 //     revocation reached the emulated trust anchor within soakPushBound,
 //     and the CRL number each replica serves never goes back;
-//   - the cluster never issued nothing for longer than soakOutageBound.
+//   - the cluster never issued nothing for longer than soakOutageBound;
+//   - every credential fetch of the never-revoked hosts succeeded (within
+//     the SDK's retry budget), and every revoked host, which got
+//     credentials before its revocation, is refused by the emulator within
+//     soakPushBound (the totals say how many within soakRefuseGoal);
+//   - after a rotation both replicas issue from the new intermediate.
 //
 // Its last log line is the totals.
 func TestChaosSoak(t *testing.T) {
@@ -81,6 +95,16 @@ func TestChaosSoak(t *testing.T) {
 		waitHealthy(t, r)
 	}
 	_, epoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
+	ra := c.rolesAnywhere(t)
+	hostsDir := t.TempDir()
+	// Two long-lived hosts, each with the real `aws_signing_helper serve`
+	// and a client fetching credentials through it the whole time.
+	var serves []*helperServe
+	for i := range 2 {
+		b, key := soakEnroll(t, c.reps[i%len(c.reps)], fmt.Sprintf("serve%d.covalent.example.net", i))
+		h := writeHostFiles(t, filepath.Join(hostsDir, fmt.Sprintf("serve%d", i)), b, key)
+		serves = append(serves, startHelperServe(t, ra, h, filepath.Join(hostsDir, fmt.Sprintf("serve%d.log", i))))
+	}
 	led := servetest.NewLedger()
 	l := startLoad(t, c, led, 8)
 	st := &soakStats{crlNumbers: map[string][]int64{}}
@@ -151,7 +175,7 @@ func TestChaosSoak(t *testing.T) {
 			down = nil
 			continue
 		}
-		switch k := mrand.IntN(10); {
+		switch k := mrand.IntN(12); {
 		case k < 5:
 			var live []*replica
 			for _, r := range c.reps {
@@ -159,7 +183,14 @@ func TestChaosSoak(t *testing.T) {
 					live = append(live, r)
 				}
 			}
-			serial, n := soakRevoke(t, live[mrand.IntN(len(live))])
+			r := live[mrand.IntN(len(live))]
+			b, key := soakEnroll(t, r, fmt.Sprintf("revoked-%d.covalent.example.net", mrand.Int64()))
+			h := writeHostFiles(t, filepath.Join(hostsDir, b.GetSerial()), b, key)
+			// Before its revocation the host gets credentials.
+			if err := ra.credentialProcess(t, h); err != nil {
+				t.Fatalf("host %s before its revocation: %v", b.GetSerial(), err)
+			}
+			serial, n := soakRevoke(t, r, b.GetSerial())
 			at := time.Now()
 			revs = append(revs, revoked{serial, n, at})
 			st.revocations++
@@ -170,16 +201,42 @@ func TestChaosSoak(t *testing.T) {
 				time.Sleep(10 * time.Millisecond) // poll interval
 			}
 			st.pushTimes = append(st.pushTimes, time.Since(at))
+			for ra.credentialProcess(t, h) == nil {
+				if time.Since(at) > soakPushBound {
+					t.Fatalf("revoked host %x still gets credentials %v after its revocation", serial, soakPushBound)
+				}
+				time.Sleep(50 * time.Millisecond) // poll interval
+			}
+			st.refuseTimes = append(st.refuseTimes, time.Since(at))
 		case k < 8 && down == nil:
 			lead, _ := c.waitLeader(t, soakOutageBound)
 			c.kill(t, lead)
 			down = lead
 			st.leaderKills++
-		case k >= 8:
+		case k == 8 || k == 9:
 			if err := pgtest.Shared(t).Restart(); err != nil {
 				t.Fatalf("restart PostgreSQL: %v", err)
 			}
 			st.pgRestarts++
+		case k == 10 && down == nil:
+			inter := c.rotateIntermediate(t)
+			st.rotations++
+			// Both replicas issue from the new intermediate now.
+			for _, r := range c.reps {
+				b, _ := soakEnroll(t, r, fmt.Sprintf("rotated-%d.covalent.example.net", mrand.Int64()))
+				if leaf := bundleLeaf(t, b); !bytes.Equal(leaf.AuthorityKeyId, inter.SubjectKeyId) {
+					t.Fatalf("replica %s issued from %x after the rotation to %x", r.name, leaf.AuthorityKeyId, inter.SubjectKeyId)
+				}
+			}
+		case k == 11:
+			var live []*replica
+			for _, r := range c.reps {
+				if r.cmd != nil {
+					live = append(live, r)
+				}
+			}
+			fillDisk(t, live[mrand.IntN(len(live))], time.Duration(500+mrand.IntN(2500))*time.Millisecond)
+			st.diskFills++
 		}
 		if _, e := c.leader(t); e != 0 && e != epoch {
 			st.leaderChanges++
@@ -206,6 +263,21 @@ func TestChaosSoak(t *testing.T) {
 	l.stop()
 	close(stopMon)
 	<-monDone
+	var fetches, fetchFailures int64
+	for i, sv := range serves {
+		sv.stop()
+		fetches += sv.fetches.Load()
+		fetchFailures += sv.failures.Load()
+		if n := sv.failures.Load(); n > 0 {
+			t.Errorf("host serve%d (never revoked): %d of %d credential fetches failed, the last: %v", i, n, sv.fetches.Load(), sv.lastErr.Load())
+		}
+	}
+	withinGoal := 0
+	for _, d := range st.refuseTimes {
+		if d <= soakRefuseGoal {
+			withinGoal++
+		}
+	}
 
 	checked := c.checkLedger(t, led)
 	c.aws.mu.Lock()
@@ -253,48 +325,64 @@ func TestChaosSoak(t *testing.T) {
 		failed += l.failed[i].Load()
 	}
 	t.Logf("soak %v: issued %d (checked %d in the database, 0 without a record), failed requests %d (during chaos), "+
-		"revocations %d (all in both CRLs; at the trust anchor after at most %v), leader kills %d, leader changes %d, PostgreSQL restarts %d, longest outage %v, "+
+		"credential fetches %d through aws_signing_helper serve (failed %d), "+
+		"revocations %d (all in both CRLs; at the trust anchor after at most %v; refused at the emulator after at most %v, %d of %d within %v), "+
+		"leader kills %d, leader changes %d, PostgreSQL restarts %d, intermediate rotations %d, disk fills %d, longest outage %v, "+
 		"CRLs pushed %d (last %d, in order), CRL numbers served A %s, B %s",
-		dur, l.ok[0].Load()+l.ok[1].Load(), checked, failed, st.revocations, slices.Max(append(st.pushTimes, 0)).Round(time.Millisecond), st.leaderKills, st.leaderChanges, st.pgRestarts,
+		dur, l.ok[0].Load()+l.ok[1].Load(), checked, failed, fetches, fetchFailures,
+		st.revocations, slices.Max(append(st.pushTimes, 0)).Round(time.Millisecond), slices.Max(append(st.refuseTimes, 0)).Round(time.Millisecond),
+		withinGoal, len(st.refuseTimes), soakRefuseGoal,
+		st.leaderKills, st.leaderChanges, st.pgRestarts, st.rotations, st.diskFills,
 		st.longestOutage.Round(time.Millisecond), len(pushed), lastOf(pushed), span(st.crlNumbers["A"]), span(st.crlNumbers["B"]))
 }
 
-// soakRevoke enrolls a host on r and revokes it there, retrying through
-// the chaos (PostgreSQL may be restarting) for a bounded time; it
-// returns the serial and the number of the first CRL that lists it.
-func soakRevoke(t *testing.T, r *replica) (*big.Int, int64) {
+// soakRetry runs f until it succeeds, through the chaos (PostgreSQL may
+// be restarting, the leader changing), for at most soakPushBound. Only
+// what a client retries is retried: an answer that refuses the request
+// itself fails t at once, with the reason.
+func soakRetry(t *testing.T, what string, f func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), soakPushBound)
 	defer cancel()
-	cn := fmt.Sprintf("revoked-%d.covalent.example.net", mrand.Int64())
-	retry := func(what string, f func() error) {
-		for {
-			err := f()
-			if err == nil {
-				return
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("%s on %s: %v", what, r.name, err)
-			}
-			time.Sleep(100 * time.Millisecond) // retry pacing
+	var last error
+	for {
+		err := f(ctx)
+		if err == nil {
+			return
 		}
+		switch connect.CodeOf(err) {
+		case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeUnknown, connect.CodeAborted:
+		default:
+			t.Fatalf("%s: %v", what, err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %v (before: %v)", what, err, last)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond) // retry pacing
 	}
-	var serial string
-	for serial == "" {
+}
+
+// soakEnroll enrolls a host named cn on r with a new key, retrying
+// through the chaos.
+func soakEnroll(t *testing.T, r *replica, cn string) (*v1.Bundle, crypto.Signer) {
+	t.Helper()
+	for {
 		var token string
-		retry("token", func() error {
+		soakRetry(t, "token on "+r.name, func(ctx context.Context) error {
 			tok, err := r.admin.Admin.CreateEnrollmentToken(ctx, connect.NewRequest(&v1.CreateEnrollmentTokenRequest{Cn: cn}))
 			if err == nil {
 				token = tok.Msg.GetToken()
 			}
 			return err
 		})
-		_, der := servetest.KeyAndCSR(t)
-		retry("enroll", func() error {
+		key, der := servetest.KeyAndCSR(t)
+		var b *v1.Bundle
+		soakRetry(t, "enroll on "+r.name, func(ctx context.Context) error {
 			cert, err := r.admin.Certificates.Enroll(ctx, connect.NewRequest(&v1.EnrollRequest{Token: token, Csr: der}))
 			switch {
 			case err == nil:
-				serial = cert.Msg.GetBundle().GetSerial()
+				b = cert.Msg.GetBundle()
 			case connect.CodeOf(err) == connect.CodeUnauthenticated:
 				// An earlier try was recorded but its answer lost: the
 				// token is spent; start again with a new one.
@@ -302,9 +390,18 @@ func soakRevoke(t *testing.T, r *replica) (*big.Int, int64) {
 			}
 			return err
 		})
+		if b != nil {
+			return b, key
+		}
 	}
+}
+
+// soakRevoke revokes serial on r, retrying through the chaos; it returns
+// the serial and the number of the first CRL that lists it.
+func soakRevoke(t *testing.T, r *replica, serial string) (*big.Int, int64) {
+	t.Helper()
 	var n int64
-	retry("revoke", func() error {
+	soakRetry(t, "revoke on "+r.name, func(ctx context.Context) error {
 		resp, err := r.admin.Admin.RevokeCertificate(ctx, connect.NewRequest(&v1.RevokeCertificateRequest{Serial: serial, Reason: 4}))
 		if err == nil {
 			n = resp.Msg.GetCrlNumber()
@@ -313,6 +410,20 @@ func soakRevoke(t *testing.T, r *replica) (*big.Int, int64) {
 	})
 	s, _ := new(big.Int).SetString(serial, 16)
 	return s, n
+}
+
+// bundleLeaf parses b's certificate.
+func bundleLeaf(t *testing.T, b *v1.Bundle) *x509.Certificate {
+	t.Helper()
+	p, _ := pem.Decode([]byte(b.GetCertificatePem()))
+	if p == nil {
+		t.Fatal("bundle without a certificate")
+	}
+	leaf, err := x509.ParseCertificate(p.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
 }
 
 // replicaCRL fetches and parses r's /crl.
