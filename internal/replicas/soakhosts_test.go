@@ -24,6 +24,7 @@ import (
 	"github.com/lanyard/lanyard/anchors/emulator"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
+	"github.com/lanyard/lanyard/internal/servetest"
 )
 
 // The soak's hosts: real aws_signing_helper processes exchanging lanyard
@@ -139,7 +140,7 @@ type helperServe struct {
 // end with t.
 func startHelperServe(t *testing.T, ra rolesAnywhere, h hostFiles, logPath string) *helperServe {
 	t.Helper()
-	port := freePort(t)
+	port := servetest.FreePort(t)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
