@@ -133,18 +133,25 @@ func TestWriteFailureKeepsPrevious(t *testing.T) {
 				t.Fatalf("Write = %q, %v; want an error", v, err)
 			}
 			t.Logf("error: %v", err)
-			cur, cerr := d.LoadCurrent()
-			if cerr != nil || cur.Name != prev || !bytes.Equal(cur.CertPEM, first.CertPEM) {
-				t.Fatalf("after failure current = %v, %v; want %s", cur, cerr, prev)
-			}
-			if after := snapshot(t, d.Path); !slices.Equal(before, after) {
-				t.Errorf("debris left:\nbefore %v\nafter  %v", before, after)
-			}
-			// The folder still works afterwards.
-			if got := mustWrite(t, d, m); got != "000002" {
-				t.Errorf("next version = %s, want 000002", got)
-			}
+			checkFailedWrite(t, d, prev, first, before, m)
 		})
+	}
+}
+
+// checkFailedWrite checks what a failed Write of m must leave: version
+// prev (holding first) still current, the folder as snapshot before it
+// (no debris), and a folder that still works (m then writes 000002).
+func checkFailedWrite(t *testing.T, d *Dir, prev string, first Material, before []string, m Material) {
+	t.Helper()
+	cur, err := d.LoadCurrent()
+	if err != nil || cur.Name != prev || !bytes.Equal(cur.CertPEM, first.CertPEM) {
+		t.Fatalf("after failure current = %v, %v; want %s", cur, err, prev)
+	}
+	if after := snapshot(t, d.Path); !slices.Equal(before, after) {
+		t.Errorf("debris left:\nbefore %v\nafter  %v", before, after)
+	}
+	if got := mustWrite(t, d, m); got != "000002" {
+		t.Errorf("next version = %s, want 000002", got)
 	}
 }
 
@@ -188,16 +195,7 @@ func TestWriteFailsOnRealFileSizeLimit(t *testing.T) {
 	}
 	t.Logf("helper output:\n%s", out)
 
-	cur, err := d.LoadCurrent()
-	if err != nil || cur.Name != prev || !bytes.Equal(cur.CertPEM, first.CertPEM) {
-		t.Fatalf("after failure current = %v, %v; want %s", cur, err, prev)
-	}
-	if after := snapshot(t, d.Path); !slices.Equal(before, after) {
-		t.Errorf("debris left:\nbefore %v\nafter  %v", before, after)
-	}
-	if got := mustWrite(t, d, m); got != "000002" {
-		t.Errorf("next version = %s, want 000002", got)
-	}
+	checkFailedWrite(t, d, prev, first, before, m)
 }
 
 // TestMain runs the test binary as the file-size-limited child of
