@@ -78,6 +78,15 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// Splice copies between a and b both ways until either direction ends
+// (a test proxy's connection to its backend); the caller closes both.
+func Splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(b, a); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(a, b); done <- struct{}{} }()
+	<-done
+}
+
 // Held is one certificate a client received, with its key.
 type Held struct {
 	Serial string
