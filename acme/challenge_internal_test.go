@@ -12,6 +12,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/lanyard/lanyard/internal/testpki"
 )
 
 // TestCheckACMEIdentifier: RFC 8737's certificate must name exactly the
@@ -26,15 +28,7 @@ func TestCheckACMEIdentifier(t *testing.T) {
 	cert := func(dns []string, ips []net.IP, ext []pkix.Extension) *x509.Certificate {
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: dns, IPAddresses: ips, ExtraExtensions: ext,
 			NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return testpki.Issue(t, tmpl, tmpl, key.Public(), key)
 	}
 	ext := func(critical bool, v []byte) []pkix.Extension {
 		return []pkix.Extension{{Id: idPeACMEIdentifier, Critical: critical, Value: v}}
