@@ -35,7 +35,6 @@ import (
 	"github.com/lanyard/lanyard/internal/servetest"
 	"github.com/lanyard/lanyard/store"
 	"github.com/lanyard/lanyard/store/engine"
-	"github.com/lanyard/lanyard/store/postgres"
 )
 
 // lanyardBinary builds cmd/lanyard once for the package's serve tests.
@@ -157,9 +156,16 @@ type cluster struct {
 	db    store.Store // the test's own connection, no lease
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+// newCluster sets up n replicas of one CA on a new database (not
+// started); params are extra store URL parameters for the replicas
+// (lanyard_lease_ttl=2s), not for the test's own connections.
+func newCluster(t *testing.T, n int, params ...string) *cluster {
 	t.Helper()
 	c := &cluster{bin: lanyardBinary(t), dsn: pgtest.NewDatabase(t)}
+	replicaDSN := c.dsn
+	if len(params) > 0 {
+		replicaDSN += "&" + strings.Join(params, "&")
+	}
 	endpoint, aws := startEmulator(t)
 	c.aws = aws
 	dir := t.TempDir()
@@ -179,7 +185,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		port := servetest.FreePort(t)
 		r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 		r.cfg, r.logPath = filepath.Join(data, "lanyard.yaml"), filepath.Join(data, "serve.log")
-		if err := os.WriteFile(r.cfg, fmt.Appendf(nil, replicaConfig, port, data, caDir, c.dsn, endpoint), 0o600); err != nil {
+		if err := os.WriteFile(r.cfg, fmt.Appendf(nil, replicaConfig, port, data, caDir, replicaDSN, endpoint), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		c.reps = append(c.reps, r)
@@ -484,80 +490,106 @@ func revoke(t *testing.T, r *replica) int64 {
 	return resp.Msg.GetCrlNumber()
 }
 
+// killLeaseTTL is the lease TTL of the leader-kill test's replicas
+// (lanyard_lease_ttl): each cycle waits for a dead leader's lease to run
+// out, so a short one keeps several cycles cheap; renewals every third of
+// it still survive a loaded CI machine's pauses.
+const killLeaseTTL = 2 * time.Second
+
+// killCycles is LANYARD_KILL_CYCLES, else 3.
+func killCycles(t *testing.T) int {
+	v := os.Getenv("LANYARD_KILL_CYCLES")
+	if v == "" {
+		return 3
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("LANYARD_KILL_CYCLES=%q is not a positive number", v)
+	}
+	return n
+}
+
 // TestServeReplicasLeaderKilled runs two real `lanyard serve` processes on
-// one database under enroll and renew load on both, kills the leader with
-// SIGKILL, and checks that the other takes the lease within a bound of
-// the lease TTL and keeps serving; that every certificate a client
-// received is recorded with its token or predecessor and no token paid
-// twice; and that the emulated Roles Anywhere saw one trust anchor created
-// and each CRL number at most once, in increasing order, also after the
-// killed replica comes back as a follower (its start syncs nothing).
+// one database under enroll and renew load on both (64 clients), and
+// several times (killCycles) kills the leader with SIGKILL: each time the
+// other takes the lease within a bound of the lease TTL at a higher epoch
+// and keeps serving, the CRL number goes on from where it was, and the
+// killed replica comes back as a follower. At the end every certificate a
+// client received is recorded with its token or predecessor and no token
+// paid twice, and the emulated Roles Anywhere saw one trust anchor
+// created and each CRL number at most once, in increasing order.
 func TestServeReplicasLeaderKilled(t *testing.T) {
-	c := newCluster(t, 2)
+	c := newCluster(t, 2, "lanyard_lease_ttl="+killLeaseTTL.String())
 	for _, r := range c.reps {
 		c.start(t, r) // together: one migrates, the other waits on the lock
 	}
 	for _, r := range c.reps {
 		waitHealthy(t, r)
 	}
-	lead, epoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
-	var follower *replica
-	for _, r := range c.reps {
-		if r != lead {
-			follower = r
-		}
-	}
 	led := servetest.NewLedger()
-	l := startLoad(t, c, led, 16)
-	// Traffic on both before the kill: wait until each replica issued.
-	deadline := time.Now().Add(30 * time.Second)
-	for l.ok[0].Load() < 20 || l.ok[1].Load() < 20 {
-		if time.Now().After(deadline) {
-			l.stop()
-			t.Fatalf("before the kill: %d and %d certificates issued by A and B", l.ok[0].Load(), l.ok[1].Load())
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
-	// A revocation on the follower: the leader builds and pushes its CRL.
-	n1 := revoke(t, follower)
-	c.waitPushed(t, n1)
-
-	killed := time.Now()
-	c.kill(t, lead)
+	l := startLoad(t, c, led, 64)
 	idx := map[*replica]int{c.reps[0]: 0, c.reps[1]: 1}
-	servedBefore := l.ok[idx[follower]].Load()
-	newLead, newEpoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
-	takeover := time.Since(killed)
-	if newLead != follower || newEpoch <= epoch {
-		t.Fatalf("after the kill the lease is held by %s at epoch %d (was %s at %d)", newLead.name, newEpoch, lead.name, epoch)
-	}
-	// The survivor keeps issuing after the takeover.
-	for target := l.ok[idx[follower]].Load() + 10; l.ok[idx[follower]].Load() < target; {
-		if time.Since(killed) > 60*time.Second {
-			t.Fatal("the surviving replica stopped issuing")
+	// issuing waits until r issued n more certificates.
+	issuing := func(r *replica, n int64, what string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for target := l.ok[idx[r]].Load() + n; l.ok[idx[r]].Load() < target; {
+			if time.Now().After(deadline) {
+				l.stop()
+				t.Fatalf("%s: replica %s issued fewer than %d certificates in 60 s", what, r.name, n)
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
 	}
-	servedAfter := l.ok[idx[follower]].Load()
-	l.stop()
-	t.Logf("takeover: %s killed at epoch %d; %s leads at epoch %d after %v (lease TTL %v); %s issued %d during and after",
-		lead.name, epoch, follower.name, newEpoch, takeover.Round(time.Millisecond), postgres.DefaultLeaseTTL, follower.name, servedAfter-servedBefore)
+	var lastCRL int64
+	var lead, follower *replica
+	cycles := killCycles(t)
+	for cycle := range cycles {
+		var epoch int64
+		lead, epoch = c.waitLeader(t, 3*killLeaseTTL+5*time.Second)
+		follower = c.reps[1-idx[lead]]
+		issuing(lead, 20, fmt.Sprintf("cycle %d, before the kill", cycle))
+		issuing(follower, 20, fmt.Sprintf("cycle %d, before the kill", cycle))
+		// A revocation on the follower: the leader builds and pushes it.
+		n1 := revoke(t, follower)
+		if n1 <= lastCRL {
+			t.Fatalf("cycle %d: CRL number %d is not after %d", cycle, n1, lastCRL)
+		}
+		c.waitPushed(t, n1)
 
-	// The new leader builds and pushes; the old one comes back as a
-	// follower, and a revocation on it is pushed once, by the leader.
-	n2 := revoke(t, follower)
-	if n2 <= n1 {
-		t.Fatalf("CRL number %d after the takeover is not after %d", n2, n1)
+		killed := time.Now()
+		c.kill(t, lead)
+		newLead, newEpoch := c.waitLeader(t, 3*killLeaseTTL+5*time.Second)
+		takeover := time.Since(killed)
+		if newLead != follower || newEpoch <= epoch {
+			t.Fatalf("cycle %d: after the kill the lease is held by %s at epoch %d (was %s at %d)", cycle, newLead.name, newEpoch, lead.name, epoch)
+		}
+		issuing(follower, 10, fmt.Sprintf("cycle %d, after the takeover", cycle))
+		n2 := revoke(t, follower)
+		if n2 <= n1 {
+			t.Fatalf("cycle %d: CRL number %d after the takeover is not after %d", cycle, n2, n1)
+		}
+		c.waitPushed(t, n2)
+		lastCRL = n2
+		t.Logf("cycle %d: %s killed at epoch %d; %s leads at epoch %d after %v (lease TTL %v); CRL %d then %d",
+			cycle, lead.name, epoch, follower.name, newEpoch, takeover.Round(time.Millisecond), killLeaseTTL, n1, n2)
+		if cycle < cycles-1 {
+			c.start(t, lead)
+			waitHealthy(t, lead)
+		}
 	}
-	c.waitPushed(t, n2)
+	l.stop()
+
+	// The last one killed comes back as a follower, and a revocation on
+	// it is pushed once, by the leader.
 	c.start(t, lead)
 	waitHealthy(t, lead)
 	n3 := revoke(t, lead)
-	if n3 <= n2 {
-		t.Fatalf("CRL number %d on the restarted replica is not after %d", n3, n2)
+	if n3 <= lastCRL {
+		t.Fatalf("CRL number %d on the restarted replica is not after %d", n3, lastCRL)
 	}
 	c.waitPushed(t, n3)
-	if r, _ := c.waitLeader(t, 3*postgres.DefaultLeaseTTL); r != follower {
+	if r, _ := c.waitLeader(t, 3*killLeaseTTL+5*time.Second); r != follower {
 		t.Fatalf("the restarted replica %s took the lease from %s", r.name, follower.name)
 	}
 	// `lanyard anchors status` on the follower tells what the leader did.

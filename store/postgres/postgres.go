@@ -36,7 +36,8 @@ import (
 // URL, as pgx reads them: pool_max_conns, pool_min_conns,
 // pool_max_conn_lifetime, pool_max_conn_idle_time,
 // pool_health_check_period, connect_timeout (and any server setting, for
-// example statement_timeout=5000).
+// example statement_timeout=5000); so are the fields of Options and
+// LeaseOptions.TTL, as lanyard_* parameters (see takeParams).
 type Options struct {
 	// Logger receives migration, lease and fault messages; nil: slog.Default.
 	Logger *slog.Logger
@@ -127,6 +128,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		opts.Writers = 4
 	}
 	red := Redact(dsn)
+	if opts.Lease != nil {
+		l := *opts.Lease // the caller's struct stays as given
+		opts.Lease = &l
+	}
+	dsn, err := takeParams(dsn, &opts)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", red, err)
+	}
+	red = Redact(dsn)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", red, errors.New(strings.ReplaceAll(err.Error(), dsn, red)))
