@@ -37,12 +37,19 @@ func indexKey(prefix string, serialKey []byte) []byte {
 	return append(k, serialKey...)
 }
 
-func putCertTx(tx *bolt.Tx, c *Cert) error {
-	sk, err := serialKey(c.Serial)
-	if err != nil {
-		return err
+// encodeCert is c's key in BucketCerts and its record there.
+func encodeCert(c *Cert) (sk, raw []byte, err error) {
+	if sk, err = serialKey(c.Serial); err != nil {
+		return nil, nil, err
 	}
-	raw, err := json.Marshal(c)
+	if raw, err = json.Marshal(c); err != nil {
+		return nil, nil, err
+	}
+	return sk, raw, nil
+}
+
+func putCertTx(tx *bolt.Tx, c *Cert) error {
+	sk, raw, err := encodeCert(c)
 	if err != nil {
 		return err
 	}
@@ -94,11 +101,7 @@ func getCertTx(tx *bolt.Tx, serial string) (*Cert, error) {
 
 // updateCertTx rewrites a record whose indexed fields did not change.
 func updateCertTx(tx *bolt.Tx, c *Cert) error {
-	sk, err := serialKey(c.Serial)
-	if err != nil {
-		return err
-	}
-	raw, err := json.Marshal(c)
+	sk, raw, err := encodeCert(c)
 	if err != nil {
 		return err
 	}
