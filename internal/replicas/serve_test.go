@@ -226,6 +226,26 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
+// setProfileTTL sets the covalent profile's default certificate
+// lifetime in every replica's configuration (before they start).
+func (c *cluster) setProfileTTL(t *testing.T, ttl time.Duration) {
+	t.Helper()
+	for _, r := range c.reps {
+		b, err := os.ReadFile(r.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const cn = "    cn: [\"*.covalent.example.net\"]\n"
+		if !bytes.Contains(b, []byte(cn)) {
+			t.Fatalf("%s: no covalent profile to set a TTL on", r.cfg)
+		}
+		b = bytes.Replace(b, []byte(cn), []byte(cn+"    default_ttl: "+ttl.String()+"\n"), 1)
+		if err := os.WriteFile(r.cfg, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // start starts r's `lanyard serve`, its output appended to r.logPath.
 func (c *cluster) start(t *testing.T, r *replica) {
 	t.Helper()

@@ -65,8 +65,9 @@ type soakStats struct {
 // replicas on one PostgreSQL database and the Roles Anywhere emulator,
 // enroll and renewal traffic on both (tokens made on one and redeemed on
 // the other, renewals over mTLS as the agent makes them), and two hosts
-// whose real `aws_signing_helper serve` answers a client asking for
-// credentials every soakFetchEvery, while a driver at random moments
+// run as in production (`lanyard enroll`, `lanyard agent` renewing and
+// supervising the real `aws_signing_helper serve`, which answers a client
+// asking for credentials every soakFetchEvery), while a driver at random moments
 // revokes a host on a random replica, SIGKILLs the leader (and starts it
 // again at a later step), restarts PostgreSQL, rotates the intermediate
 // (a rolling restart of the replicas) and fills a replica's disk.
@@ -82,12 +83,14 @@ type soakStats struct {
 //     the SDK's retry budget), and every revoked host, which got
 //     credentials before its revocation, is refused by the emulator within
 //     soakPushBound (the totals say how many within soakRefuseGoal);
-//   - after a rotation both replicas issue from the new intermediate.
+//   - after a rotation both replicas issue from the new intermediate;
+//   - in a soak longer than a certificate's life the agents renewed.
 //
 // Its last log line is the totals.
 func TestChaosSoak(t *testing.T) {
 	dur := soakDuration(t)
 	c := newCluster(t, 2)
+	c.setProfileTTL(t, soakProfileTTL)
 	for _, r := range c.reps {
 		c.start(t, r)
 	}
@@ -97,13 +100,13 @@ func TestChaosSoak(t *testing.T) {
 	_, epoch := c.waitLeader(t, 3*postgres.DefaultLeaseTTL)
 	ra := c.rolesAnywhere(t)
 	hostsDir := t.TempDir()
-	// Two long-lived hosts, each with the real `aws_signing_helper serve`
-	// and a client fetching credentials through it the whole time.
+	// Two long-lived hosts, one on each replica, run as in production
+	// (`lanyard enroll`, then `lanyard agent` supervising the real
+	// `aws_signing_helper serve`), and a client fetching credentials
+	// through each the whole time.
 	var serves []*helperServe
-	for i := range 2 {
-		b, key := soakEnroll(t, c.reps[i%len(c.reps)], fmt.Sprintf("serve%d.covalent.example.net", i))
-		h := writeHostFiles(t, filepath.Join(hostsDir, fmt.Sprintf("serve%d", i)), b, key)
-		serves = append(serves, startHelperServe(t, ra, h, filepath.Join(hostsDir, fmt.Sprintf("serve%d.log", i))))
+	for i, r := range c.reps {
+		serves = append(serves, c.startAgentHost(t, ra, r, fmt.Sprintf("agent%d", i), hostsDir))
 	}
 	led := servetest.NewLedger()
 	l := startLoad(t, c, led, 8)
@@ -264,13 +267,18 @@ func TestChaosSoak(t *testing.T) {
 	close(stopMon)
 	<-monDone
 	var fetches, fetchFailures int64
+	renewals := 0
 	for i, sv := range serves {
+		renewals += sv.renewals()
 		sv.stop()
 		fetches += sv.fetches.Load()
 		fetchFailures += sv.failures.Load()
 		if n := sv.failures.Load(); n > 0 {
-			t.Errorf("host serve%d (never revoked): %d of %d credential fetches failed, the last: %v", i, n, sv.fetches.Load(), sv.lastErr.Load())
+			t.Errorf("host agent%d (never revoked): %d of %d credential fetches failed, the last: %v", i, n, sv.fetches.Load(), sv.lastErr.Load())
 		}
+	}
+	if dur >= soakProfileTTL && renewals == 0 {
+		t.Errorf("the agents renewed nothing in %v (certificates of %v)", dur, soakProfileTTL)
 	}
 	withinGoal := 0
 	for _, d := range st.refuseTimes {
@@ -325,11 +333,11 @@ func TestChaosSoak(t *testing.T) {
 		failed += l.failed[i].Load()
 	}
 	t.Logf("soak %v: issued %d (checked %d in the database, 0 without a record), failed requests %d (during chaos), "+
-		"credential fetches %d through aws_signing_helper serve (failed %d), "+
+		"agent renewals %d, credential fetches %d through aws_signing_helper serve (failed %d), "+
 		"revocations %d (all in both CRLs; at the trust anchor after at most %v; refused at the emulator after at most %v, %d of %d within %v), "+
 		"leader kills %d, leader changes %d, PostgreSQL restarts %d, intermediate rotations %d, disk fills %d, longest outage %v, "+
 		"CRLs pushed %d (last %d, in order), CRL numbers served A %s, B %s",
-		dur, l.ok[0].Load()+l.ok[1].Load(), checked, failed, fetches, fetchFailures,
+		dur, l.ok[0].Load()+l.ok[1].Load(), checked, failed, renewals, fetches, fetchFailures,
 		st.revocations, slices.Max(append(st.pushTimes, 0)).Round(time.Millisecond), slices.Max(append(st.refuseTimes, 0)).Round(time.Millisecond),
 		withinGoal, len(st.refuseTimes), soakRefuseGoal,
 		st.leaderKills, st.leaderChanges, st.pgRestarts, st.rotations, st.diskFills,

@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"connectrpc.com/connect"
+
 	"github.com/lanyard/lanyard/anchors/emulator"
 	v1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
@@ -45,6 +47,10 @@ const (
 	// before it counts as failed: the SDK's IMDS client makes 3.
 	soakFetchEvery    = 250 * time.Millisecond
 	soakFetchAttempts = 3
+	// soakProfileTTL is the soak's certificate lifetime, the shortest
+	// lanyard issues (issuance.MinTTL), so the agents renew (at about two
+	// thirds of it) several times in a long soak.
+	soakProfileTTL = 5 * time.Minute
 )
 
 // hostFiles is a host's certificate, chain and key on disk, as the agent
@@ -107,10 +113,14 @@ func (c *cluster) rolesAnywhere(t *testing.T) rolesAnywhere {
 	return ra
 }
 
-func (ra rolesAnywhere) args(h hostFiles) []string {
-	return []string{"--certificate", h.cert, "--private-key", h.key, "--intermediates", h.chain,
-		"--trust-anchor-arn", ra.anchor, "--profile-arn", ra.profile, "--role-arn", soakRole,
+// flags are the helper's Roles Anywhere flags.
+func (ra rolesAnywhere) flags() []string {
+	return []string{"--trust-anchor-arn", ra.anchor, "--profile-arn", ra.profile, "--role-arn", soakRole,
 		"--region", emulator.DefaultRegion, "--endpoint", ra.endpoint}
+}
+
+func (ra rolesAnywhere) args(h hostFiles) []string {
+	return append([]string{"--certificate", h.cert, "--private-key", h.key, "--intermediates", h.chain}, ra.flags()...)
 }
 
 // credentialProcess runs the real `aws_signing_helper credential-process`
@@ -125,49 +135,93 @@ func (ra rolesAnywhere) credentialProcess(t *testing.T, h hostFiles) error {
 	return nil
 }
 
-// helperServe is the real `aws_signing_helper serve` for one host, and a
-// client asking it for credentials every soakFetchEvery through its
-// IMDSv2 endpoint, as an SDK on the host does.
+// helperServe is a client asking a host's real `aws_signing_helper
+// serve` for credentials every soakFetchEvery through its IMDSv2
+// endpoint, as an SDK on the host does, and the host agent's metrics.
 type helperServe struct {
-	url               string
+	url, metrics      string
 	fetches, failures atomic.Int64
 	lastErr           atomic.Value // error: the last failed fetch's reason
 	cancel            context.CancelFunc
 	done              chan struct{}
 }
 
-// startHelperServe starts serve for h on a free port and its client; both
-// end with t.
-func startHelperServe(t *testing.T, ra rolesAnywhere, h hostFiles, logPath string) *helperServe {
+// startAgentHost sets up a host as in production: `lanyard enroll` (on
+// r, with a token from r) writes its folder, and `lanyard agent` keeps it
+// fresh over mTLS to r and supervises the real `aws_signing_helper serve`
+// on the current version (restarting it on every renewal); a client
+// fetches credentials through serve. Everything ends with t.
+func (c *cluster) startAgentHost(t *testing.T, ra rolesAnywhere, r *replica, name, root string) *helperServe {
 	t.Helper()
-	port := servetest.FreePort(t)
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	var token string
+	soakRetry(t, "token on "+r.name, func(ctx context.Context) error {
+		tok, err := r.admin.Admin.CreateEnrollmentToken(ctx, connect.NewRequest(&v1.CreateEnrollmentTokenRequest{Cn: name + ".covalent.example.net"}))
+		if err == nil {
+			token = tok.Msg.GetToken()
+		}
+		return err
+	})
+	dir, tokenFile := filepath.Join(root, name), filepath.Join(root, name+".token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	enroll := exec.Command(c.bin, "enroll", "--ca", r.url, "--roots", filepath.Join(c.caDir, "root.crt"), "--token-file", tokenFile, "--out", dir)
+	enroll.Env = c.env
+	if out, err := enroll.CombinedOutput(); err != nil {
+		t.Fatalf("lanyard enroll %s on %s: %v\n%s", name, r.name, err, out)
+	}
+	port, metrics := servetest.FreePort(t), servetest.FreePort(t)
+	cfg := fmt.Sprintf(`dirs:
+  - path: %s
+    supervise_helper:
+      path: %s
+      port: %d
+      args: [%s]
+metrics_listen: 127.0.0.1:%d
+backoff_initial: 200ms
+backoff_max: 2s
+`, dir, realtools.SigningHelper(t), port, strings.Join(ra.flags(), ", "), metrics)
+	cfgPath := filepath.Join(root, name+"-agent.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.OpenFile(filepath.Join(root, name+"-agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close() // the child holds its own descriptor
-	cmd := exec.Command(realtools.SigningHelper(t), append([]string{"serve", "--port", strconv.Itoa(port)}, ra.args(h)...)...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = realtools.HelperEnv(), logf, logf
-	if err := cmd.Start(); err != nil {
+	agent := exec.Command(c.bin, "agent", "--config", cfgPath)
+	agent.Env, agent.Stdout, agent.Stderr = realtools.HelperEnv(), logf, logf
+	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &helperServe{url: fmt.Sprintf("http://127.0.0.1:%d", port), cancel: cancel, done: make(chan struct{})}
+	s := startFetching(t, port)
+	s.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
 	t.Cleanup(func() {
 		s.stop()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		_ = agent.Process.Signal(os.Interrupt) // the agent stops its helper
+		_ = agent.Wait()
 	})
-	// Readiness: serve answers the token request once it listens.
+	return s
+}
+
+// startFetching starts the client of the serve on port, once serve gives
+// credentials (a readiness wait: the agent starts it after enrolling).
+func startFetching(t *testing.T, port int) *helperServe {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &helperServe{url: fmt.Sprintf("http://127.0.0.1:%d", port), cancel: cancel, done: make(chan struct{})}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := s.token(ctx); err == nil {
+		err := s.fetch(ctx)
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("aws_signing_helper serve on port %d did not come up", port)
+			cancel()
+			t.Fatalf("aws_signing_helper serve on port %d gave no credentials in 30 s: %v", port, err)
 		}
-		time.Sleep(25 * time.Millisecond) // poll interval
+		time.Sleep(50 * time.Millisecond) // poll interval
 	}
 	go func() {
 		defer close(s.done)
@@ -181,11 +235,11 @@ func startHelperServe(t *testing.T, ra rolesAnywhere, h hostFiles, logPath strin
 			}
 			s.fetches.Add(1)
 			var err error
-			for range soakFetchAttempts {
+			for attempt := range soakFetchAttempts {
 				if err = s.fetch(ctx); err == nil || ctx.Err() != nil {
 					break
 				}
-				time.Sleep(100 * time.Millisecond) // the SDK's retry backoff, roughly
+				time.Sleep(time.Duration(1<<attempt) * time.Second) // the SDK's backoff between attempts, roughly
 			}
 			if err != nil && ctx.Err() == nil {
 				s.failures.Add(1)
@@ -194,6 +248,26 @@ func startHelperServe(t *testing.T, ra rolesAnywhere, h hostFiles, logPath strin
 		}
 	}()
 	return s
+}
+
+// renewals reads the agent's lanyard_agent_renewals_total (0 when the
+// agent does not answer).
+func (s *helperServe) renewals() int {
+	resp, err := http.Get(s.metrics)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "lanyard_agent_renewals_total{") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += int(v)
+		}
+	}
+	return n
 }
 
 func (s *helperServe) stop() {
