@@ -168,6 +168,17 @@ func emuConfig(emu *emulator.Server) anchors.Config {
 		Credentials: credentials.NewStaticCredentialsProvider(emu.AccessKeyID(), emu.SecretAccessKey(), "")}
 }
 
+// syncedEmulator starts a Roles Anywhere emulator and c's Syncer to it
+// (startSyncer with emuConfig), both closed when the test ends.
+func syncedEmulator(t testing.TB, c *testca.CA) (*emulator.Server, *rolesanywhere.Client, *anchors.Syncer, *anchors.Report) {
+	t.Helper()
+	emu := emulator.NewServer(emulator.Options{})
+	t.Cleanup(emu.Close)
+	cl, s, rep := startSyncer(t, c, emuConfig(emu))
+	t.Cleanup(func() { _ = s.Close() })
+	return emu, cl, s, rep
+}
+
 // startSyncer connects c's trust-anchor Syncer as cfg says and runs its
 // first Sync (which creates the anchor and profile); it returns the SDK
 // client it talks through, the syncer (the caller closes it) and the
@@ -193,11 +204,8 @@ func startSyncer(t testing.TB, c *testca.CA, cfg anchors.Config) (*rolesanywhere
 // refused once the certificate is revoked (the CRL pushed by PublishCRL).
 func TestEndToEnd(t *testing.T) {
 	c := testca.Start(t, testca.Options{})
-	emu := emulator.NewServer(emulator.Options{})
-	defer emu.Close()
+	emu, _, s, rep := syncedEmulator(t, c)
 	ctx := context.Background()
-	_, s, rep := startSyncer(t, c, emuConfig(emu))
-	defer s.Close()
 	anchor, profile := rep.TrustAnchorARN, rep.ProfileARN
 	c.Revocation.SetPublisher(s)
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)

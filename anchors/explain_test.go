@@ -79,11 +79,8 @@ func TestExplainAgreesWithCreateSession(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := testca.Start(t, testca.Options{})
-			emu := emulator.NewServer(emulator.Options{})
-			defer emu.Close()
+			emu, cl, s, _ := syncedEmulator(t, c)
 			ctx := context.Background()
-			cl, s, _ := startSyncer(t, c, emuConfig(emu))
-			defer s.Close()
 			c.Revocation.SetPublisher(s)
 			policy := []byte(tt.policy)
 			if tt.policy == "" {

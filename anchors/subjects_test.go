@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rolesanywhere/types"
 
 	"github.com/lanyard/lanyard/anchors"
-	"github.com/lanyard/lanyard/anchors/emulator"
 	"github.com/lanyard/lanyard/internal/testca"
 	"github.com/lanyard/lanyard/revocation"
 )
@@ -26,11 +25,8 @@ import (
 func TestSubjectsFlags(t *testing.T) {
 	c := testca.Start(t, testca.Options{})
 	other := testca.Start(t, testca.Options{})
-	emu := emulator.NewServer(emulator.Options{})
-	defer emu.Close()
+	emu, cl, s, _ := syncedEmulator(t, c)
 	ctx := context.Background()
-	cl, s, _ := startSyncer(t, c, emuConfig(emu))
-	defer s.Close()
 	c.Revocation.SetPublisher(s)
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
