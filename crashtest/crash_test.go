@@ -41,13 +41,7 @@ func TestMain(m *testing.M) {
 
 const crashConfig = `listen: 127.0.0.1:%d
 data_dir: %s
-default_profile: covalent
-profiles:
-  covalent:
-    cn: ["*.covalent.example.net"]
-limits:
-  rate_per_client: 0
-log_level: error
+` + servetest.ServeProfile + `log_level: error
 `
 
 // cycles is 3 in `make test` and 20 in `make test-crash`

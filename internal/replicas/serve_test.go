@@ -125,13 +125,7 @@ const replicaConfig = `listen: 127.0.0.1:%d
 data_dir: %s
 ca_dir: %s
 store: %s
-default_profile: covalent
-profiles:
-  covalent:
-    cn: ["*.covalent.example.net"]
-limits:
-  rate_per_client: 0
-log_level: info
+` + servetest.ServeProfile + `log_level: info
 anchors:
   enabled: true
   endpoint: %s

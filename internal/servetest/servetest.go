@@ -32,6 +32,18 @@ import (
 	"github.com/lanyard/lanyard/store"
 )
 
+// ServeProfile is the part of lanyard.yaml the serve tests share: one
+// profile, covalent (any name under covalent.example.net), the default,
+// and no per-client rate limit (the tests' clients all come from
+// loopback).
+const ServeProfile = `default_profile: covalent
+profiles:
+  covalent:
+    cn: ["*.covalent.example.net"]
+limits:
+  rate_per_client: 0
+`
+
 var (
 	buildOnce sync.Once
 	binPath   string
