@@ -7,9 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"math/big"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 )
 
 // crlIssuer is one intermediate that signs CRLs: the current one or a
@@ -36,11 +39,30 @@ func FuzzCRLSeveralIssuers(f *testing.F) {
 	if _, err := Init(InitOptions{Dir: dir, Now: func() time.Time { return t0 }}); err != nil {
 		f.Fatal(err)
 	}
+	// Two rotations, so that two retired intermediates sign CRLs: the
+	// first one's key is set aside during the second rotation (which
+	// refuses while a retired key is kept, since a trust anchor holds two
+	// CRLs) and put back, so the encoder is tested with three issuers.
+	var aside [2]string
 	for i := 1; i <= 2; i++ {
 		at := t0.Add(time.Duration(i) * 30 * 24 * time.Hour)
+		if i == 2 {
+			st, err := ReadState(dir)
+			if err != nil {
+				f.Fatal(err)
+			}
+			aside[0] = filepath.Join(dir, RetiredDir, lanyardv1.FormatSerial(st.Retired[0].SerialNumber)+".key")
+			aside[1] = aside[0] + ".aside"
+			if err := os.Rename(aside[0], aside[1]); err != nil {
+				f.Fatal(err)
+			}
+		}
 		if _, err := RotateIntermediate(RotateOptions{Dir: dir, Now: func() time.Time { return at }}); err != nil {
 			f.Fatalf("rotation %d: %v", i, err)
 		}
+	}
+	if err := os.Rename(aside[1], aside[0]); err != nil {
+		f.Fatal(err)
 	}
 	a, err := Load(LoadOptions{Dir: dir})
 	if err != nil {

@@ -18,6 +18,11 @@ var (
 	// ErrRotationInProgress is returned by RotateRoot and
 	// RotateIntermediate while a root rotation is not finished.
 	ErrRotationInProgress = errors.New("ca: a root rotation is in progress")
+	// ErrRetiredStillSigning is returned by RotateIntermediate while a
+	// retired intermediate still has its key (it signs a CRL): a trust
+	// anchor holds two CRLs, the current intermediate's and one retired
+	// one's, so a second retirement would leave a CRL out.
+	ErrRetiredStillSigning = errors.New("ca: a retired intermediate still signs a CRL")
 	// ErrNoRotation is returned by FinishRootRotation when no root
 	// rotation is in progress.
 	ErrNoRotation = errors.New("ca: no root rotation is in progress")

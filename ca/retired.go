@@ -106,3 +106,10 @@ func (a *Authority) SignRetiredCRLs(req CRLRequest) ([]IssuerCRL, error) {
 	}
 	return out, nil
 }
+
+// fileExists reports whether path names something (a retired key file or
+// key URI file).
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}

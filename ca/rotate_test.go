@@ -2,11 +2,13 @@ package ca
 
 import (
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	lanyardv1 "github.com/lanyard/lanyard/api/lanyard/v1"
 	"github.com/lanyard/lanyard/internal/realtools"
 )
 
@@ -85,7 +87,20 @@ func checkRotation(t *testing.T, dir, rootKey string, pass []byte) {
 	if err := rl.CheckSignatureFrom(res.Old); err != nil || len(rl.RevokedCertificateEntries) != 1 {
 		t.Fatalf("retired intermediate's CRL: %v", err)
 	}
-	// A second rotation retires the second intermediate too.
+	// A second rotation while the first retired intermediate keeps its
+	// key would need a third CRL on the trust anchor (it holds two): it is
+	// refused and changes nothing, until that key is destroyed.
+	prior, _ := ReadState(dir)
+	if _, err := RotateIntermediate(RotateOptions{Dir: dir, RootKeyPath: rootKey, Passphrase: pass}); !errors.Is(err, ErrRetiredStillSigning) {
+		t.Fatalf("second rotation with the retired key kept: %v, want %v", err, ErrRetiredStillSigning)
+	}
+	if after, _ := ReadState(dir); !after.Current.Equal(prior.Current) || len(after.Retired) != 1 {
+		t.Fatal("the refused rotation changed the CA folder")
+	}
+	if _, err := DestroyRetiredKey(DestroyOptions{Dir: dir, Serial: lanyardv1.FormatSerial(res.Old.SerialNumber)}); err != nil {
+		t.Fatal(err)
+	}
+	// Then a second rotation retires the second intermediate too.
 	if _, err := RotateIntermediate(RotateOptions{Dir: dir, RootKeyPath: rootKey, Passphrase: pass}); err != nil {
 		t.Fatalf("second rotation: %v", err)
 	}

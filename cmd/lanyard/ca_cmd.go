@@ -44,7 +44,10 @@ as it starts again. With the store on PostgreSQL (several replicas sharing the
 CA folder), run it while they serve, then restart the replicas one at a time:
 each issues from the new intermediate once restarted, and until the last one
 restarts the CRL is signed by the intermediate the leader loaded (both chain to
-the same root). Certificates of the old intermediate stay valid to their
+the same root). Refused while an earlier retired intermediate keeps its key:
+IAM Roles Anywhere holds two CRLs per trust anchor (the current intermediate's
+and one retired one's), so destroy that key first (destroy-retired-key, once its
+certificates have expired). Certificates of the old intermediate stay valid to their
 end and renew onto the new one; lanyard ca status shows how many are left and
 when the old key can be destroyed. Recorded in the audit log.`,
 		Args: cobra.NoArgs,

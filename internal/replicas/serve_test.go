@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,11 +206,23 @@ func newCluster(t *testing.T, n int, params ...string) *cluster {
 		}
 	}
 	t.Cleanup(func() {
+		var kept string
+		if t.Failed() {
+			kept, _ = os.MkdirTemp("", "lanyard-replicas-logs-")
+		}
 		for _, r := range c.reps {
+			if t.Failed() && r.cmd != nil {
+				// A goroutine dump of each running replica into its log
+				// (Go's SIGQUIT), for a failure that is a hang.
+				_ = r.cmd.Process.Signal(syscall.SIGQUIT)
+				_ = r.cmd.Wait()
+				r.cmd = nil
+			}
 			c.stop(r)
 			if t.Failed() {
 				if b, err := os.ReadFile(r.logPath); err == nil {
-					t.Logf("replica %s log:\n%s", r.name, tail(b, 6000))
+					t.Logf("replica %s log (all of it, with a goroutine dump if it ran, in %s):\n%s", r.name, kept, tail(b, 6000))
+					_ = os.WriteFile(filepath.Join(kept, r.name+".log"), b, 0o600)
 				}
 			}
 		}
