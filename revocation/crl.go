@@ -212,6 +212,13 @@ func (s *Service) buildCRL(ctx context.Context, snap []*entry) (*CRL, error) {
 // CRL within about two polls plus the leader's build.
 const followPoll = 100 * time.Millisecond
 
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // followCRL, on a replica that does not lead, waits until the current
 // CRL lists every entry of live (the leader learns of a revocation through
 // the store's Revocations counter and publishes; this replica adopts it)
@@ -220,7 +227,10 @@ const followPoll = 100 * time.Millisecond
 //
 // A CRL adopted by Follow between the revocation and this call already
 // answers it: waiting for a number after it would wait for a revocation
-// that never comes (the hang CI met in internal/replicas).
+// that never comes (the hang CI met in internal/replicas). Likewise a
+// certificate of live that expired before the leader built its CRL: the
+// leader rightly left it out (the chaos soak's hang, with 5-minute
+// certificates expiring all the time).
 func (s *Service) followCRL(ctx context.Context, thisUpdate time.Time, live []*entry) (*CRL, error) {
 	start := int64(0)
 	if cur := s.Current(); cur != nil {
@@ -231,7 +241,10 @@ func (s *Service) followCRL(ctx context.Context, thisUpdate time.Time, live []*e
 			return s.buildCRL(ctx, live)
 		}
 		s.adoptLatest() // Follow may have adopted it already
-		if crl := s.Current(); crl != nil && crl.lists(live, thisUpdate) &&
+		// An entry that had expired when the leader built its CRL is
+		// rightly left out of it (a CRL lists unexpired certificates
+		// only), so the check is at the later of the two moments.
+		if crl := s.Current(); crl != nil && crl.lists(live, later(thisUpdate, crl.ThisUpdate)) &&
 			(crl.Number > start || s.now().Before(crl.RefreshAt())) {
 			return crl, nil
 		}

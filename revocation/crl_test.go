@@ -204,3 +204,47 @@ func TestFollowerAdoptsTheLeadersCRLDuringARollingRotation(t *testing.T) {
 		t.Fatalf("follower Rebuild: %v", err)
 	}
 }
+
+// TestFollowerAcceptsALeaderCRLWithoutAnEntryThatExpired: a follower's
+// revocation waits for the leader's CRL to list every entry the follower
+// held live when it asked. One of them expired before the leader built
+// its CRL, which rightly leaves it out. Before the fix the follower
+// checked at its own, earlier moment and waited for a CRL that lists an
+// expired certificate, which never comes: its Revoke hung until the
+// caller gave up (the chaos soak's hang, 5-minute certificates expiring
+// all the time).
+func TestFollowerAcceptsALeaderCRLWithoutAnEntryThatExpired(t *testing.T) {
+	lead := newEnv(t, nil)
+	soon := lead.addCert("soon.covalent.example.net", 30*time.Second)
+	lead.revoke(Request{Serial: soon.Serial, Reason: ReasonKeyCompromise})
+	follower, err := New(Config{Store: lead.db, Signer: lead.auth, Now: lead.clock.Now, Coalesce: -1, Logger: quiet,
+		Leader: func() bool { return false }})
+	if err != nil {
+		t.Fatalf("New follower: %v", err)
+	}
+	defer follower.Close()
+
+	c := lead.addCert("later.covalent.example.net", time.Hour)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := follower.Revoke(ctx, Request{Serial: c.Serial, Reason: ReasonKeyCompromise, By: "admin:test"})
+		done <- err
+	}()
+	// The follower has recorded its revocation and waits for the leader;
+	// "soon" expires before the leader builds.
+	for {
+		if got, err := lead.db.GetCert(c.Serial); err == nil && got.Revocation != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	lead.clock.Advance(time.Minute)
+	if _, err := lead.svc.Rebuild(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the follower's Revoke: %v (it waited for a CRL listing a certificate that had expired)", err)
+	}
+}
