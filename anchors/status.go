@@ -149,9 +149,9 @@ func (s *Syncer) update(ctx context.Context, fn func(*Status)) {
 	defer s.persistMu.Unlock()
 	s.mu.Lock()
 	fn(&s.status)
-	st := s.status
+	st, unread := s.status, s.unread
 	s.mu.Unlock()
-	if s.db == nil {
+	if s.db == nil || unread {
 		return
 	}
 	// Persist even when ctx is being cancelled: the status of what

@@ -59,7 +59,11 @@ type Syncer struct {
 	persistMu sync.Mutex // serialises status writes
 	mu        sync.Mutex // guards status and inv
 	status    Status
-	inv       Inventory // for RefreshSubjects (nil: none)
+	// unread is set while the recorded status could not be read (the
+	// store unreachable): the in-memory one is then not the record, and
+	// writing it would overwrite the record (the anchor's ARN with "").
+	unread bool
+	inv    Inventory // for RefreshSubjects (nil: none)
 
 	// CRL pushes (see crl.go).
 	base       context.Context
@@ -88,17 +92,26 @@ func New(cfg Config, api API, src Source, db store.Meta, now func() time.Time, l
 	s := &Syncer{cfg: cfg, api: api, src: src, db: db, now: now, log: log,
 		pushDone: make(chan struct{}), minBackoff: 200 * time.Millisecond}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.status = s.loadStatus()
+	var err error
+	s.status, err = s.loadStatus() // unreadable now: sync reads it again before it would create
+	s.unread = err != nil
 	return s
 }
 
 // loadStatus returns the persisted status (none: the zero Status) with
-// the configured ARNs applied.
-func (s *Syncer) loadStatus() Status {
+// the configured ARNs applied, and an error when the store could not say
+// (unreachable), with the zero Status: callers must not take that for
+// "no trust anchor yet".
+func (s *Syncer) loadStatus() (Status, error) {
 	var st Status
+	var rerr error
 	if s.db != nil {
-		if p, err := LoadStatusFor(s.db, s.cfg.Target); err == nil {
+		p, err := LoadStatusFor(s.db, s.cfg.Target)
+		switch {
+		case err == nil:
 			st = *p
+		case !errors.Is(err, ErrNoStatus):
+			rerr = err
 		}
 	}
 	if s.cfg.TrustAnchorARN != "" && s.cfg.TrustAnchorARN != st.TrustAnchorARN {
@@ -111,7 +124,7 @@ func (s *Syncer) loadStatus() Status {
 	if s.cfg.RoleARN != "" {
 		st.RoleARN = s.cfg.RoleARN
 	}
-	return st
+	return st, rerr
 }
 
 // Reload replaces the status with the one persisted in the store: on
@@ -122,9 +135,18 @@ func (s *Syncer) loadStatus() Status {
 func (s *Syncer) Reload() {
 	s.persistMu.Lock()
 	defer s.persistMu.Unlock()
-	st := s.loadStatus()
+	st, err := s.loadStatus()
+	if err != nil {
+		// Keep what this replica knows; sync reads it again before it
+		// would create anything.
+		s.log.Warn("anchors: could not reload the recorded status", "err", err)
+		s.mu.Lock()
+		s.unread = true
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Lock()
-	s.status = st
+	s.status, s.unread = st, false
 	s.mu.Unlock()
 }
 
@@ -442,6 +464,25 @@ func (s *Syncer) sync(ctx context.Context, dryRun bool) (*Report, error) {
 	st := s.Status()
 	rep := &Report{DryRun: dryRun, Desired: infos(roots), TrustAnchorARN: st.TrustAnchorARN, ProfileARN: st.ProfileARN}
 
+	if st.TrustAnchorARN == "" && s.db != nil {
+		// Create only when the store confirms that no anchor is recorded:
+		// a status unreadable at start or at a change of leader (the
+		// database restarting) looks empty, and creating then made a
+		// second trust anchor that took every later CRL while the hosts
+		// kept using the first (found by the chaos soak).
+		rec, err := s.loadStatus()
+		if err != nil {
+			return nil, fmt.Errorf("anchors: read the recorded trust anchor before creating one: %w", err)
+		}
+		s.mu.Lock()
+		if s.unread || rec.TrustAnchorARN != "" {
+			s.status = rec
+		}
+		s.unread = false
+		s.mu.Unlock()
+		st = s.Status()
+		rep.TrustAnchorARN, rep.ProfileARN = st.TrustAnchorARN, st.ProfileARN
+	}
 	if st.TrustAnchorARN == "" {
 		if !s.cfg.Create {
 			return nil, fmt.Errorf("anchors: %w: set anchors.trust_anchor_arn, or let lanyard create one (anchors.create, --create)", ErrNoTrustAnchor)
