@@ -36,7 +36,7 @@ func loadRetiredSigners(dir string, retired []*x509.Certificate, passphrase []by
 		}
 	}
 	for _, c := range retired {
-		base := filepath.Join(dir, RetiredDir, lanyardv1.FormatSerial(c.SerialNumber))
+		base := retiredBase(dir, c)
 		var (
 			signer crypto.Signer
 			closer io.Closer
@@ -107,9 +107,20 @@ func (a *Authority) SignRetiredCRLs(req CRLRequest) ([]IssuerCRL, error) {
 	return out, nil
 }
 
-// fileExists reports whether path names something (a retired key file or
-// key URI file).
-func fileExists(path string) bool {
-	_, err := os.Lstat(path)
-	return err == nil
+// retiredBase is the path, without extension, of retired intermediate
+// c's files in dir: <base>.crt, and its key as <base>.key or <base>.key.uri.
+func retiredBase(dir string, c *x509.Certificate) string {
+	return filepath.Join(dir, RetiredDir, lanyardv1.FormatSerial(c.SerialNumber))
+}
+
+// retiredKeyKept reports whether retired intermediate c still has its key
+// (a key file or a key URI file), so that it signs a CRL.
+func retiredKeyKept(dir string, c *x509.Certificate) bool {
+	base := retiredBase(dir, c)
+	for _, p := range []string{base + ".key", base + ".key.uri"} {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -83,9 +83,8 @@ func RotateIntermediate(opts RotateOptions) (*RotateResult, error) {
 		return nil, fmt.Errorf("%w: rotate the intermediate after `lanyard ca rotate-root --finish` (a trust anchor holds two CRLs: the old and the new root's intermediates use them)", ErrRotationInProgress)
 	}
 	for _, r := range st.Retired {
-		serial := lanyardv1.FormatSerial(r.SerialNumber)
-		base := filepath.Join(opts.Dir, RetiredDir, serial)
-		if fileExists(base+".key") || fileExists(base+".key.uri") {
+		if retiredKeyKept(opts.Dir, r) {
+			serial := lanyardv1.FormatSerial(r.SerialNumber)
 			return nil, fmt.Errorf("%w: %q (serial %s) keeps its key; IAM Roles Anywhere holds two CRLs per trust anchor, the current "+
 				"intermediate's and one retired one's. Once its certificates have expired (lanyard ca status), destroy its key "+
 				"(lanyard ca destroy-retired-key %s), then rotate", ErrRetiredStillSigning, r.Subject.CommonName, serial, serial)
