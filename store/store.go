@@ -31,6 +31,7 @@ import (
 
 	"github.com/lanyard/lanyard/internal/atomicfile"
 	"github.com/lanyard/lanyard/migrations"
+	"github.com/lanyard/lanyard/store/groupcommit"
 )
 
 // Sentinel errors callers branch on.
@@ -81,15 +82,13 @@ type Options struct {
 
 // DB is the bbolt-backed store. All methods are safe for concurrent use.
 type DB struct {
-	bolt    *bolt.DB
-	path    string
-	log     *slog.Logger
-	ops     chan *writeOp
-	done    chan struct{}
-	closeMu sync.RWMutex
-	closed  bool
-	opts    Options
-	wg      sync.WaitGroup
+	bolt *bolt.DB
+	path string
+	log  *slog.Logger
+	ops  *groupcommit.Queue[*writeOp]
+	done chan struct{}
+	opts Options
+	wg   sync.WaitGroup
 	// commits and committed count transactions and the writes they held.
 	commits, committed atomic.Uint64
 }
@@ -153,7 +152,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if len(applied) > 0 {
 		opts.Logger.Info("store migrated", "path", path, "applied", applied)
 	}
-	db := &DB{bolt: bdb, path: path, log: opts.Logger, ops: make(chan *writeOp, 4096), done: make(chan struct{}), opts: opts}
+	db := &DB{bolt: bdb, path: path, log: opts.Logger, ops: groupcommit.New[*writeOp](opts.MaxBatch, opts.Linger), done: make(chan struct{}), opts: opts}
 	db.wg.Add(1)
 	go db.writer()
 	return db, nil
@@ -164,14 +163,9 @@ func (db *DB) Path() string { return db.path }
 
 // Close stops the writer after pending writes and closes the file.
 func (db *DB) Close() error {
-	db.closeMu.Lock()
-	if db.closed {
-		db.closeMu.Unlock()
+	if !db.ops.Close() {
 		return nil
 	}
-	db.closed = true
-	close(db.ops)
-	db.closeMu.Unlock()
 	db.wg.Wait()
 	return db.bolt.Close()
 }
@@ -211,18 +205,12 @@ func (db *DB) BackupTo(w io.Writer) error {
 // alone), so it must be idempotent given the same database state.
 func (db *DB) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	op := &writeOp{fn: fn, err: make(chan error, 1)}
-	db.closeMu.RLock()
-	if db.closed {
-		db.closeMu.RUnlock()
-		return ErrClosed
+	if err := db.ops.Submit(ctx, op); err != nil {
+		if errors.Is(err, groupcommit.ErrClosed) {
+			return ErrClosed
+		}
+		return err
 	}
-	select {
-	case db.ops <- op:
-	case <-ctx.Done():
-		db.closeMu.RUnlock()
-		return ctx.Err()
-	}
-	db.closeMu.RUnlock()
 	// Once queued the write will happen; wait for its outcome even if the
 	// caller's context ends, so a caller never reports failure for a write
 	// that then commits.
@@ -235,42 +223,11 @@ func (db *DB) view(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }
 func (db *DB) writer() {
 	defer db.wg.Done()
 	group := make([]*writeOp, 0, db.opts.MaxBatch)
-	lastSize := 0
 	for {
-		op, ok := <-db.ops
-		if !ok {
+		var ok bool
+		if group, ok = db.ops.Next(group, len(group)); !ok {
 			return
 		}
-		group = append(group[:0], op)
-		if lastSize > 1 {
-			timer := time.NewTimer(db.opts.Linger)
-		linger:
-			for len(group) < db.opts.MaxBatch {
-				select {
-				case op, ok := <-db.ops:
-					if !ok {
-						break linger
-					}
-					group = append(group, op)
-				case <-timer.C:
-					break linger
-				}
-			}
-			timer.Stop()
-		}
-	drain:
-		for len(group) < db.opts.MaxBatch {
-			select {
-			case op, ok := <-db.ops:
-				if !ok {
-					break drain
-				}
-				group = append(group, op)
-			default:
-				break drain
-			}
-		}
-		lastSize = len(group)
 		db.commitGroup(group)
 	}
 }

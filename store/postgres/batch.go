@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/groupcommit"
 )
 
 // writeOp is one issuance write: a single statement that returns 1 when
@@ -32,18 +33,12 @@ type opResult struct {
 // queued the write runs to its end even if ctx ends (the contract).
 func (db *DB) submit(ctx context.Context, op *writeOp) (bool, error) {
 	op.res = make(chan opResult, 1)
-	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
-		return false, store.ErrClosed
+	if err := db.ops.Submit(ctx, op); err != nil {
+		if errors.Is(err, groupcommit.ErrClosed) {
+			return false, store.ErrClosed
+		}
+		return false, err
 	}
-	select {
-	case db.ops <- op:
-	case <-ctx.Done():
-		db.mu.RUnlock()
-		return false, ctx.Err()
-	}
-	db.mu.RUnlock()
 	r := <-op.res
 	return r.applied, r.err
 }
@@ -55,22 +50,9 @@ func (db *DB) writer() {
 	defer db.wg.Done()
 	group := make([]*writeOp, 0, db.opts.MaxBatch)
 	for {
-		op, ok := <-db.ops
-		if !ok {
+		var ok bool
+		if group, ok = db.ops.Next(group, len(group)); !ok {
 			return
-		}
-		group = append(group[:0], op)
-	drain:
-		for len(group) < db.opts.MaxBatch {
-			select {
-			case op, ok := <-db.ops:
-				if !ok {
-					break drain
-				}
-				group = append(group, op)
-			default:
-				break drain
-			}
 		}
 		db.commitGroup(group)
 	}

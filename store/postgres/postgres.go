@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lanyard/lanyard/store"
+	"github.com/lanyard/lanyard/store/groupcommit"
 )
 
 // Options tune Open. Pool limits and connection timeouts are set in the
@@ -70,10 +71,8 @@ type DB struct {
 	log  *slog.Logger
 	opts Options
 
-	ops    chan *writeOp
-	wg     sync.WaitGroup
-	mu     sync.RWMutex
-	closed bool
+	ops *groupcommit.Queue[*writeOp]
+	wg  sync.WaitGroup
 
 	commits, committed atomic.Uint64
 
@@ -157,7 +156,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", red, err)
 	}
-	db := &DB{pool: pool, dsn: red, log: opts.Logger.With("store", red), opts: opts, ops: make(chan *writeOp, 4096)}
+	db := &DB{pool: pool, dsn: red, log: opts.Logger.With("store", red), opts: opts, ops: groupcommit.New[*writeOp](opts.MaxBatch, 0)}
 	if err := db.checkServer(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -198,14 +197,9 @@ func (db *DB) checkServer(ctx context.Context) error {
 // Close stops the lease (releasing it), waits for queued writes and closes
 // the pool.
 func (db *DB) Close() error {
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
+	if !db.ops.Close() {
 		return nil
 	}
-	db.closed = true
-	close(db.ops)
-	db.mu.Unlock()
 	if db.lease != nil {
 		db.lease.stop()
 	}
@@ -301,10 +295,7 @@ func (db *DB) read(fn func(ctx context.Context) error) error {
 // transaction on a serialization failure or deadlock, and on a connection
 // error that struck before anything was sent.
 func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
-	db.mu.RLock()
-	closed := db.closed
-	db.mu.RUnlock()
-	if closed {
+	if db.ops.Closed() {
 		return store.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
