@@ -153,8 +153,8 @@ func Open(path string, opts Options) (*DB, error) {
 		opts.Logger.Info("store migrated", "path", path, "applied", applied)
 	}
 	db := &DB{bolt: bdb, path: path, log: opts.Logger, ops: groupcommit.New[*writeOp](opts.MaxBatch, opts.Linger), done: make(chan struct{}), opts: opts}
-	db.wg.Add(1)
-	go db.writer()
+	// One writer: bbolt allows one write transaction at a time.
+	db.wg.Go(func() { db.ops.Serve(db.commitGroup) })
 	return db, nil
 }
 
@@ -219,18 +219,6 @@ func (db *DB) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 
 // view runs a read-only transaction.
 func (db *DB) view(fn func(*bolt.Tx) error) error { return db.bolt.View(fn) }
-
-func (db *DB) writer() {
-	defer db.wg.Done()
-	group := make([]*writeOp, 0, db.opts.MaxBatch)
-	for {
-		var ok bool
-		if group, ok = db.ops.Next(group, len(group)); !ok {
-			return
-		}
-		db.commitGroup(group)
-	}
-}
 
 // commitGroup runs every op of the group in one transaction. If one of
 // them fails, the transaction is rolled back and every op is run alone.

@@ -93,6 +93,19 @@ func (e *anchorsEnv) recordedFor(target string) *v1.AnchorStatus {
 	return nil
 }
 
+// runAnchors is the RunE of an anchors subcommand: fn runs with the
+// target, store and CA set up (anchorsSetup), closed after it.
+func runAnchors(fn func(cmd *cobra.Command, e *anchorsEnv) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		e, err := anchorsSetup(cmd)
+		if err != nil {
+			return err
+		}
+		defer e.close()
+		return fn(cmd, e)
+	}
+}
+
 // anchorsSetup loads the configuration and the CA, and the recorded sync
 // status through the admin service: the running server's
 // (GetAnchorStatus, admin credential), else one on the store (when serve
@@ -199,12 +212,7 @@ the kill switch (lanyard anchors disable) holds them. Every target of
 anchors.targets is synced on its own. --dry-run prints the difference ("~"
 lines for settings) and changes nothing.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := anchorsSetup(cmd)
-			if err != nil {
-				return err
-			}
-			defer e.close()
+		RunE: runAnchors(func(cmd *cobra.Command, e *anchorsEnv) error {
 			out := cmd.OutOrStdout()
 			// Every target, each on its own (one's failure is reported
 			// and the others still sync), unless --target picks one.
@@ -247,7 +255,7 @@ lines for settings) and changes nothing.`,
 				fmt.Fprintf(out, "note: status not recorded (%s); the server records its own syncs\n", e.from)
 			}
 			return errors.Join(errs...)
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.BoolVar(&dryRun, "dry-run", false, "print the difference, change nothing")
@@ -261,12 +269,7 @@ func newAnchorsStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the last sync, the drift, and the CRL AWS holds",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := anchorsSetup(cmd)
-			if err != nil {
-				return err
-			}
-			defer e.close()
+		RunE: runAnchors(func(cmd *cobra.Command, e *anchorsEnv) error {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "recorded status (from %s):\n", e.from)
 			target, _ := cmd.Flags().GetString("target")
@@ -314,7 +317,7 @@ func newAnchorsStatusCmd() *cobra.Command {
 					r.Number, r.Entries, r.Enabled, r.NextUpdate.Format(time.RFC3339), r.UpdatedAt.Format(time.RFC3339), r.Arn)
 			}
 			return nil
-		},
+		}),
 	}
 }
 

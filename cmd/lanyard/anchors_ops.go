@@ -32,12 +32,7 @@ stay disabled, and the dashboard and "anchors status" say so, until
 "lanyard anchors enable". Credentials already handed out stay valid until they
 expire (at most the profile's duration); revoke certificates too if keys leaked.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := anchorsSetup(cmd)
-			if err != nil {
-				return err
-			}
-			defer e.close()
+		RunE: runAnchors(func(cmd *cobra.Command, e *anchorsEnv) error {
 			s, err := e.syncer(cmd.Context())
 			if err != nil {
 				return err
@@ -53,7 +48,7 @@ expire (at most the profile's duration); revoke certificates too if keys leaked.
 				fmt.Fprintf(out, "kill switch released: trust anchor %s and profile %s enabled\n", s.TrustAnchorARN(), s.ProfileARN())
 			}
 			return nil
-		},
+		}),
 	}
 	if on {
 		cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the tag and the log)")
@@ -164,12 +159,7 @@ reached the anchor; valid enrollments never used. Needs the store (run it where
 the store is readable; with serve holding a bbolt store, stop it or use the
 dashboard's panel).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := anchorsSetup(cmd)
-			if err != nil {
-				return err
-			}
-			defer e.close()
+		RunE: runAnchors(func(cmd *cobra.Command, e *anchorsEnv) error {
 			if e.db == nil {
 				return fmt.Errorf("the subjects report needs lanyard's store (%s)", e.from)
 			}
@@ -184,6 +174,6 @@ dashboard's panel).`,
 			}
 			fmt.Fprint(cmd.OutOrStdout(), rep)
 			return nil
-		},
+		}),
 	}
 }

@@ -79,10 +79,8 @@ when the old key can be destroyed. Recorded in the audit log.`,
 				fmt.Fprintf(out, "and create a new %s intermediate key in %s, signed by the root; nothing changed\n", res.KeyType, res.KeyStore)
 				return nil
 			}
-			ev := &store.AuditEvent{At: cliNow(), Actor: "admin:cli", Action: store.ActionRotateIntermediate,
-				Subject: lanyardv1.FormatSerial(res.New.SerialNumber),
-				Detail:  fmt.Sprintf("retired %s; new %s key in %s", lanyardv1.FormatSerial(res.Old.SerialNumber), res.KeyType, res.KeyStore)}
-			if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+			if err := auditCLI(cmd.Context(), db, cliNow(), store.ActionRotateIntermediate, lanyardv1.FormatSerial(res.New.SerialNumber),
+				fmt.Sprintf("retired %s; new %s key in %s", lanyardv1.FormatSerial(res.Old.SerialNumber), res.KeyType, res.KeyStore)); err != nil {
 				return fmt.Errorf("the rotation is done but could not be audited: %w", err)
 			}
 			fmt.Fprintf(out, "new intermediate %q (serial %s), valid until %s, %s key in %s\n", res.New.Subject.CommonName,
@@ -155,12 +153,10 @@ recorded in the audit log.`,
 					res.KeyType, res.RootKey, res.RetiredRootKey, res.KeyStore)
 				return nil
 			}
-			ev := &store.AuditEvent{At: cliNow(), Actor: "admin:cli", Action: store.ActionRotateRoot,
-				Subject: lanyardv1.FormatSerial(res.NewRoot.SerialNumber),
-				Detail: fmt.Sprintf("old root %s, new intermediate %s (retired %s), cross-signed by the old root",
+			if err := auditCLI(cmd.Context(), db, cliNow(), store.ActionRotateRoot, lanyardv1.FormatSerial(res.NewRoot.SerialNumber),
+				fmt.Sprintf("old root %s, new intermediate %s (retired %s), cross-signed by the old root",
 					lanyardv1.FormatSerial(res.OldRoot.SerialNumber), lanyardv1.FormatSerial(res.NewIntermediate.SerialNumber),
-					lanyardv1.FormatSerial(res.OldIntermediate.SerialNumber))}
-			if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+					lanyardv1.FormatSerial(res.OldIntermediate.SerialNumber))); err != nil {
 				return fmt.Errorf("the rotation is done but could not be audited: %w", err)
 			}
 			fmt.Fprintf(out, "new root %q (serial %s), valid until %s, SHA-256 %s (the fingerprint for new enrollments)\n",
@@ -215,10 +211,8 @@ func finishRootRotation(cmd *cobra.Command, out io.Writer, dir string, db store.
 		fmt.Fprintln(out, "nothing changed")
 		return nil
 	}
-	ev := &store.AuditEvent{At: now, Actor: "admin:cli", Action: store.ActionFinishRootRotation,
-		Subject: lanyardv1.FormatSerial(res.OldRoot.SerialNumber),
-		Detail:  fmt.Sprintf("root %s alone trusted; %d intermediate(s) retired with the old root", lanyardv1.FormatSerial(res.Root.SerialNumber), len(res.Intermediates))}
-	if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+	if err := auditCLI(cmd.Context(), db, now, store.ActionFinishRootRotation, lanyardv1.FormatSerial(res.OldRoot.SerialNumber),
+		fmt.Sprintf("root %s alone trusted; %d intermediate(s) retired with the old root", lanyardv1.FormatSerial(res.Root.SerialNumber), len(res.Intermediates))); err != nil {
 		return fmt.Errorf("the rotation is finished but could not be audited: %w", err)
 	}
 	fmt.Fprintf(out, "the root %q alone is trusted now; start lanyard serve again: /roots.pem and the trust anchor drop the old root, hosts drop it at their next renewal\n",
@@ -286,9 +280,8 @@ those too. Recorded in the audit log.`,
 				fmt.Fprintf(out, "dry run: would destroy the %s of the retired intermediate %q; nothing changed\n", where, res.Subject)
 				return nil
 			}
-			ev := &store.AuditEvent{At: now, Actor: "admin:cli", Action: store.ActionDestroyRetiredKey,
-				Subject: lanyardv1.FormatSerial(retired.SerialNumber), Detail: "destroyed " + where}
-			if err := db.AppendAudit(cmd.Context(), ev); err != nil {
+			if err := auditCLI(cmd.Context(), db, now, store.ActionDestroyRetiredKey, lanyardv1.FormatSerial(retired.SerialNumber),
+				"destroyed "+where); err != nil {
 				return fmt.Errorf("the key is destroyed but could not be audited: %w", err)
 			}
 			fmt.Fprintf(out, "destroyed the %s of the retired intermediate %q; recorded in the audit log (%s)\n", where, res.Subject, store.ActionDestroyRetiredKey)
@@ -324,6 +317,12 @@ func newCAStatusCmd() *cobra.Command {
 			return printCAStatus(cmd.OutOrStdout(), st, db, cliNow())
 		},
 	}
+}
+
+// auditCLI records what an offline command (run by the admin at the
+// machine, actor admin:cli) did; subject is what it acted on.
+func auditCLI(ctx context.Context, db store.Store, at time.Time, action store.AuditAction, subject, detail string) error {
+	return db.AppendAudit(ctx, &store.AuditEvent{At: at, Actor: "admin:cli", Action: action, Subject: subject, Detail: detail})
 }
 
 // openOffline opens the store for a CA command (either engine; on bbolt

@@ -83,6 +83,20 @@ func (q *Queue[T]) Close() bool {
 	return true
 }
 
+// Serve hands each group to commit until the queue is closed and
+// drained. An engine runs it in each of its writer goroutines; commit
+// must deliver every write's outcome before it returns.
+func (q *Queue[T]) Serve(commit func(group []T)) {
+	group := make([]T, 0, q.max)
+	for {
+		var ok bool
+		if group, ok = q.Next(group, len(group)); !ok {
+			return
+		}
+		commit(group)
+	}
+}
+
 // Next blocks for the next write and returns it with whatever else is
 // queued, up to the queue's max, reusing buf's storage. When prev (the
 // size of the writer's previous group) is above one, it first waits up
@@ -94,32 +108,33 @@ func (q *Queue[T]) Next(buf []T, prev int) (group []T, ok bool) {
 		return buf[:0], false
 	}
 	group = append(buf[:0], op)
+	var linger <-chan time.Time
 	if prev > 1 && q.linger > 0 {
 		timer := time.NewTimer(q.linger)
 		defer timer.Stop()
-	linger:
-		for len(group) < q.max {
-			select {
-			case op, ok := <-q.ops:
-				if !ok {
-					return group, true
-				}
-				group = append(group, op)
-			case <-timer.C:
-				break linger
-			}
-		}
+		linger = timer.C
 	}
 	for len(group) < q.max {
-		select {
-		case op, ok := <-q.ops:
-			if !ok {
+		if linger != nil {
+			// Wait for more until the linger ends.
+			select {
+			case op, ok = <-q.ops:
+			case <-linger:
+				linger = nil
+				continue
+			}
+		} else {
+			// Take only what is queued already.
+			select {
+			case op, ok = <-q.ops:
+			default:
 				return group, true
 			}
-			group = append(group, op)
-		default:
+		}
+		if !ok {
 			return group, true
 		}
+		group = append(group, op)
 	}
 	return group, true
 }

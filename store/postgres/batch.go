@@ -43,21 +43,6 @@ func (db *DB) submit(ctx context.Context, op *writeOp) (bool, error) {
 	return r.applied, r.err
 }
 
-// writer gathers whatever is queued (up to MaxBatch) and commits it as
-// one group. Several writers run, so one group gathers while another
-// waits for its flush.
-func (db *DB) writer() {
-	defer db.wg.Done()
-	group := make([]*writeOp, 0, db.opts.MaxBatch)
-	for {
-		var ok bool
-		if group, ok = db.ops.Next(group, len(group)); !ok {
-			return
-		}
-		db.commitGroup(group)
-	}
-}
-
 // commitGroup sends the group's statements as one pipeline: pgx sends
 // them with a single Sync, so PostgreSQL runs them in one implicit
 // transaction, committed (and flushed) once.

@@ -169,9 +169,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if len(applied) > 0 {
 		db.log.Info("store migrated", "applied", applied)
 	}
+	// Several writers, so one group gathers while another waits for
+	// its flush.
 	for range opts.Writers {
-		db.wg.Add(1)
-		go db.writer()
+		db.wg.Go(func() { db.ops.Serve(db.commitGroup) })
 	}
 	if opts.Lease != nil {
 		db.lease = newLease(db, *opts.Lease)
