@@ -64,10 +64,8 @@ func (db *DB) AppendAudit(ctx context.Context, ev *AuditEvent) error {
 // Subject as substrings) and the token of the next page.
 func (db *DB) ListAudit(q AuditQuery) ([]*AuditEvent, string, error) {
 	const maxScan = 20000
-	if q.Limit <= 0 || q.Limit > 500 {
-		q.Limit = 100
-	}
-	before, _ := hex.DecodeString(q.Before)
+	limit, before := q.Page()
+	q.Limit = limit
 	var out []*AuditEvent
 	next := ""
 	err := db.view(func(tx *bolt.Tx) error {

@@ -349,16 +349,11 @@ func lastBelow(cur *bolt.Cursor, key []byte) ([]byte, []byte) {
 // then lets the caller continue.
 func (db *DB) ListCerts(q CertQuery) ([]*Cert, string, error) {
 	const maxScan = 20000
-	if q.Limit <= 0 {
-		q.Limit = 50
-	}
-	if q.Limit > 1000 {
-		q.Limit = 1000
-	}
-	after, err := hex.DecodeString(q.After)
+	limit, after, err := q.Page()
 	if err != nil {
-		return nil, "", fmt.Errorf("page token %q: %w", q.After, ErrNotFound)
+		return nil, "", err
 	}
+	q.Limit = limit
 	var out []*Cert
 	next := ""
 	err = db.view(func(tx *bolt.Tx) error {

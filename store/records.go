@@ -1,6 +1,9 @@
 package store
 
 import (
+	"cmp"
+	"encoding/hex"
+	"fmt"
 	"time"
 )
 
@@ -97,13 +100,49 @@ type CertQuery struct {
 	Now time.Time
 }
 
+// Page sizes of the list calls: a default that fills a screen of the admin
+// page, and a cap that keeps one call's answer (and its scan) bounded.
+const (
+	defaultCertPage  = 50
+	maxCertPage      = 1000
+	defaultAuditPage = 100
+	maxAuditPage     = 500
+)
+
+// Page returns the page size every engine uses for q and the decoded page
+// token (the index key after which the page starts; nil for the first
+// page). A token that is not hex is ErrNotFound.
+func (q CertQuery) Page() (limit int, after []byte, err error) {
+	limit = min(cmp.Or(max(q.Limit, 0), defaultCertPage), maxCertPage)
+	after, err = hex.DecodeString(q.After)
+	if err != nil {
+		return 0, nil, fmt.Errorf("page token %q: %w", q.After, ErrNotFound)
+	}
+	return limit, after, nil
+}
+
 // AuditQuery selects audit events, newest first.
 type AuditQuery struct {
 	Action  AuditAction
 	Actor   string
 	Subject string
 	Before  string // page token: the ID of the last event of the previous page
-	Limit   int
+	Limit   int    // default 100, at most 500
+}
+
+// Page returns the page size every engine uses for q and the decoded page
+// token (nil for the first page; a token that is not hex starts from the
+// newest event).
+func (q AuditQuery) Page() (limit int, before []byte) {
+	limit = q.Limit
+	if limit <= 0 || limit > maxAuditPage {
+		limit = defaultAuditPage
+	}
+	before, _ = hex.DecodeString(q.Before)
+	if len(before) == 0 {
+		before = nil
+	}
+	return limit, before
 }
 
 // Counts summarise the store for the dashboard.

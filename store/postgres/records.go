@@ -383,16 +383,11 @@ func (db *DB) RevokedUnexpired(now time.Time) ([]*store.Cert, error) {
 // is given, by profile, else newest serial first. Page tokens are the
 // same as the bbolt engine's (hex of the index key).
 func (db *DB) ListCerts(q store.CertQuery) ([]*store.Cert, string, error) {
-	if q.Limit <= 0 {
-		q.Limit = 50
-	}
-	if q.Limit > 1000 {
-		q.Limit = 1000
-	}
-	after, err := hex.DecodeString(q.After)
+	limit, after, err := q.Page()
 	if err != nil {
-		return nil, "", fmt.Errorf("page token %q: %w", q.After, store.ErrNotFound)
+		return nil, "", err
 	}
+	q.Limit = limit
 	var (
 		where []string
 		args  []any

@@ -138,13 +138,8 @@ func (db *DB) AppendAudit(ctx context.Context, ev *store.AuditEvent) error {
 
 // ListAudit returns events newest first matching q.
 func (db *DB) ListAudit(q store.AuditQuery) ([]*store.AuditEvent, string, error) {
-	if q.Limit <= 0 || q.Limit > 500 {
-		q.Limit = 100
-	}
-	before, _ := hex.DecodeString(q.Before)
-	if len(before) == 0 {
-		before = nil
-	}
+	limit, before := q.Page()
+	q.Limit = limit
 	var out []*store.AuditEvent
 	var keys [][]byte
 	err := db.read(func(ctx context.Context) error {
