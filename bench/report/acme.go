@@ -87,7 +87,7 @@ func (s *server) acmeLoad(ctx context.Context, clients []*acmeclient.Client, n, 
 	lat := make([]time.Duration, n)
 	var errs, next atomic.Int64
 	var wg sync.WaitGroup
-	cpu0 := s.cpuTime()
+	meter := startCPU(s)
 	start := time.Now()
 	for _, cl := range clients {
 		wg.Add(1)
@@ -108,5 +108,5 @@ func (s *server) acmeLoad(ctx context.Context, clients []*acmeclient.Client, n, 
 		}()
 	}
 	wg.Wait()
-	return summarize(lat, time.Since(start), int(errs.Load()), s.cpuTime()-cpu0)
+	return summarize(lat, time.Since(start), int(errs.Load()), meter)
 }

@@ -157,6 +157,8 @@ type server struct {
 	ca      string
 	mu      sync.Mutex
 	stopped bool
+	// dbPID is the PostgreSQL postmaster's, when the store is one.
+	dbPID int
 }
 
 const benchConfig = `listen: 127.0.0.1:%d
@@ -263,8 +265,11 @@ type result struct {
 	rate          float64
 	p50, p95, p99 time.Duration
 	errors        int
-	// serverCPU is the server process's CPU time per request.
-	serverCPU time.Duration
+	// serverCPU is the server process's CPU time per request; dbCPU is
+	// PostgreSQL's (0 on bbolt), genCPU the load generator's.
+	serverCPU, dbCPU, genCPU time.Duration
+	// commitsPerSec and writesPerCommit are the store's group commits.
+	commitsPerSec, writesPerCommit float64
 }
 
 type prepared struct {
@@ -362,16 +367,7 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 		enrollClients[i] = v1ClientFor(shared, r.url)
 	}
 	c0, w0 := s.commitStats()
-	cpu0 := s.cpuTime()
-	defer func() {
-		if cpu := s.cpuTime() - cpu0; cpu > 0 {
-			log.Printf("  server CPU: %.0f µs per request", float64(cpu.Microseconds())/float64(n))
-		}
-		c1, w1 := s.commitStats()
-		if c1 > c0 {
-			log.Printf("  store: %.0f commits, %.1f writes per commit", c1-c0, (w1-w0)/(c1-c0))
-		}
-	}()
+	meter := startCPU(s)
 	lat := make([]time.Duration, n)
 	var errs atomic.Int64
 	var next atomic.Int64
@@ -424,17 +420,25 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 		}()
 	}
 	wg.Wait()
-	return summarize(lat, time.Since(start), int(errs.Load()), s.cpuTime()-cpu0), nil
+	res := summarize(lat, time.Since(start), int(errs.Load()), meter)
+	if c1, w1 := s.commitStats(); c1 > c0 {
+		res.commitsPerSec = (c1 - c0) * res.rate / float64(n)
+		res.writesPerCommit = (w1 - w0) / (c1 - c0)
+	}
+	log.Printf("  CPU per request: server %d µs, database %d µs, generator %d µs; store %.0f commits/s, %.1f writes per commit",
+		res.serverCPU.Microseconds(), res.dbCPU.Microseconds(), res.genCPU.Microseconds(), res.commitsPerSec, res.writesPerCommit)
+	return res, nil
 }
 
 // summarize makes a result of one timed window: its latencies (sorted
-// here), how long it took, its errors and the server's CPU time in it.
-func summarize(lat []time.Duration, elapsed time.Duration, errs int, cpu time.Duration) result {
+// here), how long it took, its errors and the CPU time of its parts.
+func summarize(lat []time.Duration, elapsed time.Duration, errs int, m *cpuMeter) result {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	n := len(lat)
-	return result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: errs,
-		serverCPU: cpu / time.Duration(n)}
+	res := result{rate: float64(n) / elapsed.Seconds(), p50: pct(.50), p95: pct(.95), p99: pct(.99), errors: errs}
+	res.serverCPU, res.dbCPU, res.genCPU = m.perOp(n)
+	return res
 }
 
 // cpuTime is the user+system CPU time so far of the server process and
@@ -447,25 +451,18 @@ func (s *server) cpuTime() time.Duration {
 	return t
 }
 
-func processCPU(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
+// commitStats scrapes the group-commit counters of the server and its
+// peers from /metrics, summed.
+func (s *server) commitStats() (commits, writes float64) {
+	for _, r := range append([]*server{s}, s.peers...) {
+		c, w := r.ownCommitStats()
+		commits, writes = commits+c, writes+w
 	}
-	// Fields after the ")" that ends the command name: utime is the 12th,
-	// stime the 13th (in clock ticks, 100 per second on Linux).
-	i := strings.LastIndexByte(string(raw), ')')
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return commits, writes
 }
 
-// commitStats scrapes the server's group-commit counters from /metrics.
-func (s *server) commitStats() (commits, writes float64) {
+// ownCommitStats scrapes this server's group-commit counters.
+func (s *server) ownCommitStats() (commits, writes float64) {
 	resp, err := s.admin.HTTP.Get(s.url + "/metrics")
 	if err != nil {
 		return 0, 0
@@ -520,6 +517,11 @@ func median(rs []result) result {
 		p99:       time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
 		errors:    errs,
 		serverCPU: time.Duration(pick(func(r result) float64 { return float64(r.serverCPU) })),
+		dbCPU:     time.Duration(pick(func(r result) float64 { return float64(r.dbCPU) })),
+		genCPU:    time.Duration(pick(func(r result) float64 { return float64(r.genCPU) })),
+
+		commitsPerSec:   pick(func(r result) float64 { return r.commitsPerSec }),
+		writesPerCommit: pick(func(r result) float64 { return r.writesPerCommit }),
 	}
 }
 
@@ -625,14 +627,32 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "A real `lanyard serve` (durable bbolt, or PostgreSQL where the row says so; TLS on loopback) and the load generator share the machine. "+
 		"Tokens, keys and CSRs are prepared before each timed window. Load rows are the median of %d runs; "+
 		"the machine is shared and noisy (±15%% between runs is usual).\n\n", r.runs)
-	fmt.Fprintf(&b, "| measurement | result | p50 | p95 | p99 | server CPU/op | errors | target |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| measurement | result | p50 | p95 | p99 | server CPU/op | database + generator CPU/op | errors | target |\n|---|---|---|---|---|---|---|---|---|\n")
+	var commits []string
 	for _, row := range r.rows {
-		if row.res != nil {
-			fmt.Fprintf(&b, "| %s | %.0f/s | %.1f ms | %.1f ms | %.1f ms | %d µs | %d | %s |\n", row.name, row.res.rate, ms(row.res.p50), ms(row.res.p95), ms(row.res.p99), row.res.serverCPU.Microseconds(), row.res.errors, row.target)
-		} else {
-			fmt.Fprintf(&b, "| %s | %s | | | | | | %s |\n", row.name, row.figure, row.target)
+		if row.res == nil {
+			fmt.Fprintf(&b, "| %s | %s | | | | | | | %s |\n", row.name, row.figure, row.target)
+			continue
+		}
+		res := row.res
+		db := "–"
+		if res.dbCPU > 0 {
+			db = fmt.Sprintf("%d µs", res.dbCPU.Microseconds())
+		}
+		fmt.Fprintf(&b, "| %s | %.0f/s | %.1f ms | %.1f ms | %.1f ms | %d µs | %s + %d µs | %d | %s |\n", row.name, res.rate, ms(res.p50), ms(res.p95), ms(res.p99),
+			res.serverCPU.Microseconds(), db, res.genCPU.Microseconds(), res.errors, row.target)
+		if res.writesPerCommit > 0 {
+			commits = append(commits, fmt.Sprintf("%s: %.0f commits/s, %.1f writes per commit", row.name, res.commitsPerSec, res.writesPerCommit))
 		}
 	}
+	if len(commits) > 0 {
+		fmt.Fprintf(&b, "\nGroup commits (the store's counters, median run):\n\n")
+		for _, c := range commits {
+			fmt.Fprintf(&b, "- %s\n", c)
+		}
+	}
+	fmt.Fprintf(&b, "\nThe server, PostgreSQL and the load generator share %d cores, so a row's rate is at most %d s of CPU per second "+
+		"divided by the sum of its three CPU times per request.\n", runtime.NumCPU(), runtime.NumCPU())
 	if r.stepca != "" {
 		fmt.Fprintf(&b, "\nstep-ca v0.30.2 on the same machine in the same session (../shared/tools/stepca-bench/run.sh):\n\n```\n%s\n```\n", r.stepca)
 	}

@@ -42,6 +42,9 @@ func (r *report) postgres(ctx context.Context, bin string, runs, n int, only str
 		if err != nil {
 			return err
 		}
+		if first.dbPID, err = pgs.PID(); err != nil {
+			log.Printf("PostgreSQL CPU not measured: %v", err)
+		}
 		for i := 1; i < replicas; i++ {
 			peer, err := startServer(bin, dir, pgs.DSN(db), fmt.Sprintf("r%d", i), false, "")
 			if err != nil {

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -152,6 +153,21 @@ func (s *Server) startServer() error {
 		return fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
 	}
 	return nil
+}
+
+// PID returns the postmaster's process ID (its backends are its
+// children), from postmaster.pid.
+func (s *Server) PID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster pid %q: %w", first, err)
+	}
+	return pid, nil
 }
 
 // Stop stops the server (fast shutdown) and removes its files.
