@@ -61,6 +61,7 @@ func main() {
 		keepTemp = flag.Bool("keep", false, "keep the temp folder")
 		only     = flag.String("only", "", "run only the load cells whose name contains this (profiling)")
 		pg       = flag.Bool("postgres", true, "also measure enroll on PostgreSQL, one replica and two (needs Debian's postgresql, which make deps installs)")
+		pgParams = flag.String("pgparams", "", "store URL parameters for the PostgreSQL rows, for tuning (lanyard_writers=2&lanyard_linger=1ms)")
 	)
 	flag.Parse()
 	if abs, err := filepath.Abs(*bin); err == nil {
@@ -120,7 +121,7 @@ func main() {
 		}
 	}
 	if *pg {
-		if err := rep.postgres(ctx, *bin, *runs, *n, *only); err != nil {
+		if err := rep.postgres(ctx, *bin, *runs, *n, *only, *pgParams); err != nil {
 			log.Printf("PostgreSQL rows skipped: %v", err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 // PostgreSQL (internal/pgtest: fsync off, synchronous_commit on), first on
 // one replica, then spread over two replicas on the same database (one
 // CA folder, as a deployment shares the CA files).
-func (r *report) postgres(ctx context.Context, bin string, runs, n int, only string) error {
+func (r *report) postgres(ctx context.Context, bin string, runs, n int, only, params string) error {
 	names := map[int]string{1: "enroll on PostgreSQL, 1 replica", 2: "enroll on PostgreSQL, 2 replicas (load split)"}
 	if !strings.Contains(names[1], only) && !strings.Contains(names[2], only) {
 		return nil
@@ -38,7 +38,11 @@ func (r *report) postgres(ctx context.Context, bin string, runs, n int, only str
 			return err
 		}
 		defer os.RemoveAll(dir)
-		first, err := startServer(bin, dir, pgs.DSN(db), "a", true, "")
+		dsn := pgs.DSN(db)
+		if params != "" {
+			dsn += sep(dsn) + params
+		}
+		first, err := startServer(bin, dir, dsn, "a", true, "")
 		if err != nil {
 			return err
 		}
@@ -46,7 +50,7 @@ func (r *report) postgres(ctx context.Context, bin string, runs, n int, only str
 			log.Printf("PostgreSQL CPU not measured: %v", err)
 		}
 		for i := 1; i < replicas; i++ {
-			peer, err := startServer(bin, dir, pgs.DSN(db), fmt.Sprintf("r%d", i), false, "")
+			peer, err := startServer(bin, dir, dsn, fmt.Sprintf("r%d", i), false, "")
 			if err != nil {
 				first.stop()
 				return err
@@ -75,4 +79,12 @@ func (s *server) stopAll() {
 		p.stop()
 	}
 	s.stop()
+}
+
+// sep is what joins more parameters to dsn.
+func sep(dsn string) string {
+	if strings.Contains(dsn, "?") {
+		return "&"
+	}
+	return "?"
 }

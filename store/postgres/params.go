@@ -11,8 +11,8 @@ import (
 // The engine's own settings travel in the store URL beside pgx's pool_*
 // parameters, so one string configures the whole store (the store key
 // and LANYARD_STORE): lanyard_query_timeout, lanyard_resolve_timeout,
-// lanyard_lease_ttl (durations, "10s"), lanyard_max_batch and
-// lanyard_writers (counts). They are taken out of the URL before pgx
+// lanyard_lease_ttl, lanyard_linger (durations, "10s"), lanyard_max_batch
+// and lanyard_writers (counts). They are taken out of the URL before pgx
 // sees it (pgx would send an unknown parameter to the server, which
 // refuses it). A value set in Options by the caller wins over the URL.
 const paramPrefix = "lanyard_"
@@ -73,10 +73,12 @@ func setParam(name, v string, opts *Options) error {
 			return err
 		}
 		return dur(&opts.Lease.TTL)
+	case "lanyard_linger":
+		return dur(&opts.Linger)
 	case "lanyard_max_batch":
 		return count(&opts.MaxBatch)
 	case "lanyard_writers":
 		return count(&opts.Writers)
 	}
-	return fmt.Errorf("unknown (known: lanyard_query_timeout, lanyard_resolve_timeout, lanyard_lease_ttl, lanyard_max_batch, lanyard_writers)")
+	return fmt.Errorf("unknown (known: lanyard_query_timeout, lanyard_resolve_timeout, lanyard_lease_ttl, lanyard_linger, lanyard_max_batch, lanyard_writers)")
 }

@@ -16,8 +16,8 @@ func TestTakeParams(t *testing.T) {
 		wantErr string
 	}{
 		{name: "none", want: Options{Lease: &LeaseOptions{}}},
-		{name: "every one", query: "&lanyard_query_timeout=3s&lanyard_resolve_timeout=20s&lanyard_lease_ttl=2s&lanyard_max_batch=64&lanyard_writers=2",
-			want: Options{QueryTimeout: 3 * time.Second, ResolveTimeout: 20 * time.Second, MaxBatch: 64, Writers: 2, Lease: &LeaseOptions{TTL: 2 * time.Second}}},
+		{name: "every one", query: "&lanyard_query_timeout=3s&lanyard_resolve_timeout=20s&lanyard_lease_ttl=2s&lanyard_linger=1ms&lanyard_max_batch=64&lanyard_writers=2",
+			want: Options{QueryTimeout: 3 * time.Second, ResolveTimeout: 20 * time.Second, Linger: time.Millisecond, MaxBatch: 64, Writers: 2, Lease: &LeaseOptions{TTL: 2 * time.Second}}},
 		{name: "the caller's value wins", query: "&lanyard_writers=2", opts: Options{Writers: 8}, want: Options{Writers: 8, Lease: &LeaseOptions{}}},
 		{name: "unknown", query: "&lanyard_lease=2s", wantErr: "unknown"},
 		{name: "bad duration", query: "&lanyard_query_timeout=10", wantErr: "positive duration"},
@@ -39,7 +39,7 @@ func TestTakeParams(t *testing.T) {
 			if strings.Contains(got, "lanyard_") || !strings.Contains(got, "sslmode=verify-full") || !strings.Contains(got, "secret@db1") {
 				t.Fatalf("URL after = %q, want the lanyard_ parameters gone and the rest kept", got)
 			}
-			if opts.QueryTimeout != tc.want.QueryTimeout || opts.ResolveTimeout != tc.want.ResolveTimeout || opts.MaxBatch != tc.want.MaxBatch ||
+			if opts.QueryTimeout != tc.want.QueryTimeout || opts.ResolveTimeout != tc.want.ResolveTimeout || opts.Linger != tc.want.Linger || opts.MaxBatch != tc.want.MaxBatch ||
 				opts.Writers != tc.want.Writers || opts.Lease.TTL != tc.want.Lease.TTL {
 				t.Fatalf("options = %+v (lease %+v), want %+v (lease %+v)", opts, opts.Lease, tc.want, tc.want.Lease)
 			}

@@ -52,6 +52,11 @@ type Options struct {
 	ResolveTimeout time.Duration
 	// MaxBatch caps the writes that share one commit. Default 256.
 	MaxBatch int
+	// Linger is how long a writer waits for more writes after a group of
+	// several (concurrent clients are about; see store/groupcommit).
+	// Default 0: take what is queued. Writers already overlap a group's
+	// flush with the next one's gathering.
+	Linger time.Duration
 	// Writers is how many groups commit at once. Default 4: while one
 	// group waits for its flush the next one gathers, and PostgreSQL's own
 	// group commit merges the flushes of concurrent groups.
@@ -156,7 +161,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", red, err)
 	}
-	db := &DB{pool: pool, dsn: red, log: opts.Logger.With("store", red), opts: opts, ops: groupcommit.New[*writeOp](opts.MaxBatch, 0)}
+	db := &DB{pool: pool, dsn: red, log: opts.Logger.With("store", red), opts: opts, ops: groupcommit.New[*writeOp](opts.MaxBatch, opts.Linger)}
 	if err := db.checkServer(ctx); err != nil {
 		pool.Close()
 		return nil, err
