@@ -1,9 +1,13 @@
 package postgres
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lanyard/lanyard/internal/pgtest"
 )
 
 func TestTakeParams(t *testing.T) {
@@ -44,5 +48,23 @@ func TestTakeParams(t *testing.T) {
 				t.Fatalf("options = %+v (lease %+v), want %+v (lease %+v)", opts, opts.Lease, tc.want, tc.want.Lease)
 			}
 		})
+	}
+}
+
+// TestOpenAppliesTheURLParameters opens a real database through a URL
+// carrying every lanyard_* parameter. Open used to set its defaults before
+// it read the URL, and a parameter fills only what is unset, so all but
+// lanyard_linger and lanyard_lease_ttl were silently ignored.
+func TestOpenAppliesTheURLParameters(t *testing.T) {
+	dsn := pgtest.NewDatabase(t) + "&lanyard_query_timeout=3s&lanyard_resolve_timeout=20s&lanyard_linger=3ms&lanyard_max_batch=7&lanyard_writers=3"
+	db, err := Open(context.Background(), dsn, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got := db.opts
+	if got.QueryTimeout != 3*time.Second || got.ResolveTimeout != 20*time.Second || got.Linger != 3*time.Millisecond || got.MaxBatch != 7 || got.Writers != 3 {
+		t.Fatalf("options after Open = query %v, resolve %v, linger %v, max batch %d, writers %d; want 3s, 20s, 3ms, 7, 3 from the URL",
+			got.QueryTimeout, got.ResolveTimeout, got.Linger, got.MaxBatch, got.Writers)
 	}
 }

@@ -119,6 +119,17 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	red := Redact(dsn)
+	if opts.Lease != nil {
+		l := *opts.Lease // the caller's struct stays as given
+		opts.Lease = &l
+	}
+	dsn, err := takeParams(dsn, &opts)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", red, err)
+	}
+	// Defaults after the URL's lanyard_* parameters, which fill only
+	// what the caller left unset.
 	if opts.QueryTimeout <= 0 {
 		opts.QueryTimeout = 10 * time.Second
 	}
@@ -130,15 +141,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	}
 	if opts.Writers <= 0 {
 		opts.Writers = 4
-	}
-	red := Redact(dsn)
-	if opts.Lease != nil {
-		l := *opts.Lease // the caller's struct stays as given
-		opts.Lease = &l
-	}
-	dsn, err := takeParams(dsn, &opts)
-	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", red, err)
 	}
 	red = Redact(dsn)
 	cfg, err := pgxpool.ParseConfig(dsn)
