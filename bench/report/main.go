@@ -367,6 +367,16 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 	for i, r := range replicas {
 		enrollClients[i] = v1ClientFor(shared, r.url)
 	}
+	if !renew && !keepAlive {
+		// Open the c keep-alive connections before the window, as step-ca's
+		// generator warms up (WARMUP requests): the window measures
+		// issuance, not 64 TLS handshakes at its start.
+		for _, r := range replicas {
+			if err := warmUp(ctx, shared, r.url, c); err != nil {
+				return result{}, err
+			}
+		}
+	}
 	c0, w0 := s.commitStats()
 	meter := startCPU(s)
 	lat := make([]time.Duration, n)
@@ -429,6 +439,34 @@ func (s *server) load(ctx context.Context, profile string, c, n int, renew, keep
 	log.Printf("  CPU per request: server %d µs, database %d µs, generator %d µs; store %.0f commits/s, %.1f writes per commit",
 		res.serverCPU.Microseconds(), res.dbCPU.Microseconds(), res.genCPU.Microseconds(), res.commitsPerSec, res.writesPerCommit)
 	return res, nil
+}
+
+// warmUp opens c connections of hc to url at once (GET /healthz on each,
+// concurrently), which hc then keeps idle for the timed window.
+func warmUp(ctx context.Context, hc *http.Client, url string, c int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, c)
+	for range c {
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz", nil)
+			if err == nil {
+				var resp *http.Response
+				if resp, err = hc.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	return nil
 }
 
 // summarize makes a result of one timed window: its latencies (sorted
